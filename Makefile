@@ -1,0 +1,47 @@
+# study-time: `make run` starts the service, `make test` runs every test.
+# Both create .venv with the pinned dependencies on first use.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: run test lint format ferretdb browser clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## Start the service on 127.0.0.1:8080 with the SQLite store (pass settings in ARGS="--port=9000").
+run: $(VENV)/.runtime
+	$(PY) server.py $(ARGS)
+
+## Install what the tests need (FerretDB, Chromium where possible) and run them all.
+test: $(VENV)/.dev ferretdb browser
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+## Build FerretDB (the MongoDB-compatible server the store tests use) unless it is already there.
+ferretdb:
+	@scripts/ensure-ferretdb.sh
+
+## Install Debian's Chromium for the browser tests where we can (root); the tests skip otherwise, except under CI.
+browser:
+	@scripts/ensure-chromium.sh
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.dev
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-output

@@ -1,0 +1,13 @@
+"""Liveness: ``/healthz`` answers 200 while the process is up."""
+
+from __future__ import annotations
+
+from tornado.web import RequestHandler
+
+from .base import RedactedLogMixin
+
+
+class HealthHandler(RedactedLogMixin, RequestHandler):
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.write({"status": "ok"})

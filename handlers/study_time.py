@@ -1,0 +1,190 @@
+"""``/api/study-time``: the WebSocket a course page keeps open.
+
+The handler is an adapter: it validates the connection, turns frames into
+calls on the :class:`~tracking.tracker.Tracker`, and turns the tracker's
+verdicts into protocol messages and close codes. The counting rules live in
+``tracking/``; persistence in ``storage/``. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from storage import StoreUnavailable
+from tracking import protocol
+from tracking.protocol import ProtocolError, Refusal, refusal
+from tracking.ratelimit import TokenBucket
+from tracking.session import EndReason, Session
+from tracking.tracker import Verdict
+
+from .base import RedactedLogMixin
+
+if TYPE_CHECKING:
+    from server import Service
+
+log = logging.getLogger("study_time.socket")
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+MAX_USER_AGENT = 256
+
+
+class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
+    """One learner studying one course over one connection."""
+
+    def initialize(self, service: Service) -> None:
+        self.service = service
+        self.session: Session | None = None
+        self.bucket: TokenBucket | None = None
+
+    async def open(self) -> None:
+        """Validate the ids, take over the (user, course), and announce the session.
+
+        Tornado reads no frame until this coroutine returns, so no heartbeat
+        can race the opening.
+        """
+        service = self.service
+        settings = service.settings
+        now = service.clock()
+        self.bucket = TokenBucket(settings.flood_rate, settings.flood_burst, now)
+        service.connections.add(self)
+        try:
+            user_id, course_id = protocol.parse_ids(
+                self.get_query_argument("userId", None), self.get_query_argument("courseId", None)
+            )
+        except ValueError as exc:
+            self.refuse(refusal("invalid_params", str(exc)))
+            return
+        if service.shutting_down:
+            self.refuse(refusal("server_shutdown", "the server is shutting down"))
+            return
+        if service.writer.full:
+            self.refuse(refusal("store_unavailable", "too much study time is waiting for the store"))
+            return
+
+        session, replaced = service.tracker.open(
+            user_id,
+            course_id,
+            now,
+            session_id=uuid.uuid4().hex,
+            remote_addr=self.request.remote_ip,
+            user_agent=(self.request.headers.get("User-Agent") or "")[:MAX_USER_AGENT] or None,
+            connection=self,
+        )
+        self.session = session
+        if replaced is not None:
+            service.session_ended(replaced)
+            replaced.connection.refuse(  # type: ignore[union-attr]
+                refusal("replaced", "a newer connection for this user and course took over")
+            )
+        try:
+            # The replaced session's final credit is already in the writer,
+            # so the total includes it whether or not it has been flushed.
+            base = await service.writer.total_seconds(user_id, course_id)
+        except StoreUnavailable as exc:
+            log.warning(
+                "store unavailable opening a session for user=%s course=%s: %s", user_id, course_id, exc
+            )
+            service.tracker.discard(session)
+            self.session = None
+            self.refuse(
+                refusal("store_unavailable", "the study record store is unavailable, try again later")
+            )
+            return
+        if not session.is_open:
+            return  # replaced or disconnected while the total was read
+        session.base_seconds = base
+        service.writer.changed(session)
+        log.info(
+            "session opened user=%s course=%s session=%s remote=%s",
+            user_id,
+            course_id,
+            session.session_id,
+            session.remote_addr,
+        )
+        self.send(
+            protocol.connected(
+                session.session_id,
+                session.study_time,
+                settings.heartbeat_interval,
+                settings.heartbeat_timeout,
+            )
+        )
+
+    def on_message(self, message: str | bytes) -> None:
+        session = self.session
+        if session is None or not session.is_open:
+            return  # ending: nothing more is counted or answered
+        service = self.service
+        now = service.clock()
+        if not self.bucket.allow(now):  # type: ignore[union-attr]
+            self.end(
+                now,
+                EndReason.RATE_LIMITED,
+                refusal("too_many_messages", "too many messages; send one heartbeat per interval"),
+            )
+            return
+        try:
+            heartbeat = protocol.parse_client_message(message)
+        except ProtocolError as exc:
+            if exc.code == "invalid_timestamp":
+                self.send(protocol.heartbeat_error(exc.code, exc.message, session.study_time))
+            else:
+                self.send(protocol.error(exc.code, exc.message))
+            return
+        verdict = service.tracker.heartbeat(session, now, heartbeat.timestamp)
+        if verdict is Verdict.ACCEPTED:
+            service.writer.changed(session)
+            self.send(protocol.heartbeat_ok(session.study_time))
+        elif verdict is Verdict.TOO_FREQUENT:
+            self.send(
+                protocol.heartbeat_error(
+                    "too_frequent",
+                    f"heartbeats must be at least {service.settings.min_heartbeat_interval:g}s apart",
+                    session.study_time,
+                )
+            )
+        else:  # Verdict.EXPIRED: the tracker has ended it as a timeout
+            service.session_ended(session)
+            self.refuse(refusal("heartbeat_timeout", "no heartbeat within the heartbeat timeout"))
+
+    def on_ping(self, data: bytes) -> None:
+        # Tornado answers pings itself; they count toward the flood limit.
+        session = self.session
+        if session is not None and session.is_open:
+            now = self.service.clock()
+            if not self.bucket.allow(now):  # type: ignore[union-attr]
+                self.end(now, EndReason.RATE_LIMITED, refusal("too_many_messages", "too many pings"))
+
+    def on_close(self) -> None:
+        service = self.service
+        service.forget_connection(self)
+        session = self.session
+        if session is not None and session.is_open:
+            # A close frame from the client is a clean end; none is a lost connection.
+            reason = EndReason.CLIENT_CLOSED if self.close_code is not None else EndReason.CONNECTION_LOST
+            if service.tracker.end(session, service.clock(), reason):
+                service.session_ended(session)
+
+    def end(self, now: float, reason: EndReason, why: Refusal) -> None:
+        """End this connection's session for ``reason`` and close with ``why``."""
+        session = self.session
+        if session is not None and self.service.tracker.end(session, now, reason):
+            self.service.session_ended(session)
+        self.refuse(why)
+
+    def refuse(self, why: Refusal) -> None:
+        """Tell the client why in an ``error`` message, then close with the matching code."""
+        self.send(protocol.error(why.code, why.message))
+        self.close(why.close_code, why.reason)
+
+    def send(self, message: dict) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        with contextlib.suppress(WebSocketClosedError):
+            self.write_message(_dumps(message))

@@ -1,0 +1,199 @@
+"""study-time server: the entry point and the composition of the service.
+
+``python server.py [--setting=value ...]`` starts the service; ``--help``
+lists every setting. SIGTERM or SIGINT shut it down gracefully: every open
+session is closed with 1001 and saved, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import tornado.netutil
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+
+import settings as settings_module
+from handlers.base import log_request
+from handlers.health import HealthHandler
+from handlers.study_time import StudyTimeSocket
+from settings import Settings, SettingsError
+from storage import Store, StoreError, open_store
+from storage.writer import SessionWriter
+from tracking.clock import Clock, WallClock
+from tracking.protocol import refusal
+from tracking.session import EndReason, Session
+from tracking.tracker import Tracker
+
+log = logging.getLogger("study_time")
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+# Once closes are sent at shutdown, wait at most this long for clients to
+# answer them before the process exits.
+CLOSE_GRACE_SECONDS = 1.0
+
+
+class Service:
+    """The running service: tracker, writer, store, HTTP server and timers.
+
+    Tests build one in-process with short intervals and a temporary store;
+    :func:`main` builds one from the command line.
+    """
+
+    def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or WallClock()
+        self.store = store if store is not None else open_store(settings.store)
+        self.tracker = Tracker(settings.heartbeat_timeout, settings.min_heartbeat_interval)
+        self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
+        self.connections: set[StudyTimeSocket] = set()
+        self._no_connections = asyncio.Event()
+        self.shutting_down = False
+        self.app = make_app(self)
+        self.http_server: HTTPServer | None = None
+        self._timers: list[PeriodicCallback] = []
+
+    async def start(self, sockets: Sequence[socket.socket]) -> None:
+        """Open the store, close what a crash left open, and serve on ``sockets``."""
+        await self.store.open()
+        recovered = await self.store.recover(self.clock())
+        if recovered:
+            log.warning(
+                "closed %d sessions left open by a previous process (server_lost), keeping %.1fs of credit",
+                len(recovered),
+                sum(r.seconds for r in recovered),
+            )
+        self.http_server = HTTPServer(self.app)
+        self.http_server.add_sockets(sockets)
+        settings = self.settings
+        self._timers = [
+            PeriodicCallback(self.sweep, settings.sweep_interval * 1000),
+            PeriodicCallback(self.writer.flush, settings.flush_interval * 1000),
+        ]
+        for timer in self._timers:
+            timer.start()
+
+    def sweep(self) -> None:
+        """End the sessions whose heartbeat deadline has passed (the tracker finds only those)."""
+        for session in self.tracker.expire(self.clock()):
+            self.session_ended(session)
+            session.connection.refuse(  # type: ignore[union-attr]
+                refusal("heartbeat_timeout", "no heartbeat within the heartbeat timeout")
+            )
+
+    def session_ended(self, session: Session) -> None:
+        """Record an ended session: queue its final snapshot and log it."""
+        self.writer.ended(session)
+        log.info(
+            "session closed user=%s course=%s session=%s remote=%s reason=%s credited=%.3fs total=%ds",
+            session.user_id,
+            session.course_id,
+            session.session_id,
+            session.remote_addr,
+            session.end_reason,
+            session.seconds,
+            session.study_time,
+        )
+
+    async def shutdown(self) -> bool:
+        """Close every session with 1001, save everything; return whether all was saved."""
+        self.shutting_down = True
+        if self.http_server is not None:
+            self.http_server.stop()
+        for timer in self._timers:
+            timer.stop()
+        now = self.clock()
+        for session in self.tracker:
+            if self.tracker.end(session, now, EndReason.SERVER_SHUTDOWN):
+                self.session_ended(session)
+                session.connection.refuse(  # type: ignore[union-attr]
+                    refusal("server_shutdown", "the server is shutting down, reconnect shortly")
+                )
+        saved = await self.writer.drain(self.settings.shutdown_timeout)
+        if not saved:
+            log.error(
+                "shutdown: the store did not take %d sessions within %gs (--shutdown-timeout)",
+                self.writer.unsaved,
+                self.settings.shutdown_timeout,
+            )
+        await self._wait_for_connections(CLOSE_GRACE_SECONDS)
+        if self.http_server is not None:
+            await self.http_server.close_all_connections()
+        await self.store.close()
+        return saved
+
+    def forget_connection(self, handler: StudyTimeSocket) -> None:
+        self.connections.discard(handler)
+        if not self.connections:
+            self._no_connections.set()
+
+    async def _wait_for_connections(self, timeout: float) -> None:
+        if self.connections:
+            self._no_connections.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_connections.wait(), timeout)
+
+
+def make_app(service: Service) -> tornado.web.Application:
+    settings = service.settings
+    return tornado.web.Application(
+        [
+            (r"/api/study-time", StudyTimeSocket, {"service": service}),
+            (r"/healthz", HealthHandler),
+            (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
+        ],
+        websocket_max_message_size=settings.max_message_size,
+        log_function=log_request,
+    )
+
+
+async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
+    """Run the service until SIGTERM or SIGINT; return the exit status."""
+    service = Service(settings)
+    try:
+        await service.start(sockets)
+    except StoreError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    host, port = sockets[0].getsockname()[:2]
+    log.info("listening on http://%s:%d (store %s)", host, port, settings.store.split(":", 1)[0])
+    await stop.wait()
+    log.info("shutting down: closing %d sessions", len(service.tracker))
+    saved = await service.shutdown()
+    log.info("stopped")
+    return 0 if saved else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = settings_module.load(argv)
+    except SettingsError as exc:
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 2
+    settings_module.configure_logging(settings.log_level)
+    try:
+        # Bound before the IOLoop starts (and before any fork), so that
+        # several processes can share them.
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+    except OSError as exc:
+        log.error("cannot start: cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
+        return 1
+    return asyncio.run(serve(settings, sockets))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

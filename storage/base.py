@@ -1,0 +1,80 @@
+"""The store interface: the little the tracker needs from a database.
+
+A store persists :class:`~tracking.session.SessionRecord` snapshots, one
+study record per session, and derives totals from them (sessions are the
+append-only record; no total is stored). Starting, checkpointing and
+finishing a session are all the same operation, :meth:`Store.save` of the
+session's latest snapshot: it is an idempotent upsert keyed by
+``session_id`` that never lets a snapshot with a lower ``rev`` overwrite a
+higher one, so a retried or reordered write can never count twice or go
+backwards.
+
+Every store passes ``tests/store_contract.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from tracking.session import SessionRecord
+
+
+class StoreError(Exception):
+    """A store cannot be used as configured (bad URL, locked file): a start-up error."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now; the operation may succeed later."""
+
+
+class Store(ABC):
+    """Persistence for study records."""
+
+    #: Whether several server processes may share this store.
+    supports_many_processes = False
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, and create the schema and indexes if they are missing (idempotent)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections and locks."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+
+    @abstractmethod
+    async def save(self, records: Sequence[SessionRecord]) -> None:
+        """Upsert each record by ``session_id`` unless the stored ``rev`` is already higher."""
+
+    @abstractmethod
+    async def total_seconds(self, user_id: str, course_id: str) -> float:
+        """The credit of every stored session of this user and course, fractions included."""
+
+    @abstractmethod
+    async def recover(self, now: float) -> list[SessionRecord]:
+        """Close the sessions left open by a server that is gone; return them as closed.
+
+        Each keeps the credit of its last checkpoint, ends at its
+        ``credited_until`` and gets ``end_reason`` ``server_lost``.
+        """
+
+    @abstractmethod
+    async def sessions(
+        self, *, user_id: str | None = None, course_id: str | None = None
+    ) -> list[SessionRecord]:
+        """Study records, optionally of one user and/or course, oldest first."""
+
+
+def open_store(url: str) -> Store:
+    """The store for a ``--store`` URL (not yet opened)."""
+    if url.startswith("sqlite:"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    # Only the scheme is echoed: a database URL may carry a password.
+    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
+    raise StoreError(f"unsupported store URL scheme {scheme!r}: expected sqlite:///PATH")

@@ -1,0 +1,219 @@
+"""The embedded store: study records in one SQLite file.
+
+SQLite calls block, so they run on one dedicated thread that owns the
+connection; the IOLoop only awaits their results. The database is in WAL
+mode, so readers (a reporting query in the ``sqlite3`` shell) do not block
+the server's writes.
+
+Only one server process may use a database file: a second one would close
+the first one's open sessions as "left by a crash". An exclusive ``flock``
+on ``<file>.lock`` enforces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TypeVar
+
+from tracking.session import EndReason, SessionRecord
+
+from .base import Store, StoreError, StoreUnavailable
+
+T = TypeVar("T")
+
+_COLUMNS = (
+    "session_id",
+    "user_id",
+    "course_id",
+    "started_at",
+    "credited_until",
+    "seconds",
+    "heartbeats",
+    "rev",
+    "ended_at",
+    "end_reason",
+    "remote_addr",
+    "user_agent",
+    "last_client_time",
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS study_sessions (
+    session_id       TEXT PRIMARY KEY,
+    user_id          TEXT NOT NULL,
+    course_id        TEXT NOT NULL,
+    started_at       REAL NOT NULL,     -- server time, seconds since the epoch (UTC)
+    credited_until   REAL NOT NULL,     -- credit has been given up to this instant
+    seconds          REAL NOT NULL,     -- credit of this session, fractions included
+    heartbeats       INTEGER NOT NULL,  -- accepted heartbeats
+    rev              INTEGER NOT NULL,  -- snapshot revision: higher wins
+    ended_at         REAL,              -- NULL while the session is open
+    end_reason       TEXT,              -- NULL while open; see docs/protocol.md
+    remote_addr      TEXT,
+    user_agent       TEXT,
+    last_client_time TEXT               -- the client's last heartbeat timestamp, as sent
+);
+CREATE INDEX IF NOT EXISTS study_sessions_user_course
+    ON study_sessions (user_id, course_id, started_at);
+CREATE INDEX IF NOT EXISTS study_sessions_course_started
+    ON study_sessions (course_id, started_at);
+CREATE INDEX IF NOT EXISTS study_sessions_open
+    ON study_sessions (ended_at) WHERE ended_at IS NULL;
+"""
+
+# Built from the constant column list above, never from input.
+_UPSERT = f"""
+INSERT INTO study_sessions ({", ".join(_COLUMNS)})
+VALUES ({", ".join("?" for _ in _COLUMNS)})
+ON CONFLICT (session_id) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "session_id")}
+WHERE excluded.rev > study_sessions.rev
+"""
+
+
+class SQLiteStore(Store):
+    """Study records in a SQLite database file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+        prefix = "sqlite:///"
+        if not url.startswith(prefix) or len(url) == len(prefix):
+            raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///PATH")
+        return cls(url[len(prefix) :])
+
+    async def open(self) -> None:
+        self._take_file_lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        try:
+            await self._run(self._connect)
+        except StoreUnavailable as exc:
+            await self.close()
+            raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            if self._conn is not None:
+                await self._run(self._conn.close)
+                self._conn = None
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+
+    async def save(self, records: Sequence[SessionRecord]) -> None:
+        rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
+
+        def write() -> None:
+            with self._db:
+                self._db.executemany(_UPSERT, rows)
+
+        await self._run(write)
+
+    async def total_seconds(self, user_id: str, course_id: str) -> float:
+        def read() -> float:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(seconds), 0) FROM study_sessions WHERE user_id = ? AND course_id = ?",
+                (user_id, course_id),
+            ).fetchone()
+            return float(row[0])
+
+        return await self._run(read)
+
+    async def recover(self, now: float) -> list[SessionRecord]:
+        # The file lock guarantees no other live process owns open sessions
+        # here, so every open session was left by a crash.
+        def close_orphans() -> list[SessionRecord]:
+            with self._db:
+                orphans = self._select("WHERE ended_at IS NULL", ())
+                self._db.execute(
+                    "UPDATE study_sessions SET ended_at = credited_until, end_reason = ?,"
+                    " rev = rev + 1 WHERE ended_at IS NULL",
+                    (EndReason.SERVER_LOST.value,),
+                )
+            return [
+                replace(r, ended_at=r.credited_until, end_reason=EndReason.SERVER_LOST.value, rev=r.rev + 1)
+                for r in orphans
+            ]
+
+        return await self._run(close_orphans)
+
+    async def sessions(
+        self, *, user_id: str | None = None, course_id: str | None = None
+    ) -> list[SessionRecord]:
+        clauses, params = [], []
+        if user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(user_id)
+        if course_id is not None:
+            clauses.append("course_id = ?")
+            params.append(course_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return await self._run(lambda: self._select(where, tuple(params)))
+
+    # Internals: everything below runs on the store's thread, except _run.
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        return self._conn
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (only an OS crash or
+        # power loss can lose the last commits), which matches the durability
+        # promise: a crash loses at most one checkpoint interval.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    def _select(self, where: str, params: tuple) -> list[SessionRecord]:
+        # ``where`` is one of this module's constant clauses; values are bound parameters.
+        rows = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM study_sessions {where} ORDER BY started_at, session_id",
+            params,
+        ).fetchall()
+        return [SessionRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+
+    def _take_file_lock(self) -> None:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot use {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"{self.path} is in use by another server process; the SQLite store"
+                " serves one process (use a mongodb:// store for several)"
+            ) from None
+        self._lock_fd = fd
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite error: {exc}") from exc

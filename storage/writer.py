@@ -1,0 +1,146 @@
+"""Write-behind of session snapshots: batched checkpoints, and credit kept through outages.
+
+Heartbeats only mark their session dirty (a dict assignment); every
+``--flush-interval`` :meth:`SessionWriter.flush` writes one snapshot per
+changed session in a single batch. So store writes per second are at most
+live sessions / flush interval, however fast heartbeats arrive, and a crash
+loses at most one interval of credit per session (counting rule 5).
+
+When the store fails, snapshots stay here and are written by a later flush;
+nothing is dropped. Totals read through :meth:`SessionWriter.total_seconds`
+add the credit still waiting here to what the store holds, so a learner who
+reconnects sees the same total whether or not the last flush has landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from tracking.session import Session, SessionRecord
+
+from .base import Store, StoreUnavailable
+
+log = logging.getLogger("study_time.store")
+
+
+class SessionWriter:
+    """Buffers session snapshots and flushes them to a :class:`Store` in batches."""
+
+    def __init__(self, store: Store, *, max_unsaved: int = 100_000) -> None:
+        self.store = store
+        self.max_unsaved = max_unsaved
+        self._dirty: dict[str, Session] = {}  # live sessions changed since the last flush
+        self._pending: dict[str, SessionRecord] = {}  # snapshots not yet written
+        self._durable: dict[str, float] = {}  # credit known to be in the store, by session
+        self._lock = asyncio.Lock()  # one flush at a time; reads wait for it
+        self._failing_since: float | None = None
+        self._full_logged = False
+
+    # Called synchronously by the handler; these never block or fail.
+
+    def changed(self, session: Session) -> None:
+        """A live session gained credit (or started): write it at the next flush."""
+        self._dirty[session.session_id] = session
+
+    def ended(self, session: Session) -> None:
+        """A session ended: its final snapshot is written at the next flush."""
+        self._dirty.pop(session.session_id, None)
+        self._pending[session.session_id] = session.record()
+
+    @property
+    def unsaved(self) -> int:
+        """Sessions whose latest state is not yet in the store."""
+        return len(self._pending) + sum(1 for sid in self._dirty if sid not in self._pending)
+
+    @property
+    def full(self) -> bool:
+        """Too much is waiting for the store: new connections are refused until it drains."""
+        return len(self._pending) >= self.max_unsaved
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last flush reached the store."""
+        return self._failing_since is None
+
+    async def total_seconds(self, user_id: str, course_id: str) -> float:
+        """The stored total for a user and course plus the credit still waiting here.
+
+        Raises :class:`StoreUnavailable` when the store cannot be read.
+        """
+        async with self._lock:
+            total = await self.store.total_seconds(user_id, course_id)
+            for record in self._pending.values():
+                if record.user_id == user_id and record.course_id == course_id:
+                    total += record.seconds - self._durable.get(record.session_id, 0.0)
+            return total
+
+    async def flush(self) -> bool:
+        """Write every changed session; return False if the store failed (kept for later)."""
+        async with self._lock:
+            for session_id, session in self._dirty.items():
+                self._pending[session_id] = session.record()
+            self._dirty.clear()
+            if not self._pending:
+                return True
+            batch = list(self._pending.values())
+            try:
+                await self.store.save(batch)
+            except StoreUnavailable as exc:
+                self._note_failure(exc)
+                return False
+            except Exception as exc:  # a store bug must not stop the flushing
+                log.exception("unexpected error writing %d sessions", len(batch))
+                self._note_failure(exc)
+                return False
+            self._note_success(len(batch))
+            for record in batch:
+                # A session that changed again while the batch was in flight
+                # has a newer snapshot waiting: keep that one.
+                if self._pending.get(record.session_id) is record:
+                    del self._pending[record.session_id]
+                if record.is_open:
+                    self._durable[record.session_id] = record.seconds
+                else:
+                    self._durable.pop(record.session_id, None)
+            return True
+
+    async def drain(self, timeout: float) -> bool:
+        """Flush until nothing is waiting or ``timeout`` seconds pass (used at shutdown)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            if await self.flush() and not self._pending and not self._dirty:
+                return True
+            if time.monotonic() + delay > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _note_failure(self, exc: Exception) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning(
+                "store unavailable (%s): keeping credit in memory, %d sessions waiting to be written",
+                exc,
+                len(self._pending),
+            )
+        if self.full and not self._full_logged:
+            self._full_logged = True
+            log.error(
+                "store unavailable for %.0fs and %d sessions are waiting to be written"
+                " (--max-unsaved-sessions): refusing new connections until it returns",
+                time.monotonic() - self._failing_since,
+                len(self._pending),
+            )
+
+    def _note_success(self, written: int) -> None:
+        if self._failing_since is not None:
+            log.warning(
+                "store available again after %.1fs: wrote %d waiting sessions",
+                time.monotonic() - self._failing_since,
+                written,
+            )
+            self._failing_since = None
+            self._full_logged = False

@@ -1,0 +1,170 @@
+"""The wire protocol: ids, client messages, server messages and close codes.
+
+Everything here is pure: parsing takes text and returns a value or a
+:class:`ProtocolError`; building returns the dict the handler serialises.
+``docs/protocol.md`` is the human-readable form of this module and must be
+kept in step with it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+
+#: Ids are 1-128 characters of letters, digits and ``_ . : @ -``.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+
+#: Client timestamps longer than this are not ISO 8601 whatever they contain.
+MAX_TIMESTAMP_LENGTH = 64
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server sends, with the reason string sent alongside."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutdown
+    MESSAGE_TOO_BIG = 1009
+    TRY_AGAIN_LATER = 1013  # store unavailable
+    BAD_REQUEST = 4400  # missing or invalid userId / courseId
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    HEARTBEAT_TIMEOUT = 4408
+    REPLACED = 4409
+    TOO_MANY_MESSAGES = 4429
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the server ends a connection: the ``error`` message it sends, then the close.
+
+    ``code`` names the error in the ``error`` message; ``close_code`` and
+    ``reason`` go into the close frame (the reason is short: browsers show it).
+    """
+
+    code: str
+    close_code: CloseCode
+    reason: str
+    message: str
+
+
+def refusal(code: str, message: str) -> Refusal:
+    """The :class:`Refusal` for an error ``code``, with a specific ``message``."""
+    close_code, reason = _CLOSE_FOR_ERROR[code]
+    return Refusal(code, close_code, reason, message)
+
+
+_CLOSE_FOR_ERROR: dict[str, tuple[CloseCode, str]] = {
+    "invalid_params": (CloseCode.BAD_REQUEST, "invalid parameters"),
+    "unauthorized": (CloseCode.UNAUTHORIZED, "unauthorized"),
+    "forbidden": (CloseCode.FORBIDDEN, "forbidden"),
+    "heartbeat_timeout": (CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"),
+    "replaced": (CloseCode.REPLACED, "replaced by a new connection"),
+    "too_many_messages": (CloseCode.TOO_MANY_MESSAGES, "too many messages"),
+    "store_unavailable": (CloseCode.TRY_AGAIN_LATER, "store unavailable, try again later"),
+    "server_shutdown": (CloseCode.GOING_AWAY, "server shutting down"),
+}
+
+
+class ProtocolError(Exception):
+    """A client message the server answers with an error, keeping the connection open.
+
+    ``code`` is one of ``invalid_json``, ``unknown_type``, ``binary_not_supported``
+    (answered with an ``error`` message) or ``invalid_timestamp`` (answered with
+    a ``heartbeat_response`` whose status is ``error``).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A parsed client heartbeat; ``timestamp`` is the client's clock, for diagnostics only."""
+
+    timestamp: datetime
+
+
+def valid_id(value: str | None) -> bool:
+    """Whether ``value`` is an acceptable userId/courseId."""
+    return value is not None and ID_PATTERN.fullmatch(value) is not None
+
+
+def parse_ids(user_id: str | None, course_id: str | None) -> tuple[str, str]:
+    """Validate the connection's ids; raise :class:`ValueError` naming the bad one."""
+    for name, value in (("userId", user_id), ("courseId", course_id)):
+        if value is None or value == "":
+            raise ValueError(f"{name} is required")
+        if not valid_id(value):
+            raise ValueError(f"{name} must be 1-128 characters of letters, digits and _ . : @ -")
+    return user_id, course_id  # type: ignore[return-value]
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Parse a client's ISO 8601 timestamp (``Z``, offsets and fractions accepted)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_TIMESTAMP_LENGTH:
+        raise ProtocolError("invalid_timestamp", "timestamp must be an ISO 8601 string")
+    try:
+        # Python 3.11 accepts the ISO 8601 forms browsers and other languages
+        # produce, including a trailing "Z" and any number of fractional digits.
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ProtocolError("invalid_timestamp", f"timestamp {value[:40]!r} is not ISO 8601") from None
+
+
+def parse_client_message(text: str | bytes) -> Heartbeat:
+    """Parse one client frame into a :class:`Heartbeat` or raise :class:`ProtocolError`."""
+    if isinstance(text, bytes):
+        raise ProtocolError("binary_not_supported", "binary frames are not supported; send JSON text")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise ProtocolError("invalid_json", "message is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_json", "message must be a JSON object")
+    kind = message.get("type")
+    if kind != "heartbeat":
+        shown = kind if isinstance(kind, str) else json.dumps(kind)
+        raise ProtocolError("unknown_type", f"unknown message type {shown[:40]!r}; expected 'heartbeat'")
+    return Heartbeat(parse_timestamp(message.get("timestamp")))
+
+
+# Server messages. Each returns the dict the handler sends as JSON text.
+
+
+def connected(session_id: str, study_time: int, interval: float, timeout: float) -> dict:
+    return {
+        "type": "connected",
+        "status": "success",
+        "sessionId": session_id,
+        "studyTime": study_time,
+        "heartbeatInterval": _seconds(interval),
+        "heartbeatTimeout": _seconds(timeout),
+    }
+
+
+def heartbeat_ok(study_time: int) -> dict:
+    return {"type": "heartbeat_response", "status": "success", "studyTime": study_time}
+
+
+def heartbeat_error(code: str, message: str, study_time: int) -> dict:
+    return {
+        "type": "heartbeat_response",
+        "status": "error",
+        "code": code,
+        "message": message,
+        "studyTime": study_time,
+    }
+
+
+def error(code: str, message: str) -> dict:
+    return {"type": "error", "status": "error", "code": code, "message": message}
+
+
+def _seconds(value: float) -> int | float:
+    """Whole seconds as an int (the documented ``30``), fractions kept as given."""
+    return int(value) if float(value).is_integer() else value

@@ -1,0 +1,174 @@
+"""The session accounting: who is connected, what they have earned, who has timed out.
+
+The :class:`Tracker` is the single owner of live sessions in a process. It
+implements the counting rules of ``docs/protocol.md``:
+
+1. only server time counts (every method takes ``now``);
+2. credit runs from the opening through each accepted heartbeat, each gap
+   capped at the heartbeat timeout; the tail after the last accepted
+   heartbeat is earned only on a clean end (see :class:`EndReason`);
+3. one live session per (user, course): opening a second ends the first at
+   the same instant, so no wall clock second is earned twice;
+6. credit is a float, so fractions are carried, never rounded away.
+
+Timeouts are kept in an insertion-ordered dict. Every deadline is "last
+accepted heartbeat + timeout" with a constant timeout and a clock that does
+not run backwards, so moving a session to the end on each heartbeat keeps the
+dict sorted by deadline: the sweep pops from the front and stops at the first
+session that has not expired, costing O(expired + 1) rather than O(live).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from datetime import datetime
+from enum import Enum
+
+from .session import EndReason, Session
+
+
+class Verdict(Enum):
+    """The outcome of a heartbeat."""
+
+    ACCEPTED = "accepted"
+    TOO_FREQUENT = "too_frequent"  # sooner than the minimum interval: no credit
+    EXPIRED = "expired"  # the session had already timed out: it is now ended
+
+
+class Tracker:
+    """Live sessions and their credit. Pure: no I/O, no clock of its own."""
+
+    def __init__(self, heartbeat_timeout: float, min_heartbeat_interval: float) -> None:
+        if heartbeat_timeout <= 0:
+            raise ValueError("heartbeat_timeout must be positive")
+        self.heartbeat_timeout = heartbeat_timeout
+        self.min_heartbeat_interval = min_heartbeat_interval
+        self._by_key: dict[tuple[str, str], Session] = {}
+        # session_id -> session, in deadline order (see the module docstring).
+        self._by_deadline: OrderedDict[str, Session] = OrderedDict()
+        self._now = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._by_key.values()))
+
+    def get(self, user_id: str, course_id: str) -> Session | None:
+        return self._by_key.get((user_id, course_id))
+
+    def open(
+        self,
+        user_id: str,
+        course_id: str,
+        now: float,
+        *,
+        session_id: str,
+        remote_addr: str | None = None,
+        user_agent: str | None = None,
+        connection: object = None,
+    ) -> tuple[Session, Session | None]:
+        """Start a session; return it and the session it replaced, already ended, if any."""
+        now = self._advance(now)
+        replaced = self._by_key.get((user_id, course_id))
+        if replaced is not None:
+            self.end(replaced, now, EndReason.REPLACED)
+        session = Session(
+            session_id=session_id,
+            user_id=user_id,
+            course_id=course_id,
+            started_at=now,
+            credited_until=now,
+            remote_addr=remote_addr,
+            user_agent=user_agent,
+            connection=connection,
+        )
+        self._by_key[session.key] = session
+        self._by_deadline[session_id] = session
+        return session, replaced
+
+    def heartbeat(self, session: Session, now: float, client_time: datetime | None = None) -> Verdict:
+        """Credit an accepted heartbeat, or say why it earns nothing."""
+        if not session.is_open:
+            raise ValueError(f"session {session.session_id} has ended")
+        now = self._advance(now)
+        if now - session.credited_until >= self.heartbeat_timeout:
+            # The sweep has not run yet, but the deadline has passed: the
+            # session timed out, whatever arrives late.
+            self.end(session, now, EndReason.TIMEOUT)
+            return Verdict.EXPIRED
+        if (
+            session.last_heartbeat_at is not None
+            and now - session.last_heartbeat_at < self.min_heartbeat_interval
+        ):
+            return Verdict.TOO_FREQUENT
+        self._credit(session, now)
+        session.heartbeats += 1
+        session.last_heartbeat_at = now
+        session.last_client_time = client_time
+        session.rev += 1
+        self._by_deadline.move_to_end(session.session_id)
+        return Verdict.ACCEPTED
+
+    def end(
+        self, session: Session, now: float, reason: EndReason, *, credit_until: float | None = None
+    ) -> bool:
+        """End a session; return False if it had already ended.
+
+        A session past its deadline ends as a timeout whatever ``reason``
+        says: its silence already forfeited the tail. ``credit_until`` caps
+        the credit, for an end decided elsewhere at an earlier instant (a
+        takeover by another process).
+        """
+        if not session.is_open:
+            return False
+        now = self._advance(now)
+        if now - session.credited_until >= self.heartbeat_timeout:
+            reason = EndReason.TIMEOUT
+        if reason.earns_tail:
+            self._credit(session, now if credit_until is None else min(now, credit_until))
+        session.ended_at = now
+        session.end_reason = reason
+        session.rev += 1
+        self._forget(session)
+        return True
+
+    def discard(self, session: Session) -> None:
+        """Forget a session that never started (its opening failed); it earned nothing."""
+        self._forget(session)
+        if session.is_open:
+            session.end_reason = EndReason.CONNECTION_LOST
+            session.ended_at = session.started_at
+
+    def expire(self, now: float) -> list[Session]:
+        """End and return every session whose heartbeat deadline has passed."""
+        now = self._advance(now)
+        expired = []
+        deadline_order = self._by_deadline
+        cutoff = now - self.heartbeat_timeout
+        while deadline_order:
+            session = next(iter(deadline_order.values()))
+            if session.credited_until > cutoff:
+                break
+            self.end(session, now, EndReason.TIMEOUT)
+            expired.append(session)
+        return expired
+
+    def _credit(self, session: Session, until: float) -> None:
+        gap = until - session.credited_until
+        if gap <= 0:
+            return
+        session.seconds += min(gap, self.heartbeat_timeout)
+        session.credited_until = until
+
+    def _forget(self, session: Session) -> None:
+        if self._by_key.get(session.key) is session:
+            del self._by_key[session.key]
+        self._by_deadline.pop(session.session_id, None)
+
+    def _advance(self, now: float) -> float:
+        # The deadline order relies on time never running backwards.
+        if now > self._now:
+            self._now = now
+        return self._now
