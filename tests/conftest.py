@@ -1,0 +1,68 @@
+"""Shared fixtures: stores, and a real in-process server on a loopback port.
+
+``store_url`` is parametrised over every store the machine can run, so the
+protocol tests and the store contract suite run on each of them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import tornado.netutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from server import Service  # noqa: E402
+from tests.helpers import fast_settings  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite"])
+def store_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_url(store_kind, tmp_path) -> str:
+    if store_kind == "sqlite":
+        return f"sqlite:///{tmp_path}/study_time.db"
+    raise AssertionError(f"unknown store kind {store_kind}")
+
+
+@pytest.fixture
+def start_service(io_loop, store_url):
+    """A factory: ``await start_service(**settings)`` runs a real server on 127.0.0.1:<free port>.
+
+    Every service started is shut down (and its store closed) after the test.
+    """
+    started: list[Service] = []
+
+    async def start(**overrides) -> Service:
+        settings = fast_settings(**{"store": store_url, **overrides})
+        service = Service(settings)
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        port = sockets[0].getsockname()[1]
+        await service.start(sockets)
+        service.url = f"ws://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        service.http_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        if not service.shutting_down:
+            io_loop.run_sync(service.shutdown, timeout=10)
+
+
+@pytest.fixture
+def store(io_loop, store_url):
+    """An opened store of each kind, closed after the test."""
+    from storage import open_store
+
+    opened = open_store(store_url)
+    io_loop.run_sync(opened.open)
+    yield opened
+    io_loop.run_sync(opened.close)

@@ -1,0 +1,157 @@
+"""The store contract: what every store must do, run against each real store.
+
+A store that passes this suite can back the service: it persists study
+records idempotently, never lets an older snapshot win, derives totals
+from the records, and closes what a crash left open.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from storage import open_store
+from tracking.session import SessionRecord
+
+T0 = 1_700_000_000.0
+
+
+def record(user="u1", course="c1", *, seconds=10.5, started=T0, rev=2, ended=True, **extra) -> SessionRecord:
+    fields = dict(
+        session_id=uuid.uuid4().hex,
+        user_id=user,
+        course_id=course,
+        started_at=started,
+        credited_until=started + seconds,
+        seconds=seconds,
+        heartbeats=3,
+        rev=rev,
+        ended_at=started + seconds + 1 if ended else None,
+        end_reason="client_closed" if ended else None,
+        remote_addr="127.0.0.1",
+        user_agent="pytest",
+        last_client_time="2023-12-25T10:00:00+00:00",
+    )
+    fields.update(extra)
+    return SessionRecord(**fields)
+
+
+@pytest.mark.gen_test
+async def test_round_trip_keeps_every_field(store):
+    saved = record(seconds=12.375)
+    await store.save([saved])
+    assert await store.sessions(user_id="u1", course_id="c1") == [saved]
+
+
+@pytest.mark.gen_test
+async def test_totals_sum_the_sessions_of_one_user_and_course_with_fractions(store):
+    await store.save(
+        [
+            record(seconds=0.25),
+            record(seconds=0.5, started=T0 + 100),
+            record(seconds=1.125, started=T0 + 200, ended=False),
+            record(user="u2", seconds=100),
+            record(course="c2", seconds=200),
+        ]
+    )
+    assert await store.total_seconds("u1", "c1") == pytest.approx(1.875)
+    assert await store.total_seconds("u2", "c1") == pytest.approx(100)
+    assert await store.total_seconds("nobody", "c1") == 0
+
+
+@pytest.mark.gen_test
+async def test_a_retried_write_never_counts_twice(store):
+    first = record(seconds=30)
+    await store.save([first])
+    await store.save([first])
+    await store.save([first, first])
+    assert await store.total_seconds("u1", "c1") == pytest.approx(30)
+    assert len(await store.sessions(user_id="u1")) == 1
+
+
+@pytest.mark.gen_test
+async def test_checkpoints_replace_the_snapshot_and_an_older_one_never_wins(store):
+    start = record(seconds=0, rev=1, ended=False)
+    checkpoint = replace(start, seconds=20, credited_until=T0 + 20, heartbeats=2, rev=3)
+    final = replace(
+        checkpoint, seconds=25, credited_until=T0 + 25, rev=4, ended_at=T0 + 25, end_reason="client_closed"
+    )
+    await store.save([start])
+    await store.save([checkpoint])
+    await store.save([final])
+    # A delayed retry of an earlier checkpoint arrives last: it must not win.
+    await store.save([checkpoint])
+    assert await store.sessions(user_id="u1") == [final]
+    assert await store.total_seconds("u1", "c1") == pytest.approx(25)
+
+
+@pytest.mark.gen_test
+async def test_recover_closes_open_sessions_at_their_last_checkpoint(store):
+    open_one = record(seconds=42.5, ended=False, rev=5)
+    closed = record(seconds=10, started=T0 + 1000)
+    await store.save([open_one, closed])
+    recovered = await store.recover(T0 + 5000)
+    assert [r.session_id for r in recovered] == [open_one.session_id]
+    (lost,) = recovered
+    assert lost.end_reason == "server_lost"
+    assert lost.ended_at == open_one.credited_until
+    assert lost.seconds == pytest.approx(42.5)
+    stored = {r.session_id: r for r in await store.sessions(user_id="u1")}
+    assert stored[open_one.session_id].end_reason == "server_lost"
+    assert stored[open_one.session_id].ended_at == open_one.credited_until
+    assert stored[closed.session_id] == closed
+    assert await store.total_seconds("u1", "c1") == pytest.approx(52.5)
+    assert await store.recover(T0 + 6000) == []
+
+
+@pytest.mark.gen_test
+async def test_a_late_checkpoint_cannot_reopen_a_recovered_session(store):
+    open_one = record(seconds=5, ended=False, rev=2)
+    await store.save([open_one])
+    await store.recover(T0 + 100)
+    await store.save([open_one])  # the same snapshot, retried after recovery
+    (stored,) = await store.sessions(user_id="u1")
+    assert stored.end_reason == "server_lost"
+
+
+@pytest.mark.gen_test
+async def test_sessions_filter_by_user_and_course_oldest_first(store):
+    a = record(started=T0 + 10)
+    b = record(started=T0)
+    c = record(user="u2", started=T0 + 5)
+    d = record(course="c2", started=T0 + 7)
+    await store.save([a, b, c, d])
+    assert [r.session_id for r in await store.sessions(user_id="u1", course_id="c1")] == [
+        b.session_id,
+        a.session_id,
+    ]
+    assert [r.session_id for r in await store.sessions(course_id="c1")] == [
+        b.session_id,
+        c.session_id,
+        a.session_id,
+    ]
+    assert len(await store.sessions()) == 4
+
+
+@pytest.mark.gen_test
+async def test_a_large_batch_is_written_whole(store):
+    batch = [record(user=f"user{i}", seconds=1.5) for i in range(500)]
+    await store.save(batch)
+    assert len(await store.sessions()) == 500
+    assert await store.total_seconds("user499", "c1") == pytest.approx(1.5)
+
+
+@pytest.mark.gen_test
+async def test_open_is_idempotent_and_data_survives_reopening(store, store_url):
+    await store.save([record(seconds=7)])
+    await store.close()
+    again = open_store(store_url)
+    await again.open()
+    try:
+        await again.ping()
+        assert await again.total_seconds("u1", "c1") == pytest.approx(7)
+    finally:
+        await again.close()
+    await store.open()  # the fixture closes it again
