@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint format ferretdb browser clean
+.PHONY: run test lint format ferretdb browser clean bench bench-full
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,23 @@ ferretdb:
 ## Install Debian's Chromium for the browser tests where we can (root); the tests skip otherwise, except under CI.
 browser:
 	@scripts/ensure-chromium.sh
+
+## Benchmarks against bare Tornado and Node ws (not part of `make test`): `make bench` is the
+## quick one (under 3 minutes), `make bench-full` the full one; see docs/performance.md.
+bench: $(VENV)/.bench bench/node_modules/.ci
+	$(PY) bench/run.py --quick
+
+bench-full: $(VENV)/.bench bench/node_modules/.ci ferretdb
+	$(PY) bench/run.py
+	$(PY) bench/plot.py
+
+$(VENV)/.bench: bench/requirements.txt requirements.txt $(VENV)/.runtime
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench/node_modules/.ci: bench/package.json bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .

@@ -1,0 +1,51 @@
+"""Our server, as production runs it, with store writes counted for the benchmarks.
+
+    python bench/ours.py [server.py settings ...]
+
+Runs ``server.main`` unchanged, except that the store it opens has its
+``save`` wrapped to count the records passed to it (the "store writes" of
+scenario 4). The counts go to ``$BENCH_STORE_STATS.<pid>`` as JSON after each
+save, so each forked process reports its own. Production code knows nothing
+of this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import server
+from storage import Store
+
+
+def counting(store: Store, stats_path: str | None) -> Store:
+    """Wrap ``store.save`` (an instance attribute, so any store class works)."""
+    inner_save = store.save
+    saves: list[tuple[float, int]] = []  # (when, records) of each save
+
+    async def save(records):  # type: ignore[no-untyped-def]
+        await inner_save(records)
+        saves.append((time.time(), len(records)))
+        if stats_path:
+            path = f"{stats_path}.{os.getpid()}"
+            with open(path + ".tmp", "w") as f:
+                json.dump({"saves": saves[-1000:]}, f)
+            os.replace(path + ".tmp", path)
+
+    store.save = save  # type: ignore[method-assign]
+    return store
+
+
+def main() -> int:
+    real_open_store = server.open_store
+    stats_path = os.environ.get("BENCH_STORE_STATS")
+    server.open_store = lambda url: counting(real_open_store(url), stats_path)
+    return server.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
