@@ -19,7 +19,9 @@
 // Commands (stdin):
 //   {"cmd": "open", "count": N}     ramp up to N connections in total
 //   {"cmd": "start"}                 "loop" mode: start every connection's loop
-//   {"cmd": "measure", "seconds": S} count replies and round trips for S seconds
+//   {"cmd": "measure", "seconds": S, "grace": G}
+//                                    count replies and round trips of the heartbeats sent
+//                                    in the next S seconds, waiting G more for late replies
 //   {"cmd": "stop"}                  reset every connection and exit
 // Each command is answered with one JSON line on stdout.
 //
@@ -74,6 +76,7 @@ function send(c) {
     return;
   }
   c.sentAt = performance.now();
+  c.sentMeasuring = measuring;
   c.ws.send(heartbeat());
 }
 
@@ -99,7 +102,9 @@ function onMessage(c, data) {
   if (c.sentAt === 0) return; // not an answer to a heartbeat
   const rtt = performance.now() - c.sentAt;
   c.sentAt = 0;
-  if (measuring) {
+  // A reply counts when its heartbeat was sent inside the window, however late it
+  // arrives: every connection sends the same number, so max/min shows fairness.
+  if (c.sentMeasuring) {
     // Python's json.dumps writes '"status": "success"', Node's and ours without the space.
     if (text.includes('"success"')) {
       replies++;
@@ -120,7 +125,16 @@ function openOne(index) {
       perMessageDeflate: false,
       handshakeTimeout: 30000,
     });
-    const c = { ws, connected: false, sentAt: 0, replies: 0, timer: null, next: 0, resolveOpen: resolve };
+    const c = {
+      ws,
+      connected: false,
+      sentAt: 0,
+      sentMeasuring: false,
+      replies: 0,
+      timer: null,
+      next: 0,
+      resolveOpen: resolve,
+    };
     conns.push(c);
     ws.on("message", (data) => onMessage(c, data));
     ws.on("error", () => {
@@ -162,7 +176,7 @@ function cpuSeconds(since) {
   return (used.user + used.system) / 1e6;
 }
 
-function measure(seconds) {
+function measure(seconds, grace) {
   return new Promise((resolve) => {
     for (const c of conns) c.replies = 0;
     rtts = [];
@@ -175,6 +189,9 @@ function measure(seconds) {
     setTimeout(() => {
       measuring = false;
       const wall = (performance.now() - start) / 1000;
+      setTimeout(() => finish(wall), grace * 1000); // replies still due for the window's heartbeats
+    }, seconds * 1000);
+    function finish(wall) {
       let min = Infinity;
       let max = 0;
       for (const c of conns) {
@@ -195,7 +212,7 @@ function measure(seconds) {
         close_codes: closeCodes,
         rtt_ms: rtts,
       });
-    }, seconds * 1000);
+    }
   });
 }
 
@@ -233,7 +250,7 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
       looping = mode === "loop";
       for (const c of conns) if (looping && c.connected) send(c);
       reply({ event: "started" });
-    } else if (command.cmd === "measure") reply(await measure(command.seconds));
+    } else if (command.cmd === "measure") reply(await measure(command.seconds, command.grace || 0));
     else if (command.cmd === "stop") {
       reply({ event: "stopped", cpu_seconds: cpuSeconds() });
       stop(0);

@@ -24,6 +24,9 @@ from .base import Store, StoreUnavailable
 
 log = logging.getLogger("study_time.store")
 
+#: Session snapshots taken per IOLoop iteration during a flush.
+SNAPSHOT_SLICE = 1000
+
 
 class SessionWriter:
     """Buffers session snapshots and flushes them to a :class:`Store` in batches."""
@@ -79,9 +82,14 @@ class SessionWriter:
     async def flush(self) -> bool:
         """Write every changed session; return False if the store failed (kept for later)."""
         async with self._lock:
-            for session_id, session in self._dirty.items():
+            # Snapshots are taken in slices, letting the IOLoop answer heartbeats
+            # in between: 19,000 at once held it for tens of milliseconds. Sessions
+            # changing meanwhile are marked in the new dict, for the next flush.
+            dirty, self._dirty = self._dirty, {}
+            for n, (session_id, session) in enumerate(dirty.items(), 1):
                 self._pending[session_id] = session.record()
-            self._dirty.clear()
+                if n % SNAPSHOT_SLICE == 0:
+                    await asyncio.sleep(0)
             if not self._pending:
                 return True
             batch = list(self._pending.values())
