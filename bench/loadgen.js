@@ -54,6 +54,7 @@ let skipped = 0; // heartbeats not sent in "hold" mode because the last reply wa
 // "loop" mode starts only on "start", once every connection is open: a loop
 // already saturating the server would otherwise starve the handshakes.
 let looping = false;
+let windowBeats = Infinity;
 
 // A heartbeat's timestamp changes once a second; building it per message would
 // make the generator, not the server, the thing being measured.
@@ -76,7 +77,9 @@ function send(c) {
     return;
   }
   c.sentAt = performance.now();
-  c.sentMeasuring = measuring;
+  // In "hold" mode a window of k intervals counts k heartbeats per connection:
+  // a window stretched by a late timer must not give some connections k + 1.
+  c.sentMeasuring = measuring && (mode !== "hold" || ++c.sentInWindow <= windowBeats);
   c.ws.send(heartbeat());
 }
 
@@ -130,6 +133,7 @@ function openOne(index) {
       connected: false,
       sentAt: 0,
       sentMeasuring: false,
+      sentInWindow: 0,
       replies: 0,
       timer: null,
       next: 0,
@@ -178,7 +182,11 @@ function cpuSeconds(since) {
 
 function measure(seconds, grace) {
   return new Promise((resolve) => {
-    for (const c of conns) c.replies = 0;
+    for (const c of conns) {
+      c.replies = 0;
+      c.sentInWindow = 0;
+    }
+    windowBeats = Math.max(1, Math.floor((seconds * 1000) / intervalMs));
     rtts = [];
     replies = 0;
     errorReplies = 0;
