@@ -54,7 +54,11 @@ let skipped = 0; // heartbeats not sent in "hold" mode because the last reply wa
 // "loop" mode starts only on "start", once every connection is open: a loop
 // already saturating the server would otherwise starve the handshakes.
 let looping = false;
-let windowBeats = Infinity;
+// The window, in performance.now() milliseconds: "hold" mode counts the heartbeats
+// *scheduled* inside it, so a timer firing late in a busy generator cannot move a
+// beat out of the window, and every connection has exactly window/interval beats.
+let windowStart = Infinity;
+let windowEnd = -Infinity;
 
 // A heartbeat's timestamp changes once a second; building it per message would
 // make the generator, not the server, the thing being measured.
@@ -70,23 +74,22 @@ function heartbeat() {
   return heartbeatText;
 }
 
-function send(c) {
+function send(c, scheduled) {
   if (c.ws.readyState !== WebSocket.OPEN) return;
   if (c.sentAt !== 0) {
     skipped += measuring ? 1 : 0;
     return;
   }
   c.sentAt = performance.now();
-  // In "hold" mode a window of k intervals counts k heartbeats per connection:
-  // a window stretched by a late timer must not give some connections k + 1.
-  c.sentMeasuring = measuring && (mode !== "hold" || ++c.sentInWindow <= windowBeats);
+  c.sentMeasuring =
+    mode === "hold" ? windowStart <= scheduled && scheduled < windowEnd : measuring;
   c.ws.send(heartbeat());
 }
 
 function scheduleHold(c, delay) {
   c.next = performance.now() + delay;
   c.timer = setTimeout(function tick() {
-    send(c);
+    send(c, c.next);
     // Drift-free: the next beat is one interval after the scheduled one.
     c.next += intervalMs;
     c.timer = setTimeout(tick, Math.max(0, c.next - performance.now()));
@@ -133,7 +136,6 @@ function openOne(index) {
       connected: false,
       sentAt: 0,
       sentMeasuring: false,
-      sentInWindow: 0,
       replies: 0,
       timer: null,
       next: 0,
@@ -182,11 +184,7 @@ function cpuSeconds(since) {
 
 function measure(seconds, grace) {
   return new Promise((resolve) => {
-    for (const c of conns) {
-      c.replies = 0;
-      c.sentInWindow = 0;
-    }
-    windowBeats = Math.max(1, Math.floor((seconds * 1000) / intervalMs));
+    for (const c of conns) c.replies = 0;
     rtts = [];
     replies = 0;
     errorReplies = 0;
@@ -194,12 +192,16 @@ function measure(seconds, grace) {
     measuring = true;
     const cpuStart = process.cpuUsage();
     const start = performance.now();
+    windowStart = start;
+    windowEnd = start + seconds * 1000;
     setTimeout(() => {
       measuring = false;
       const wall = (performance.now() - start) / 1000;
       setTimeout(() => finish(wall), grace * 1000); // replies still due for the window's heartbeats
     }, seconds * 1000);
     function finish(wall) {
+      windowStart = Infinity;
+      windowEnd = -Infinity;
       let min = Infinity;
       let max = 0;
       for (const c of conns) {
