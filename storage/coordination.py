@@ -28,6 +28,7 @@ collections documented in ``docs/storage.md``:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -176,20 +177,16 @@ class MongoCoordinator(Coordinator):
                 # Its process is gone: recovery closes the session at its last
                 # checkpoint, which the stored total already counts.
                 return 0.0
-            try:
-                await self._db[TAKEOVERS].update_one(
-                    {"_id": prior["sessionId"]},
+            # A concurrent takeover of the same session may have noted it already.
+            with contextlib.suppress(DuplicateKeyError):
+                await self._db[TAKEOVERS].insert_one(
                     {
-                        "$setOnInsert": {
-                            "processId": prior["processId"],
-                            "at": to_date(now),
-                            "by": session.session_id,
-                        }
-                    },
-                    upsert=True,
+                        "_id": prior["sessionId"],
+                        "processId": prior["processId"],
+                        "at": to_date(now),
+                        "by": session.session_id,
+                    }
                 )
-            except DuplicateKeyError:
-                pass  # a concurrent takeover of the same session already noted it
             replaced = await self._db[SESSIONS].find_one(
                 {"_id": prior["sessionId"]}, {"seconds": 1, "endedAt": 1}
             )
