@@ -38,8 +38,10 @@ PROCESSES = "study_processes"
 DUPLICATE_KEY = 11000
 
 # Short defaults so that an outage is noticed in seconds, not after PyMongo's
-# 30 s server selection; a connection string option of the same name wins.
-DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000, "timeoutMS": 10000}
+# 30 s server selection, and a hung connection cannot stall the flushes; a
+# connection string option of the same name wins. (Not timeoutMS: when set,
+# it replaces serverSelectionTimeoutMS as the bound on server selection.)
+DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000, "socketTimeoutMS": 10000}
 
 INDEXES: dict[str, list[IndexModel]] = {
     SESSIONS: [
