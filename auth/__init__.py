@@ -15,8 +15,8 @@ from settings import Settings, SettingsError, is_loopback
 
 from .base import (
     SUBPROTOCOL,
-    AuthError,
     Authenticator,
+    AuthError,
     AuthRequest,
     Identity,
     auth_request,

@@ -28,7 +28,7 @@ SUBPROTOCOL = "study-time.v1"
 #: The prefix of the subprotocol that carries a credential (the way Kubernetes does it).
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 #: The query parameter that carries a credential.
-TOKEN_PARAMETER = "token"
+TOKEN_PARAMETER = "token"  # noqa: S105 (a parameter name, not a password)
 
 #: Roles the service gives meaning to; backends may report others, which are ignored.
 ADMIN = "admin"
