@@ -262,11 +262,11 @@ def cli(argv: Sequence[str]) -> int:
         "--roles", type=_list_of_ids, default=[], help="comma-separated roles (admin, teacher)"
     )
     create.add_argument("--courses", type=_list_of_ids, default=None, help="comma-separated course ids")
-    commands.add_parser("list", help="list tokens (ids, users, roles, courses; never the tokens)")
+    listing = commands.add_parser("list", help="list tokens (ids, users, roles, courses; never the tokens)")
     revoke = commands.add_parser("revoke", help="remove a token by its id")
     revoke.add_argument("id")
     # Let --tokens-file come after the command too, as in `tokens create --tokens-file PATH`.
-    for sub in (create, revoke):
+    for sub in (create, listing, revoke):
         sub.add_argument("--tokens-file", dest="tokens_file_late", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv))
     path = getattr(args, "tokens_file_late", None) or args.tokens_file
