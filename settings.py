@@ -228,7 +228,7 @@ class Settings:
         None,
         origins,
         "comma-separated browser origins allowed to open the socket (https://lms.example.com, or *);"
-        " default: the same host only",
+        " unset, only pages from the server's own origin",
     )
 
     def validate(self) -> None:

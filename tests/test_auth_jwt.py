@@ -112,8 +112,9 @@ async def test_a_custom_courses_claim_is_read(start_service):
         (hs256({"sub": "u1"}), "exp"),
         (hs256({"exp": 4102444800}), "sub"),
         ("not-a-jwt", "not a JWT"),
+        (hs256(claims("u1", aud="another-service")), "audience"),  # aud given, none configured
     ],
-    ids=["alg-none", "wrong-signature", "expired", "no-exp", "no-sub", "garbage"],
+    ids=["alg-none", "wrong-signature", "expired", "no-exp", "no-sub", "garbage", "unexpected-aud"],
 )
 async def test_invalid_tokens_are_unauthorized(start_service, token, why):
     service = await start_service(**JWT)

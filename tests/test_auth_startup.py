@@ -53,6 +53,10 @@ async def test_allow_insecure_auth_starts_and_warns(tmp_path):
         (["--auth=no_such_module:Auth"], "invalid --auth: cannot import module"),
         (["--auth=not a backend"], "invalid --auth"),
         (["--allowed-origins=https://lms.example.com/path"], "invalid --allowed-origins"),
+        (
+            ["--auth=jwt", "--jwt-algorithms=RS256", "--jwt-jwks-url=http://idp.example.com/jwks.json"],
+            "invalid --jwt-jwks-url: keys fetched over plain http",
+        ),
     ],
 )
 def test_bad_auth_settings_stop_start_up_naming_the_setting(tmp_path, args, message):
