@@ -203,7 +203,9 @@ class JwtAuthenticator(Authenticator):
         if self.public_key:
             keys.append("public key file")
         if self.jwks_client:
-            keys.append(f"JWKS {self.jwks_client.uri}")
+            parts = urlsplit(self.jwks_client.uri)  # no user:password@ or query in the log
+            port = f":{parts.port}" if parts.port else ""
+            keys.append(f"JWKS {parts.scheme}://{parts.hostname}{port}{parts.path}")
         algorithms = ",".join(self.hmac_algorithms + self.key_algorithms)
         return f"jwt ({algorithms}; {', '.join(keys)})"
 

@@ -153,7 +153,7 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
             )
             self.refuse(refusal("unauthorized", "authentication is unavailable, try again later"))
             return False
-        return True
+        return self.ws_connection is not None  # the client may have gone while the backend answered
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         """Answer ``study-time.v1`` when offered; never echo a ``bearer.*`` credential back."""
