@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +16,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.helpers import Client
+from tests.helpers import ROOT, Client
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
 
@@ -111,3 +113,24 @@ class JwksServer:
 def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict:
     data = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     return {**data, "kid": kid, "use": "sig", "alg": "RS256"}
+
+
+def tokens(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python server.py tokens ARGS`` for real."""
+    result = subprocess.run(
+        [sys.executable, "server.py", "tokens", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def create(path, *args: str) -> str:
+    result = tokens("create", *args, "--tokens-file", str(path))
+    token = result.stdout.strip()
+    assert "\n" not in token and token.startswith("stt_")
+    return token

@@ -5,34 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 
-from tests.auth_helpers import bearer, refused
-from tests.helpers import ROOT, Client
-
-
-def tokens(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python server.py tokens ARGS`` for real."""
-    result = subprocess.run(
-        [sys.executable, "server.py", "tokens", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
-def create(path, *args: str) -> str:
-    result = tokens("create", *args, "--tokens-file", str(path))
-    token = result.stdout.strip()
-    assert "\n" not in token and token.startswith("stt_")
-    return token
+from tests.auth_helpers import bearer, create, refused, tokens
+from tests.helpers import Client
 
 
 def token_id(path, user: str) -> str:
