@@ -231,6 +231,7 @@ class MongoStore(Store):
                     {
                         "$set": {
                             "endedAt": to_date(record.credited_until),
+                            "exact.endedAt": record.credited_until,
                             "endReason": EndReason.SERVER_LOST.value,
                         },
                         "$inc": {"rev": 1},
@@ -273,6 +274,9 @@ class MongoStore(Store):
             "startedAt": to_date(r.started_at),
             "creditedUntil": to_date(r.credited_until),
             "endedAt": None if r.ended_at is None else to_date(r.ended_at),
+            # The same instants unrounded (BSON dates keep milliseconds), so
+            # the service reads back exactly the floats it wrote.
+            "exact": {"startedAt": r.started_at, "creditedUntil": r.credited_until, "endedAt": r.ended_at},
             "day": utc_day(r.started_at),
             "seconds": float(r.seconds),
             "heartbeats": r.heartbeats,
@@ -286,16 +290,24 @@ class MongoStore(Store):
 
     @staticmethod
     def _record(d: dict) -> SessionRecord:
+        exact = d.get("exact") or {}
+
+        def instant(name: str) -> float | None:
+            if d.get(name) is None:
+                return None
+            value = exact.get(name)
+            return float(value) if value is not None else from_date(d[name])
+
         return SessionRecord(
             session_id=d["_id"],
             user_id=d["userId"],
             course_id=d["courseId"],
-            started_at=from_date(d["startedAt"]),
-            credited_until=from_date(d["creditedUntil"]),
+            started_at=instant("startedAt"),  # type: ignore[arg-type]
+            credited_until=instant("creditedUntil"),  # type: ignore[arg-type]
             seconds=float(d["seconds"]),
             heartbeats=int(d["heartbeats"]),
             rev=int(d["rev"]),
-            ended_at=None if d.get("endedAt") is None else from_date(d["endedAt"]),
+            ended_at=instant("endedAt"),
             end_reason=d.get("endReason"),
             remote_addr=d.get("remoteAddr"),
             user_agent=d.get("userAgent"),
