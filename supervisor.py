@@ -3,9 +3,11 @@
 Tornado's ``fork_processes`` forks and restarts crashed children, but its
 parent neither forwards SIGTERM/SIGINT nor stops restarting on them, so a
 graceful stop of the parent would orphan the workers with their unsaved
-credit. This does the same forking and restarting, and on SIGTERM or SIGINT
-forwards the signal to every worker (each then shuts down gracefully: closes
-with 1001 and saves) and waits for them.
+credit. This does the same forking and restarting of workers killed by a signal, and
+on SIGTERM or SIGINT forwards the signal to every worker (each then shuts
+down gracefully: closes with 1001 and saves) and waits for them. A worker
+that exits with an error status (say, it cannot reach the store at start)
+stops them all, with status 1, instead of being restarted in a loop.
 """
 
 from __future__ import annotations
@@ -59,12 +61,18 @@ class Workers:
             code = os.waitstatus_to_exitcode(wait_status)
             if code == 0:
                 continue
-            if self.stopping or restarts >= MAX_RESTARTS:
-                status = 1
-                log.error("server process %d (pid %d) exited with %d", index, pid, code)
+            status = 1
+            if code > 0 or self.stopping or restarts >= MAX_RESTARTS:
+                # A worker that chose to exit with an error (it could not
+                # start, or could not save at shutdown) would fail again:
+                # stop them all rather than restart it in a loop.
+                log.error("server process %d (pid %d) exited with status %d", index, pid, code)
+                self._forward(signal.SIGTERM, None)
                 continue
+            # Killed by a signal (a crash, the OOM killer): its sessions are
+            # recovered by the others; a fresh worker takes its place.
             restarts += 1
-            log.warning("server process %d (pid %d) exited with %d, restarting it", index, pid, code)
+            log.warning("server process %d (pid %d) killed by signal %d, restarting it", index, pid, -code)
             if self._start(index):
                 return None
         return status

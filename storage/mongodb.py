@@ -12,6 +12,7 @@ aggregations. No transactions, no change streams.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -24,7 +25,7 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.datetime_ms import DatetimeMS
 from pymongo import AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, ConfigurationError, OperationFailure, PyMongoError
+from pymongo.errors import AutoReconnect, BulkWriteError, ConfigurationError, OperationFailure, PyMongoError
 
 from tracking.session import EndReason, SessionRecord
 
@@ -36,6 +37,7 @@ TAKEOVERS = "study_takeovers"
 PROCESSES = "study_processes"
 
 DUPLICATE_KEY = 11000
+INDEX_ATTEMPTS = 5
 
 # Short defaults so that an outage is noticed in seconds, not after PyMongo's
 # 30 s server selection, and a hung connection cannot stall the flushes; a
@@ -140,10 +142,20 @@ class MongoStore(Store):
         rather than relying on the server treating a repeat as a no-op.
         """
         for collection, indexes in INDEXES.items():
-            existing = {index["name"] async for index in await self.db[collection].list_indexes()}
-            missing = [index for index in indexes if index.document["name"] not in existing]
-            if missing:
-                await self.db[collection].create_indexes(missing)
+            for attempt in range(INDEX_ATTEMPTS):
+                existing = {index["name"] async for index in await self.db[collection].list_indexes()}
+                missing = [index for index in indexes if index.document["name"] not in existing]
+                if not missing:
+                    break
+                try:
+                    await self.db[collection].create_indexes(missing)
+                    break
+                except AutoReconnect:
+                    # Processes starting together race to create them; the
+                    # loser's connection is dropped (FerretDB) and it looks again.
+                    if attempt == INDEX_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:
         if self._client is not None:

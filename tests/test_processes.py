@@ -167,3 +167,19 @@ def test_the_sqlite_store_refuses_several_processes(tmp_path):
     assert result.returncode == 1
     assert "SQLite store serves one process" in result.stderr
     assert "--processes=1 or a mongodb:// store" in result.stderr
+
+
+def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_path):
+    from tests.ferretdb import free_port
+
+    url = f"mongodb://127.0.0.1:{free_port()}/study?serverSelectionTimeoutMS=300"
+    result = subprocess.run(
+        [sys.executable, "server.py", "--port=0", "--processes=2", f"--store={url}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("cannot start: cannot use the MongoDB store") == 2
+    assert "restarting" not in result.stderr
