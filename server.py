@@ -187,7 +187,7 @@ class Service:
         await self._wait_for_connections(CLOSE_GRACE_SECONDS)
         if self.http_server is not None:
             await self.http_server.close_all_connections()
-        await self.coordinator.stop()
+        await self.coordinator.stop(saved=saved)
         await self.store.close()
         return saved
 

@@ -71,8 +71,11 @@ class Coordinator:
     async def start(self, now: float) -> None:
         """Announce this process (before it serves connections)."""
 
-    async def stop(self) -> None:
-        """Withdraw this process and release what it holds (after the last save)."""
+    async def stop(self, *, saved: bool) -> None:
+        """Withdraw this process and release what it holds (after the last save).
+
+        ``saved`` says whether every session's final snapshot reached the store.
+        """
 
     async def claim(self, session: Session) -> float:
         """Take the (user, course) of a new session from whichever process holds it.
@@ -113,7 +116,6 @@ class MongoCoordinator(Coordinator):
         self.poll_interval = min(heartbeat_interval / 2, 1.0)
         self._sessions: dict[str, Session] = {}  # claimed here and not yet released
         self._ended: set[str] = set()  # of those, the ended ones
-        self._registered = False
         self._healthy_since: float | None = None  # monotonic; None while the store fails
         self._last_reap = float("-inf")
 
@@ -138,15 +140,21 @@ class MongoCoordinator(Coordinator):
                 },
                 upsert=True,
             )
-        self._registered = True
         self._healthy_since = time.monotonic()
 
-    async def stop(self) -> None:
+    async def stop(self, *, saved: bool) -> None:
         try:
             async with self.store._errors():
                 await self._db[LEASES].delete_many({"processId": self.process_id})
                 await self._db[TAKEOVERS].delete_many({"processId": self.process_id})
-                await self._db[PROCESSES].delete_one({"_id": self.process_id})
+                if saved:
+                    await self._db[PROCESSES].delete_one({"_id": self.process_id})
+                else:
+                    # Sessions of ours are still open in the store: expire at
+                    # once, so another process closes them (server_lost) now.
+                    await self._db[PROCESSES].update_one(
+                        {"_id": self.process_id}, {"$set": {"expiresAt": to_date(0.0)}}
+                    )
         except StoreUnavailable as exc:
             log.warning("could not withdraw this process (the others will once it expires): %s", exc)
 
@@ -225,7 +233,10 @@ class MongoCoordinator(Coordinator):
                     and time.monotonic() - self._last_reap >= self.process_timeout / 4
                 ):
                     self._last_reap = time.monotonic()
-                    result.recovered = await self.store.recover(now)
+                    # The full recovery scans every open session; run it only
+                    # when a process has expired (an indexed lookup).
+                    if await self._db[PROCESSES].find_one({"expiresAt": {"$lt": to_date(now)}}, {"_id": 1}):
+                        result.recovered = await self.store.recover(now)
         except StoreUnavailable as exc:
             if self._healthy_since is not None:
                 log.warning("coordination paused, the store is unavailable: %s", exc)
