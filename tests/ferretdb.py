@@ -27,12 +27,25 @@ def find_binary() -> str | None:
     candidates = [
         os.environ.get("FERRETDB_BIN"),
         shutil.which("ferretdb"),
-        os.path.expanduser("~/go/bin/ferretdb"),
+        os.path.join(go_path(), "bin", "ferretdb"),
     ]
     for path in candidates:
         if path and os.access(path, os.X_OK):
             return path
     return None
+
+
+def go_path() -> str:
+    """Where ``scripts/ensure-ferretdb.sh`` puts the binary: ``$(go env GOPATH)``, else ~/go."""
+    go = shutil.which("go")
+    if go:
+        try:
+            out = subprocess.run([go, "env", "GOPATH"], capture_output=True, text=True, timeout=20).stdout
+            if out.strip():
+                return out.strip().split(os.pathsep)[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return os.path.expanduser("~/go")
 
 
 def free_port() -> int:
