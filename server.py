@@ -24,7 +24,10 @@ from tornado.ioloop import PeriodicCallback
 import settings as settings_module
 from handlers.base import log_request
 from handlers.health import HealthHandler
+from handlers.reports import ROUTES as REPORT_ROUTES
 from handlers.study_time import StudyTimeSocket
+from reports.service import Reports
+from reports.source import open_report_source
 from settings import Settings, SettingsError
 from storage import Store, StoreError, open_store
 from storage.writer import SessionWriter
@@ -55,6 +58,7 @@ class Service:
         self.store = store if store is not None else open_store(settings.store)
         self.tracker = Tracker(settings.heartbeat_timeout, settings.min_heartbeat_interval)
         self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
+        self.reports = Reports(open_report_source(settings.store))
         self.connections: set[StudyTimeSocket] = set()
         self._no_connections = asyncio.Event()
         self.shutting_down = False
@@ -128,6 +132,7 @@ class Service:
         await self._wait_for_connections(CLOSE_GRACE_SECONDS)
         if self.http_server is not None:
             await self.http_server.close_all_connections()
+        await self.reports.close()
         await self.store.close()
         return saved
 
@@ -149,6 +154,7 @@ def make_app(service: Service) -> tornado.web.Application:
         [
             (r"/api/study-time", StudyTimeSocket, {"service": service}),
             (r"/healthz", HealthHandler),
+            *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
             (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
         ],
         websocket_max_message_size=settings.max_message_size,
@@ -179,6 +185,10 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        from reports.cli import main as report_main
+
+        return report_main(argv[1:])
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:

@@ -85,6 +85,16 @@ def text(value: str) -> str:
     return value
 
 
+def time_zone(value: str) -> str:
+    """An IANA time zone name, checked against the zone database."""
+    from reports.params import ParameterError, timezone
+
+    try:
+        return timezone(value).key
+    except ParameterError as exc:
+        raise ValueError(exc.message) from None
+
+
 def setting(default: Any, parse: Callable[[str], Any], help: str, *, secret: bool = False) -> Any:
     """Declare a setting: a dataclass field carrying its parser and help.
 
@@ -137,6 +147,9 @@ class Settings:
         100_000,
         positive_int,
         "sessions waiting for an unavailable store before new connections are refused (1013)",
+    )
+    report_timezone: str = setting(
+        "UTC", time_zone, "IANA time zone of report days and times when a request gives no tz="
     )
     log_level: str = setting("INFO", log_level, "DEBUG, INFO, WARNING or ERROR")
 
