@@ -90,7 +90,8 @@ def window(start: str | None, end: str | None, tz: ZoneInfo) -> Window:
     """The report range from optional ``from``/``to`` parameters."""
     lo = -math.inf if start in (None, "") else instant(start, "from", tz)
     hi = math.inf if end in (None, "") else instant(end, "to", tz, end_of_day=True)
-    if lo > hi:
+    # Compared with the start of a ``to`` date: from=2024-02-02&to=2024-02-01 is backwards.
+    if end not in (None, "") and lo > instant(end, "to", tz):
         raise ParameterError("from", "from must not be after to")
     return Window(lo, hi)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -100,7 +101,7 @@ def test_daily_parts_always_add_up_to_the_credit_in_range(session, lo_offset, wi
 def test_cutting_a_session_at_any_points_loses_and_adds_nothing(session, cuts):
     start, length, fill = session
     points = [-math.inf, *sorted(start + c for c in cuts), math.inf]
-    parts = [credit_in(start, start + length, length * fill, a, b) for a, b in zip(points, points[1:])]
+    parts = [credit_in(start, start + length, length * fill, a, b) for a, b in itertools.pairwise(points)]
     assert sum(parts) == micros(length * fill)
 
 
