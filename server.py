@@ -164,8 +164,8 @@ def make_app(service: Service) -> tornado.web.Application:
 
 async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
-    service = Service(settings)
     try:
+        service = Service(settings)
         await service.start(sockets)
     except StoreError as exc:
         log.error("cannot start: %s", exc)
