@@ -177,11 +177,9 @@ class CourseLearnersHandler(ReportHandler):
         fmt = self.format()
         limit, offset = paged(self, fmt)
         await self.authorize(None, course_id)
-        board = await self.service.reports.course_learners(course_id, window)
-        end = len(board) if limit is None else offset + limit
-        found = [
-            rows.course_learner(offset + i + 1, course_id, t, tz) for i, t in enumerate(board[offset:end])
-        ]
+        board, total = await self.service.reports.course_learners(course_id, window, limit, offset)
+        found = [rows.course_learner(offset + i + 1, course_id, t, tz) for i, t in enumerate(board)]
+        end = offset + len(board)
         if fmt == "csv":
             await self.send_csv(f"course-{course_id}-learners", rows.COURSE_LEARNERS, chunks(found))
             return
@@ -192,8 +190,8 @@ class CourseLearnersHandler(ReportHandler):
                 "learners": found,
                 "limit": limit,
                 "offset": offset,
-                "total": len(board),
-                "next": end if end < len(board) else None,
+                "total": total,
+                "next": end if end < total else None,
             }
         )
 

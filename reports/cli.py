@@ -99,11 +99,8 @@ async def run(args: argparse.Namespace, store_url: str, default_tz: str, out: Te
         elif args.kind == "course":
             course_id = params.identifier(args.course_id, "courseId")
             limit, offset = cli_page(args)
-            board = await reports.course_learners(course_id, window)
-            end = len(board) if limit is None else offset + limit
-            found = [
-                rows.course_learner(offset + i + 1, course_id, t, tz) for i, t in enumerate(board[offset:end])
-            ]
+            board, _ = await reports.course_learners(course_id, window, limit, offset)
+            found = [rows.course_learner(offset + i + 1, course_id, t, tz) for i, t in enumerate(board)]
             await emit(out, args.format, rows.COURSE_LEARNERS, listed(found))
         else:
             scope = Scope(

@@ -103,9 +103,7 @@ class MongoReports(ReportSource):
                 "$group": {
                     "_id": f"${_FIELD[by]}",
                     "seconds": {"$sum": "$seconds"},
-                    "sessions": {"$sum": 1},
-                    "first": {"$min": "$startedAt"},
-                    "last": {"$max": "$creditedUntil"},
+                    "sessions": {"$count": {}},
                 }
             },
         ]
@@ -125,12 +123,33 @@ class MongoReports(ReportSource):
                 g["_id"],
                 micros(g["seconds"]),
                 int(g["sessions"]),
-                from_date(g["first"]),
-                from_date(g["last"]),
+                None,  # FerretDB 1.24 has no $min/$max accumulators: see extents()
+                None,
                 g["_id"] in still_open,
             )
             for g in groups
         ]
+
+    async def extents(
+        self, scope: Scope, window: Window, by: GroupBy, keys: list[str]
+    ) -> dict[str, tuple[float, float]]:
+        field = _FIELD[by]
+        sessions = await self._sessions()
+        found: dict[str, tuple[float, float]] = {}
+        async with self._errors():
+            for start in range(0, len(keys), 1000):
+                query = {
+                    **scope_filter(scope),
+                    **contained(window),
+                    field: {"$in": keys[start : start + 1000]},
+                }
+                async for d in sessions.find(query, {field: 1, "startedAt": 1, "creditedUntil": 1}):
+                    first, last = from_date(d["startedAt"]), from_date(d["creditedUntil"])
+                    seen = found.get(d[field])
+                    found[d[field]] = (
+                        (first, last) if seen is None else (min(seen[0], first), max(seen[1], last))
+                    )
+        return found
 
     async def crossing(self, scope: Scope, window: Window) -> list[Span]:
         edges = crossing(window)

@@ -32,6 +32,8 @@ class Total:
     first: float = math.inf  # first studied, within the range
     last: float = -math.inf  # last studied, within the range
     open: bool = False
+    # Contained sessions whose first/last times the source left to extents().
+    unplaced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +51,15 @@ class Reports:
         """Totals per learner or course: the database's sums, plus the exact cut of boundary sessions."""
         totals: dict[str, Total] = {}
         for group in await self.source.contained(scope, window, by):
+            unplaced = group.first is None or group.last is None
             totals[group.key] = Total(
-                group.key, group.micros, group.sessions, group.first, group.last, group.open
+                group.key,
+                group.micros,
+                group.sessions,
+                math.inf if group.first is None else group.first,
+                -math.inf if group.last is None else group.last,
+                group.open,
+                unplaced,
             )
         for span in await self.source.crossing(scope, window):
             key = span.user_id if by == "user_id" else span.course_id
@@ -66,15 +75,34 @@ class Reports:
             total.open = total.open or span.open
         return totals
 
+    async def place(self, scope: Scope, window: Window, by: GroupBy, rows: list[Total]) -> list[Total]:
+        """Fill in first/last study times the source could not compute in its aggregation."""
+        keys = [t.key for t in rows if t.unplaced]
+        if keys:
+            extents = await self.source.extents(scope, window, by, keys)
+            for total in rows:
+                if total.key in extents:
+                    first, last = extents[total.key]
+                    total.first, total.last = min(total.first, first), max(total.last, last)
+                    total.unplaced = False
+        return rows
+
     async def learner_courses(self, user_id: str, window: Window) -> list[Total]:
         """A learner's courses, by course id."""
-        totals = await self.totals(Scope(user_id=user_id), window, "course_id")
-        return sorted(totals.values(), key=lambda t: t.key)
+        scope = Scope(user_id=user_id)
+        totals = await self.totals(scope, window, "course_id")
+        return await self.place(scope, window, "course_id", sorted(totals.values(), key=lambda t: t.key))
 
-    async def course_learners(self, course_id: str, window: Window) -> list[Total]:
-        """A course's learners, most study first, then by user id: a stable leaderboard order."""
-        totals = await self.totals(Scope(course_id=course_id), window, "user_id")
-        return sorted(totals.values(), key=lambda t: (-t.micros, t.key))
+    async def course_learners(
+        self, course_id: str, window: Window, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[Total], int]:
+        """One page of a course's learners, most study first, then by user id (a stable
+        leaderboard order), and how many learners there are in all."""
+        scope = Scope(course_id=course_id)
+        totals = await self.totals(scope, window, "user_id")
+        board = sorted(totals.values(), key=lambda t: (-t.micros, t.key))
+        end = len(board) if limit is None else offset + limit
+        return await self.place(scope, window, "user_id", board[offset:end]), len(board)
 
     async def daily(self, scope: Scope, window: Window, tz: ZoneInfo) -> list[Day]:
         """Credit per local calendar day in ``tz``, for the days that have any session."""

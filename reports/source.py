@@ -44,8 +44,8 @@ class GroupSum:
     key: str
     micros: int  # their credit, microseconds
     sessions: int
-    first: float  # earliest started_at
-    last: float  # latest credited_until
+    first: float | None  # earliest started_at (None: left to ReportSource.extents)
+    last: float | None  # latest credited_until
     open: bool  # one of them is still open
 
 
@@ -72,6 +72,17 @@ class ReportSource(ABC):
     @abstractmethod
     async def contained(self, scope: Scope, window: Window, by: GroupBy) -> list[GroupSum]:
         """Sums of the sessions wholly inside ``window``, one per learner or course."""
+
+    async def extents(
+        self, scope: Scope, window: Window, by: GroupBy, keys: list[str]
+    ) -> dict[str, tuple[float, float]]:
+        """(earliest ``started_at``, latest ``credited_until``) of the contained sessions of ``keys``.
+
+        Only called for groups :meth:`contained` returned without them: a
+        database that cannot take a minimum in a group (FerretDB 1.24 has
+        only ``$sum`` and ``$count``) finds them for the rows of one page.
+        """
+        raise NotImplementedError
 
     @abstractmethod
     async def crossing(self, scope: Scope, window: Window) -> list[Span]:
