@@ -96,23 +96,30 @@ class MongoReports(ReportSource):
     def _errors(self):
         return self._store._errors()
 
-    def contained_pipeline(self, scope: Scope, window: Window, by: GroupBy) -> list[dict]:
+    def contained_pipeline(self, scope: Scope, window: Window, by: GroupBy, accumulator: dict) -> list[dict]:
         return [
             {"$match": {**scope_filter(scope), **contained(window)}},
-            {
-                "$group": {
-                    "_id": f"${_FIELD[by]}",
-                    "seconds": {"$sum": "$seconds"},
-                    "sessions": {"$count": {}},
-                }
-            },
+            {"$group": {"_id": f"${_FIELD[by]}", "value": accumulator}},
         ]
 
     async def contained(self, scope: Scope, window: Window, by: GroupBy) -> list[GroupSum]:
         sessions = await self._sessions()
         async with self._errors():
-            cursor = await sessions.aggregate(self.contained_pipeline(scope, window, by))
-            groups = await cursor.to_list(None)
+            # One accumulator per $group: FerretDB 1.24 computes only the first
+            # accumulator of a group correctly (the others come back 0), so
+            # the sums and the counts are two aggregations.
+            seconds = {
+                g["_id"]: g["value"]
+                async for g in await sessions.aggregate(
+                    self.contained_pipeline(scope, window, by, {"$sum": "$seconds"})
+                )
+            }
+            counts = {
+                g["_id"]: g["value"]
+                async for g in await sessions.aggregate(
+                    self.contained_pipeline(scope, window, by, {"$sum": 1})
+                )
+            }
             # Open sessions are few (one per live connection): find them apart
             # rather than carry a flag through the group (no $cond in FerretDB).
             open_filter = {**scope_filter(scope), **contained(window), "endedAt": None}
@@ -120,14 +127,14 @@ class MongoReports(ReportSource):
             still_open = {d[field] async for d in sessions.find(open_filter, {field: 1})}
         return [
             GroupSum(
-                g["_id"],
-                micros(g["seconds"]),
-                int(g["sessions"]),
+                key,
+                micros(total),
+                int(counts.get(key, 0)),
                 None,  # FerretDB 1.24 has no $min/$max accumulators: see extents()
                 None,
-                g["_id"] in still_open,
+                key in still_open,
             )
-            for g in groups
+            for key, total in seconds.items()
         ]
 
     async def extents(
@@ -203,7 +210,11 @@ class MongoReports(ReportSource):
         async with self._errors():
             return await self._store.db.command(
                 "explain",
-                {"aggregate": SESSIONS, "pipeline": self.contained_pipeline(scope, window, by), "cursor": {}},
+                {
+                    "aggregate": SESSIONS,
+                    "pipeline": self.contained_pipeline(scope, window, by, {"$sum": "$seconds"}),
+                    "cursor": {},
+                },
             )
 
     async def close(self) -> None:
