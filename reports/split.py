@@ -27,7 +27,7 @@ MICROS = 1_000_000
 
 
 def micros(seconds: float) -> int:
-    """Seconds as whole microseconds, rounded half up (as SQLite's ``ROUND`` does for positives)."""
+    """Seconds as whole microseconds, rounded half up (as ``CAST(x * 1e6 + 0.5 AS INTEGER)`` in SQLite)."""
     return math.floor(seconds * MICROS + 0.5)
 
 
