@@ -321,3 +321,48 @@ def test_the_cli_prints_tables_and_csv_from_the_store(store, store_url, io_loop)
     assert len(sessions.stdout.splitlines()) == 3  # header, 05:00 and the open one
     bad = run("daily", "--user=u1", "--tz=Nowhere/Special")
     assert bad.returncode == 2 and "--tz" in bad.stderr
+
+
+# Authorization, through the socket's auth backend (JWT here).
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_learners_read_their_own_reports_teachers_a_course_admins_everything(start_service):
+    from tests.auth_helpers import SECRET, bearer, claims, hs256
+
+    service = await start_service(auth="jwt", jwt_secret=SECRET)
+    await service.store.save(HISTORY)
+    learner = bearer(hs256(claims("u1")))
+    teacher = bearer(hs256(claims("t1", roles=["teacher"])))
+    admin = bearer(hs256(claims("a1", roles=["admin"])))
+    limited = bearer(hs256(claims("a2", roles=["admin"], courses=["c2"])))
+    cases = [
+        (None, "/api/reports/learners/u1/courses", {}, 401),
+        ({"Authorization": "Bearer not-a-token"}, "/api/reports/daily", {"userId": "u1"}, 401),
+        (learner, "/api/reports/learners/u1/courses", {}, 200),
+        (learner, "/api/reports/daily", {"userId": "u1", "courseId": "c1"}, 200),
+        (learner, "/api/reports/learners/u2/courses", {}, 403),
+        (learner, "/api/reports/courses/c1/learners", {}, 403),
+        (learner, "/api/reports/sessions", {"courseId": "c1"}, 403),
+        (teacher, "/api/reports/courses/c1/learners", {}, 200),
+        (teacher, "/api/reports/sessions", {"userId": "u1", "courseId": "c1"}, 200),
+        (teacher, "/api/reports/learners/u1/courses", {}, 403),
+        (teacher, "/api/reports/daily", {"userId": "u1"}, 403),
+        (admin, "/api/reports/learners/u2/courses", {}, 200),
+        (admin, "/api/reports/daily", {"userId": "u2"}, 200),
+        (limited, "/api/reports/courses/c1/learners", {}, 403),
+        (limited, "/api/reports/daily", {"userId": "u1"}, 403),
+        (limited, "/api/reports/courses/c2/learners", {}, 200),
+    ]
+    for headers, path, query, status in cases:
+        response = await get(service, path, headers=headers, **query)
+        assert response.code == status, (headers, path, query, response.body)
+        if status != 200:
+            error = body(response)["error"]
+            assert error["code"] == ("unauthorized" if status == 401 else "forbidden") and error["message"]
+    # A credential limited to some courses sees only those in a learner's list.
+    only_c2 = body(await get(service, "/api/reports/learners/u1/courses", headers=limited))
+    assert [c["courseId"] for c in only_c2["courses"]] == ["c2"]
+    # A bad credential in the query string (the browser transport) is refused too.
+    response = await get(service, "/api/reports/daily", userId="u1", token="secret-token-value")
+    assert response.code == 401
