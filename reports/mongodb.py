@@ -23,6 +23,9 @@ from .params import Window
 from .source import GroupBy, GroupSum, ReportSource, Scope, Span
 from .split import micros
 
+#: A report reads many documents; it may take longer than the store's default operation timeout.
+REPORT_TIMEOUT_MS = 300_000
+
 _FIELD = {"user_id": "userId", "course_id": "courseId"}  # never from input
 _SPAN_FIELDS = {"userId": 1, "courseId": 1, "startedAt": 1, "creditedUntil": 1, "seconds": 1, "endedAt": 1}
 
@@ -85,6 +88,9 @@ def span(d: dict) -> Span:
 class MongoReports(ReportSource):
     def __init__(self, url: str) -> None:
         self._store = MongoStore(url)
+        # Unless the URL sets timeoutMS itself (which MongoStore honours).
+        if "timeoutMS" in self._store._options:
+            self._store._options["timeoutMS"] = REPORT_TIMEOUT_MS
         self._opened = False
 
     async def _sessions(self):
