@@ -280,6 +280,10 @@ export class StudyTimeClient extends EventTarget {
   _closeSocket(why) {
     this._stopCounting();
     this._clearTimer("connect");
+    if (why !== "connect_timeout") {
+      // We know why at once; the close event only confirms it.
+      this.lastClose = { code: CloseCode.NORMAL, reason: why, kind: why, error: null, byClient: true, willReconnect: false };
+    }
     const ws = this._ws;
     if (!ws) return;
     this._closingBecause = why;

@@ -1,0 +1,511 @@
+"""The demo page and static/study-time-client.js in a real browser against a real server.
+
+Headless Chromium from Debian's packages (scripts/ensure-chromium.sh installs
+it) is driven by Playwright's sync API; the server runs as a separate process
+(tests.helpers.ServerProcess), so the browser and the Tornado loop never share
+a thread. Intervals are short (half a second) and every wait is for an event
+in the page with a generous bound. Without Chromium these tests skip, except
+under CI=true where that is a failure.
+
+Screenshots land in test-output/ (desktop and phone width, English and Chinese).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.helpers import ROOT, ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OUTPUT = os.path.join(ROOT, "test-output")
+API_DOC = os.path.join(ROOT, "docs", "study-time-api.zh.md")
+WAIT_MS = 15_000  # generous: other test runs may share the two cores
+
+# Short intervals; the flood limit is off because two heartbeats a second
+# would exceed the production default of one message a second.
+FAST_ARGS = (
+    "--heartbeat-interval=0.5",
+    "--heartbeat-timeout=5",
+    "--min-heartbeat-interval=0.25",
+    "--sweep-interval=0.1",
+    "--flush-interval=0.1",
+    "--flood-rate=0",
+)
+INTERVAL_MS = 500
+
+
+def unavailable(why: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} (browser tests must run under CI)")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"{CHROMIUM} is not installed (scripts/ensure-chromium.sh installs it as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
+    with sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Exception as exc:
+            unavailable(f"Chromium does not start: {exc}")
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def context(browser):
+    """A fresh browser profile; more can be made with ``browser.new_context``."""
+    made = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 860})
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def db_path(tmp_path) -> str:
+    return str(tmp_path / "study_time.db")
+
+
+@pytest.fixture
+def serve(db_path):
+    """A factory: ``serve(*args, port=None)`` starts ``server.py`` with FAST_ARGS and the test's store."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, port: int | None = None) -> ServerProcess:
+        extra = [f"--port={port}"] if port else []
+        server = ServerProcess(*FAST_ARGS, f"--store=sqlite:///{db_path}", *extra, *args).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The page, seen as a user sees it.
+
+WATCH_DISPLAY = """
+document.addEventListener("DOMContentLoaded", () => {
+  window.__shown = [];
+  const time = document.getElementById("time");
+  const seconds = (text) => text.split(":").reduce((total, part) => total * 60 + Number(part), 0);
+  new MutationObserver(() => window.__shown.push(seconds(time.textContent)))
+    .observe(time, {childList: true, characterData: true, subtree: true});
+});
+"""
+
+
+def open_demo(context, server, user: str, course: str, *, query: str = "", token: str | None = None):
+    """The demo page for ``user`` and ``course`` (and ``token``), with Connect clicked."""
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.add_init_script(WATCH_DISPLAY)
+    page.goto(f"{server.http_url}/?userId={user}&courseId={course}{query}")
+    if token is not None:
+        page.fill("#token", token)
+    page.click("#connect")
+    return page
+
+
+def wait_status(page, status: str, timeout: int = WAIT_MS) -> None:
+    page.wait_for_function(
+        "s => document.getElementById('status').dataset.status === s", arg=status, timeout=timeout
+    )
+
+
+def wait_display_at_least(page, seconds: int, timeout: int = WAIT_MS) -> None:
+    page.wait_for_function(
+        """n => document.getElementById('time').textContent
+             .split(':').reduce((t, p) => t * 60 + Number(p), 0) >= n""",
+        arg=seconds,
+        timeout=timeout,
+    )
+
+
+def shown(page) -> int:
+    h, m, s = (int(part) for part in page.text_content("#time").split(":"))
+    return h * 3600 + m * 60 + s
+
+
+def log_lines(page, pattern: str) -> list[str]:
+    return [line for line in page.locator("#log .msg").all_text_contents() if re.search(pattern, line)]
+
+
+def assert_never_backwards(page) -> None:
+    values = page.evaluate("window.__shown")
+    assert values, "the display never changed"
+    assert values == sorted(values), f"the display ran backwards: {values}"
+
+
+def assert_no_page_errors(page) -> None:
+    assert page.errors == [], page.errors
+
+
+def records(db_path: str, user: str) -> list[tuple]:
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+        return conn.execute(
+            "SELECT end_reason, seconds, heartbeats FROM study_sessions WHERE user_id = ? ORDER BY started_at",
+            (user,),
+        ).fetchall()
+
+
+def wait_records(db_path: str, user: str, predicate, timeout: float = 15.0) -> list[tuple]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = records(db_path, user)
+        if predicate(rows):
+            return rows
+        assert time.monotonic() < deadline, f"timed out waiting for the study records of {user}: {rows}"
+        time.sleep(0.05)
+
+
+def server_supports(option: str) -> bool:
+    out = subprocess.run(
+        [sys.executable, "server.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    ).stdout
+    return option in out
+
+
+# The tests.
+
+
+def test_connecting_shows_the_time_growing_from_heartbeats(context, serve, db_path):
+    server = serve()
+    page = open_demo(context, server, "grow", "c1")
+    wait_status(page, "connected")
+    assert page.text_content("#status") == "Connected, counting"
+    page.evaluate(
+        """() => {
+          window.__sent = [];
+          window.studyTimeClient.addEventListener("log", (e) => {
+            if (e.detail.direction === "out" && e.detail.message) window.__sent.push(performance.now());
+          });
+        }"""
+    )
+    wait_display_at_least(page, 3)
+    # The server's own total, not just the ticking display, has grown.
+    page.wait_for_function("window.studyTimeClient.studyTime >= 2", timeout=WAIT_MS)
+    replies = log_lines(page, r"^heartbeat ok, total \d+s$")
+    assert len(replies) >= 3
+    assert log_lines(page, "refused") == [], "the client sent heartbeats faster than the server allows"
+    sent = page.evaluate("window.__sent")
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    assert gaps and min(gaps) >= INTERVAL_MS - 5, f"heartbeats closer than the announced interval: {gaps}"
+    # Every log line carries a time.
+    assert all(
+        re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", at) for at in page.locator("#log .at").all_text_contents()
+    )
+    assert_never_backwards(page)
+    page.click("#disconnect")
+    wait_status(page, "idle")
+    assert page.get_attribute("#reason-text", "data-kind") == "stopped"
+    rows = wait_records(db_path, "grow", lambda rows: rows and rows[-1][0] is not None)
+    assert rows[-1][0] == "client_closed"
+    assert_no_page_errors(page)
+
+
+def test_a_second_page_replaces_the_first_which_stops(browser, serve):
+    server = serve()
+    first_ctx = browser.new_context(locale="en-US")
+    second_ctx = browser.new_context(locale="en-US")
+    try:
+        first = open_demo(first_ctx, server, "twice", "c1", query="&maxRetryDelay=300")
+        wait_status(first, "connected")
+        wait_display_at_least(first, 1)
+        second = open_demo(second_ctx, server, "twice", "c1")
+        wait_status(second, "connected")
+        wait_status(first, "stopped")
+        assert first.text_content("#reason-text") == "replaced by another tab or device"
+        assert first.text_content("#status") == "Stopped"
+        # The takeover is final: the first page does not fight back. Give a
+        # looping client time for several attempts at its short retry delay.
+        frozen = shown(first)
+        second.wait_for_timeout(1500)
+        assert first.get_attribute("#status", "data-status") == "stopped"
+        assert len(log_lines(first, r"^connecting to")) == 1
+        assert shown(first) == frozen, "the replaced page kept counting"
+        assert second.get_attribute("#status", "data-status") == "connected"
+        # The second page continues the same total.
+        assert second.evaluate("window.studyTimeClient.studyTime") >= frozen - 1
+        assert_never_backwards(first)
+        assert_no_page_errors(first)
+        assert_no_page_errors(second)
+    finally:
+        first_ctx.close()
+        second_ctx.close()
+
+
+def test_a_bad_token_shows_not_authorised_and_does_not_retry(context, serve):
+    if not server_supports("--auth"):
+        pytest.skip("needs the auth backends of issue 3")
+    import jwt
+
+    secret = "browser-test-secret-of-at-least-32-bytes"
+    server = serve("--auth=jwt", f"--jwt-secret={secret}")
+    page = open_demo(
+        context, server, "learner-1", "c1", query="&maxRetryDelay=300", token="not-a-valid-token"
+    )
+    wait_status(page, "stopped")
+    assert page.get_attribute("#reason-text", "data-kind") == "unauthorized"
+    assert "not authorised" in page.text_content("#reason-text")
+    page.wait_for_timeout(1500)  # several retry delays: a looping client would reconnect by now
+    assert page.get_attribute("#status", "data-status") == "stopped"
+    assert len(log_lines(page, r"^connecting to")) == 1
+    # The right credential for the same learner connects.
+    token = jwt.encode(
+        {"sub": "learner-1", "exp": datetime.now(UTC) + timedelta(minutes=5)}, secret, algorithm="HS256"
+    )
+    page.fill("#token", token)
+    page.click("#connect")
+    wait_status(page, "connected")
+    assert_no_page_errors(page)
+
+
+def test_a_server_restart_shows_reconnecting_and_resumes_with_the_total_intact(context, serve, db_path):
+    port = free_port()
+    server = serve(port=port)
+    page = open_demo(context, server, "restart", "c1", query="&maxRetryDelay=1000")
+    wait_status(page, "connected")
+    page.wait_for_function("window.studyTimeClient.studyTime >= 2", timeout=WAIT_MS)
+    assert server.terminate() == 0  # graceful: every session closed with 1001 and saved
+    wait_status(page, "reconnecting")
+    assert page.get_attribute("#reason-text", "data-kind") == "server_restarting"
+    assert page.text_content("#reason-text") == "server restarting"
+    assert re.fullmatch(r"Reconnecting in \d+ s \(attempt \d+\)", page.text_content("#status"))
+    (saved,) = wait_records(db_path, "restart", lambda rows: rows and rows[-1][0] is not None)
+    assert saved[0] == "server_shutdown"
+    serve(port=port)  # same SQLite file, same port
+    wait_status(page, "connected")
+    # The new server's first message carries the total saved before the restart.
+    connected = page.locator("#log li[data-type=connected] .msg").first.text_content()
+    total = int(re.search(r"total (\d+)s", connected).group(1))
+    assert total == int(saved[1])
+    wait_display_at_least(page, total + 1)
+    assert len(log_lines(page, r"^connecting to")) >= 2
+    assert_never_backwards(page)
+    assert_no_page_errors(page)
+
+
+# Hiding the page: headless Chromium keeps every page visible (switching tabs
+# with bring_to_front does not hide the other one, and CDP's
+# Page.setWebLifecycleState("frozen") freezes scripts without changing
+# visibility), so the test does what the browser does when a tab goes to the
+# background: document.visibilityState becomes "hidden" and visibilitychange
+# fires. The client reads exactly those two, so this exercises its real path.
+SET_VISIBILITY = """
+state => {
+  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => state === "hidden"});
+  document.dispatchEvent(new Event("visibilitychange"));
+}
+"""
+
+
+def test_hiding_the_page_pauses_and_showing_it_resumes(context, serve, db_path):
+    server = serve()
+    page = open_demo(context, server, "hider", "c1")
+    wait_status(page, "connected")
+    page.wait_for_function("window.studyTimeClient.studyTime >= 1", timeout=WAIT_MS)
+    page.evaluate(SET_VISIBILITY, "hidden")
+    wait_status(page, "paused")
+    assert page.get_attribute("#reason-text", "data-kind") == "page_hidden"
+    # Closed cleanly, so the server credited the time up to the pause.
+    (paused,) = wait_records(db_path, "hider", lambda rows: rows and rows[-1][0] is not None)
+    assert paused[0] == "client_closed"
+    frozen = shown(page)
+    page.wait_for_timeout(2000)  # hidden for two seconds: none of them may count
+    assert shown(page) == frozen
+    page.evaluate(SET_VISIBILITY, "visible")
+    wait_status(page, "connected")
+    connected = page.locator("#log li[data-type=connected] .msg").first.text_content()
+    total = int(re.search(r"total (\d+)s", connected).group(1))
+    assert total == int(paused[1]), "the hidden time was counted"
+    assert_never_backwards(page)
+    assert_no_page_errors(page)
+
+
+def test_leaving_the_page_closes_cleanly_so_the_tail_is_credited(context, serve, db_path):
+    server = serve()
+    page = open_demo(context, server, "leaver", "c1")
+    wait_status(page, "connected")
+    page.wait_for_function("window.studyTimeClient.studyTime >= 1", timeout=WAIT_MS)
+    page.goto("about:blank")  # fires pagehide
+    (record,) = wait_records(db_path, "leaver", lambda rows: rows and rows[-1][0] is not None)
+    assert record[0] == "client_closed"  # not connection_lost, which forfeits the tail
+
+
+def test_language_follows_the_browser_and_can_be_switched(browser, serve):
+    server = serve()
+    zh = browser.new_context(locale="zh-CN")
+    try:
+        page = zh.new_page()
+        page.goto(f"{server.http_url}/")
+        assert page.text_content("h1") == "学习时长"
+        assert page.text_content("#status") == "未连接"
+        assert page.get_attribute("html", "lang") == "zh-CN"
+        page.click("#lang")
+        assert page.text_content("h1") == "Study time"
+        assert page.text_content("#status") == "Not connected"
+        page.reload()  # the choice is remembered
+        assert page.text_content("h1") == "Study time"
+    finally:
+        zh.close()
+
+
+def test_the_reports_view_says_when_reports_are_not_available(context, serve):
+    server = serve()
+    page = context.new_page()
+    page.goto(f"{server.http_url}/?userId=alice&courseId=c1")
+    if server_supports_reports(server):
+        pytest.skip("this server has the report endpoints")
+    page.click("#tab-reports")
+    page.wait_for_function("document.getElementById('reports-state').dataset.state === 'missing'")
+    assert page.text_content("#reports-state") == "Reports are not available on this server yet."
+    assert page.is_hidden("#reports-grid")
+
+
+def server_supports_reports(server: ServerProcess) -> bool:
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(f"{server.http_url}/api/reports/learners/nobody/courses", timeout=10):
+            return True
+    except HTTPError as exc:
+        return exc.code != 404
+
+
+def test_the_reports_view_shows_my_courses_and_the_leaderboard(browser, serve):
+    server = serve()
+    if not server_supports_reports(server):
+        pytest.skip("needs the report endpoints of issue 5")
+    ctx = browser.new_context(locale="en-US")
+    try:
+        pages = [open_demo(ctx, server, user, "algebra") for user in ("alice", "bob")]
+        for page in pages:
+            page.wait_for_function("window.studyTimeClient.studyTime >= 1", timeout=WAIT_MS)
+        for page in pages:
+            page.click("#disconnect")
+        alice = pages[0]
+        alice.click("#tab-reports")
+        alice.wait_for_function("document.getElementById('reports-state').dataset.state === 'ok'")
+        courses = alice.locator("#courses tbody tr").all_text_contents()
+        assert any("algebra" in row for row in courses), courses
+        board = alice.locator("#leaderboard tbody tr")
+        assert board.count() == 2
+        assert {alice.locator("#leaderboard tbody tr.me td").nth(1).text_content()} == {"alice"}
+    finally:
+        ctx.close()
+
+
+# The original API document's JavaScript example, unmodified.
+
+# The example connects to ws://localhost:8080, the document's address. This
+# test's server listens on a free port instead (8080 may be taken on a shared
+# machine, and parallel runs must not collide), so the page maps the
+# documented address onto the real one before the example runs -- as a proxy
+# or a hosts entry would -- without touching a character of the example.
+MAP_DOCUMENTED_ADDRESS = """
+(() => {
+  const Real = window.WebSocket;
+  window.WebSocket = function (url, protocols) {
+    return new Real(String(url).replace("ws://localhost:8080", %r), protocols);
+  };
+  Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+  window.WebSocket.prototype = Real.prototype;
+})();
+"""
+
+
+def documented_example() -> str:
+    with open(API_DOC, encoding="utf-8") as doc:
+        text = doc.read()
+    (code,) = re.findall(r"#### JavaScript 客户端示例\s+```javascript\n(.*?)```", text, re.S)
+    return code
+
+
+def test_the_api_documents_javascript_example_runs_unmodified(browser, serve):
+    code = documented_example()
+    assert "ws://localhost:8080/api/study-time?userId=123&courseId=456" in code
+    # The document's own intervals: heartbeat every 30 s, timeout 60 s, none sooner than 10 s.
+    server = serve("--heartbeat-interval=30", "--heartbeat-timeout=60", "--min-heartbeat-interval=10")
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        logged: list[str] = []
+        page.on("console", lambda message: logged.append(message.text))
+        # A page of the server's own origin (the server accepts same-origin
+        # sockets; Chromium's local network checks block sockets to loopback
+        # from pages that did not come from it), then the example as written.
+        url = f"{server.http_url}/healthz"
+        # The example's setInterval(…, 30000) runs on a controllable clock, so
+        # its first heartbeat goes out without waiting thirty real seconds.
+        page.clock.install()
+        page.add_init_script(MAP_DOCUMENTED_ADDRESS % server.url)
+        page.goto(url)
+        page.add_script_tag(content=code)
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while "WebSocket连接已建立" not in logged or "当前学习时长: 0秒" not in logged:
+            assert time.monotonic() < deadline, logged
+            page.wait_for_timeout(50)
+        time.sleep(1.5)  # real time for the server to credit
+        page.clock.fast_forward(30_000)  # the example's heartbeat timer fires
+        pattern = re.compile(r"^当前学习时长: (\d+)秒$")
+        while not any(int(m.group(1)) >= 1 for m in map(pattern.match, logged) if m):
+            assert time.monotonic() < deadline, logged
+            page.wait_for_timeout(50)
+        page.close()  # the example's onclose handler, and the server saves the session
+    finally:
+        ctx.close()
+
+
+# Screenshots, looked at by a person (and the README's docs/demo.png).
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+@pytest.mark.parametrize(
+    "device", [("desktop", {"width": 1280, "height": 860}), ("phone", {"width": 390, "height": 844})]
+)
+def test_screenshots_of_the_demo_page(browser, serve, device, locale):
+    name, viewport = device
+    server = serve()
+    ctx = browser.new_context(locale=locale, viewport=viewport, is_mobile=name == "phone")
+    try:
+        page = open_demo(ctx, server, "alice", "math-101")
+        wait_status(page, "connected")
+        page.wait_for_function("window.studyTimeClient.studyTime >= 2", timeout=WAIT_MS)
+        # Nothing sticks out sideways, on a phone either.
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        os.makedirs(OUTPUT, exist_ok=True)
+        page.screenshot(path=os.path.join(OUTPUT, f"demo-{name}-{locale[:2]}.png"), full_page=True)
+        assert_no_page_errors(page)
+    finally:
+        ctx.close()
