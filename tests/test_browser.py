@@ -12,6 +12,7 @@ Screenshots land in test-output/ (desktop and phone width, English and Chinese).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -172,7 +173,8 @@ def assert_no_page_errors(page) -> None:
 def records(db_path: str, user: str) -> list[tuple]:
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
         return conn.execute(
-            "SELECT end_reason, seconds, heartbeats FROM study_sessions WHERE user_id = ? ORDER BY started_at",
+            "SELECT end_reason, seconds, heartbeats FROM study_sessions"
+            " WHERE user_id = ? ORDER BY started_at",
             (user,),
         ).fetchall()
 
@@ -217,7 +219,7 @@ def test_connecting_shows_the_time_growing_from_heartbeats(context, serve, db_pa
     assert len(replies) >= 3
     assert log_lines(page, "refused") == [], "the client sent heartbeats faster than the server allows"
     sent = page.evaluate("window.__sent")
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert gaps and min(gaps) >= INTERVAL_MS - 5, f"heartbeats closer than the announced interval: {gaps}"
     # Every log line carries a time.
     assert all(
