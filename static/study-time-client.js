@@ -237,6 +237,7 @@ export class StudyTimeClient extends EventTarget {
   _closed(ws, event) {
     if (ws !== this._ws) return;
     this._ws = null;
+    this._clearTimer("connect");
     this._stopCounting();
     const byClient = this._closingBecause;
     const code = event.code;

@@ -511,3 +511,141 @@ def test_screenshots_of_the_demo_page(browser, serve, device, locale):
         assert_no_page_errors(page)
     finally:
         ctx.close()
+
+
+def test_the_copy_paste_example_of_docs_client_md_works(context, serve):
+    with open(os.path.join(ROOT, "docs", "client.md"), encoding="utf-8") as doc:
+        (example,) = re.findall(
+            r"## Copy-paste example for a course page\s+```html\n(.*?)```", doc.read(), re.S
+        )
+    markup, script = re.fullmatch(r"(.*?)<script type=\"module\">(.*)</script>\s*", example, re.S).groups()
+    server = serve()
+    # Only the documented host is replaced by the test server's.
+    script = script.replace("https://study-time.example.edu", server.http_url)
+    script = script.replace("wss://study-time.example.edu", server.url)
+    page = context.new_page()
+    page.goto(f"{server.http_url}/healthz")  # a page of the server's origin, like a course page
+    page.evaluate("markup => { document.body.innerHTML = markup; }", markup)
+    page.add_script_tag(content=script, type="module")
+    page.wait_for_function("document.getElementById('study-status').textContent === 'connected'")
+    page.wait_for_function("document.getElementById('study-time').textContent >= '00:00:02'", timeout=WAIT_MS)
+
+
+# The client's rules on a controlled clock, with a stand-in socket: exact
+# delays and values that a real server's timing cannot pin down.
+
+FAKE_SOCKET = """
+async () => {
+  const { StudyTimeClient } = await import("/study-time-client.js");
+  class FakeSocket {
+    constructor(url) { this.url = url; this.sent = []; this.readyState = 0; FakeSocket.made.push(this); }
+    send(data) { this.sent.push(JSON.parse(data)); }
+    close(code, reason) { this.readyState = 3; this.closedWith = code; }
+    // What the server does:
+    say(message) { this.readyState = 1; this.onmessage({ data: JSON.stringify(message) }); }
+    end(code, reason = "") { this.readyState = 3; this.onclose({ code, reason }); }
+  }
+  FakeSocket.made = [];
+  window.FakeSocket = FakeSocket;
+  window.client = new StudyTimeClient({
+    url: "ws://study-time.invalid/api/study-time", userId: "u1", courseId: "c1", token: "t&k",
+    WebSocket: FakeSocket, initialRetryDelay: 1000, maxRetryDelay: 8000,
+  });
+  window.client.start();
+}
+"""
+
+
+def test_the_client_backs_off_with_jitter_and_stops_for_good_on_final_closes(context, serve):
+    server = serve()
+    page = context.new_page()
+    page.clock.install()
+    page.goto(f"{server.http_url}/healthz")
+    page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))  # from now on time moves only when told
+    page.evaluate(FAKE_SOCKET)
+    url = page.evaluate("FakeSocket.made[0].url")
+    assert url == "ws://study-time.invalid/api/study-time?userId=u1&courseId=c1&token=t%26k"
+    delays = []
+    for attempt in range(6):
+        page.evaluate("FakeSocket.made.at(-1).end(1006)")
+        assert page.evaluate("client.status") == "reconnecting"
+        delay = page.evaluate("client.retry.delay")
+        ceiling = min(8000, 1000 * 2**attempt)
+        assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
+        delays.append(delay)
+        page.clock.run_for(delay - 1)
+        assert page.evaluate("FakeSocket.made.length") == attempt + 1, "reconnected before the delay"
+        page.clock.run_for(1)
+        assert page.evaluate("FakeSocket.made.length") == attempt + 2
+    # An accepted heartbeat resets the backoff; 1001 and 1013 are retried.
+    page.evaluate(
+        """() => { const ws = FakeSocket.made.at(-1);
+          ws.say({type: "connected", status: "success", sessionId: "s", studyTime: 0,
+                  heartbeatInterval: 30, heartbeatTimeout: 60}); }"""
+    )
+    page.clock.run_for(30_000)
+    page.evaluate(
+        "FakeSocket.made.at(-1).say({type: 'heartbeat_response', status: 'success', studyTime: 30})"
+    )
+    for code in (1001, 1013):
+        page.evaluate(f"FakeSocket.made.at(-1).end({code})")
+        assert page.evaluate("client.status") == "reconnecting"
+        assert page.evaluate("client.retry.delay") <= 2000
+        page.clock.run_for(page.evaluate("client.retry.delay"))
+    # 4401, 4403 and 4409 are final: the status says why and nothing reconnects.
+    for code, kind in ((4401, "unauthorized"), (4403, "forbidden"), (4409, "replaced")):
+        page.evaluate(f"FakeSocket.made.at(-1).say({{type: 'error', code: '{kind}', message: 'why'}})")
+        page.evaluate(f"FakeSocket.made.at(-1).end({code})")
+        assert page.evaluate("client.status") == "stopped"
+        assert page.evaluate("[client.lastClose.kind, client.lastClose.error.code]") == [kind, kind]
+        made = page.evaluate("FakeSocket.made.length")
+        page.clock.run_for(60_000)
+        assert page.evaluate("FakeSocket.made.length") == made
+        page.evaluate("client.start()")
+
+
+def test_the_display_ticks_between_replies_and_never_runs_backwards(context, serve):
+    server = serve()
+    page = context.new_page()
+    page.clock.install()
+    page.goto(f"{server.http_url}/healthz")
+    page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))  # from now on time moves only when told
+    page.evaluate(FAKE_SOCKET)
+    page.evaluate(
+        """() => FakeSocket.made[0].say({type: "connected", status: "success", sessionId: "s",
+              studyTime: 100, heartbeatInterval: 30, heartbeatTimeout: 60})"""
+    )
+    assert page.evaluate("client.displayTime") == 100
+    page.clock.run_for(5_000)
+    assert page.evaluate("client.displayTime") == 105  # ticking between replies
+    assert page.evaluate("FakeSocket.made[0].sent.length") == 0
+    page.clock.run_for(25_000)
+    sent = page.evaluate("FakeSocket.made[0].sent")
+    assert len(sent) == 1, "one heartbeat per announced interval"
+    assert sent[0]["type"] == "heartbeat"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", sent[0]["timestamp"])
+    assert page.evaluate("client.displayTime") == 130
+    # A reply below the display: the display holds, then moves on from the reply.
+    page.evaluate("FakeSocket.made[0].say({type: 'heartbeat_response', status: 'success', studyTime: 127})")
+    assert page.evaluate("client.displayTime") == 130
+    page.clock.run_for(2_000)
+    assert page.evaluate("client.displayTime") == 130
+    page.clock.run_for(2_000)
+    assert page.evaluate("client.displayTime") == 131
+    # A reply above the display corrects it forward at once.
+    page.evaluate("FakeSocket.made[0].say({type: 'heartbeat_response', status: 'success', studyTime: 200})")
+    assert page.evaluate("client.displayTime") == 200
+    # A refused heartbeat does not make the client send sooner.
+    page.evaluate(
+        """() => FakeSocket.made[0].say({type: "heartbeat_response", status: "error",
+              code: "too_frequent", message: "slow down", studyTime: 200})"""
+    )
+    page.clock.run_for(25_999)
+    assert len(page.evaluate("FakeSocket.made[0].sent")) == 1
+    page.clock.run_for(1)
+    assert len(page.evaluate("FakeSocket.made[0].sent")) == 2
+    # While disconnected the display stops.
+    page.evaluate("FakeSocket.made[0].end(1006)")
+    stopped_at = page.evaluate("client.displayTime")
+    page.clock.run_for(500)
+    assert page.evaluate("client.displayTime") == stopped_at
