@@ -22,6 +22,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 import settings as settings_module
+from auth import build_authenticator
 from handlers.base import log_request
 from handlers.health import HealthHandler
 from handlers.study_time import StudyTimeSocket
@@ -51,6 +52,8 @@ class Service:
 
     def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
+        # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
+        self.auth = build_authenticator(settings)
         self.clock = clock or WallClock()
         self.store = store if store is not None else open_store(settings.store)
         self.tracker = Tracker(settings.heartbeat_timeout, settings.min_heartbeat_interval)
@@ -158,9 +161,12 @@ def make_app(service: Service) -> tornado.web.Application:
 
 async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
-    service = Service(settings)
     try:
+        service = Service(settings)
         await service.start(sockets)
+    except SettingsError as exc:  # an auth setting the backend cannot work with
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -169,6 +175,7 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host, port = sockets[0].getsockname()[:2]
+    log.info("authentication: %s", service.auth.describe())
     log.info("listening on http://%s:%d (store %s)", host, port, settings.store.split(":", 1)[0])
     await stop.wait()
     log.info("shutting down: closing %d sessions", len(service.tracker))
@@ -179,6 +186,10 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tokens"]:
+        from auth.tokens import cli
+
+        return cli(argv[1:])
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:
