@@ -17,27 +17,17 @@ import os
 import re
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.auth_helpers import SECRET, claims, hs256
+from tests.browser import WAIT_MS
 from tests.helpers import ROOT, ServerProcess
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OUTPUT = os.path.join(ROOT, "test-output")
 API_DOC = os.path.join(ROOT, "docs", "study-time-api.zh.md")
-WAIT_MS = 15_000  # generous: other test runs may share the two cores
 
 # Short intervals; the flood limit is off because two heartbeats a second
 # would exceed the production default of one message a second.
@@ -50,29 +40,6 @@ FAST_ARGS = (
     "--flood-rate=0",
 )
 INTERVAL_MS = 500
-
-
-def unavailable(why: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} (browser tests must run under CI)")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"{CHROMIUM} is not installed (scripts/ensure-chromium.sh installs it as root)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
-    with sync_playwright() as playwright:
-        try:
-            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:
-            unavailable(f"Chromium does not start: {exc}")
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -189,13 +156,6 @@ def wait_records(db_path: str, user: str, predicate, timeout: float = 15.0) -> l
         time.sleep(0.05)
 
 
-def server_supports(option: str) -> bool:
-    out = subprocess.run(
-        [sys.executable, "server.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
-    ).stdout
-    return option in out
-
-
 # The tests.
 
 
@@ -266,26 +226,18 @@ def test_a_second_page_replaces_the_first_which_stops(browser, serve):
 
 
 def test_a_bad_token_shows_not_authorised_and_does_not_retry(context, serve):
-    if not server_supports("--auth"):
-        pytest.skip("needs the auth backends of issue 3")
-    import jwt
-
-    secret = "browser-test-secret-of-at-least-32-bytes"
-    server = serve("--auth=jwt", f"--jwt-secret={secret}")
+    server = serve("--auth=jwt", f"--jwt-secret={SECRET}")
     page = open_demo(
         context, server, "learner-1", "c1", query="&maxRetryDelay=300", token="not-a-valid-token"
     )
     wait_status(page, "stopped")
     assert page.get_attribute("#reason-text", "data-kind") == "unauthorized"
-    assert "not authorised" in page.text_content("#reason-text")
+    assert page.text_content("#reason-text") == "not authorised: check the token"
     page.wait_for_timeout(1500)  # several retry delays: a looping client would reconnect by now
     assert page.get_attribute("#status", "data-status") == "stopped"
     assert len(log_lines(page, r"^connecting to")) == 1
     # The right credential for the same learner connects.
-    token = jwt.encode(
-        {"sub": "learner-1", "exp": datetime.now(UTC) + timedelta(minutes=5)}, secret, algorithm="HS256"
-    )
-    page.fill("#token", token)
+    page.fill("#token", hs256(claims(sub="learner-1")))
     page.click("#connect")
     wait_status(page, "connected")
     assert_no_page_errors(page)
