@@ -186,6 +186,7 @@ export class StudyTimeClient extends EventTarget {
       return;
     }
     this._ws = ws;
+    this._opened = false; // until the server says "connected"
     this._closingBecause = null;
     this._pendingError = null;
     this._setTimer("connect", this.options.connectTimeout, () => {
@@ -211,6 +212,7 @@ export class StudyTimeClient extends EventTarget {
     switch (message.type) {
       case "connected":
         this._clearTimer("connect");
+        this._opened = true;
         this.sessionId = message.sessionId ?? null;
         this.heartbeatInterval = positive(message.heartbeatInterval) ?? this.options.defaultHeartbeatInterval;
         this.heartbeatTimeout = positive(message.heartbeatTimeout) ?? this.heartbeatInterval * 2;
@@ -255,7 +257,14 @@ export class StudyTimeClient extends EventTarget {
       this._emitStatus();
       return;
     }
-    this._finish(close, !FINAL_CODES.has(code));
+    const retry = !FINAL_CODES.has(code);
+    if (retry && !this._opened && close.kind === "connection_lost" && this.lastClose?.willReconnect) {
+      // A failed attempt while reconnecting: the reason the connection went
+      // (e.g. "server restarting") still says more than "connection lost".
+      this._backoff();
+      return;
+    }
+    this._finish(close, retry);
   }
 
   _finish(close, retry) {
@@ -265,6 +274,10 @@ export class StudyTimeClient extends EventTarget {
       this._setStatus(Status.STOPPED);
       return;
     }
+    this._backoff();
+  }
+
+  _backoff() {
     // Jittered exponential backoff: the delay doubles with each failure up to
     // the ceiling, and each client waits a random 50-100% of it, so a
     // restarted server is not hit by every learner in the same instant.

@@ -264,6 +264,8 @@ def test_a_server_restart_shows_reconnecting_and_resumes_with_the_total_intact(c
     assert total == int(saved[1])
     wait_display_at_least(page, total + 1)
     assert len(log_lines(page, r"^connecting to")) >= 2
+    # Failed attempts while the server was down did not hide why it went.
+    assert page.get_attribute("#reason-text", "data-kind") == "server_restarting"
     assert_never_backwards(page)
     assert_no_page_errors(page)
 
