@@ -12,6 +12,7 @@ Screenshots land in test-output/ (desktop and phone width, English and Chinese).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -58,17 +59,15 @@ def db_path(tmp_path) -> str:
 @pytest.fixture
 def serve(db_path):
     """A factory: ``serve(*args, port=None)`` starts ``server.py`` with FAST_ARGS and the test's store."""
-    started: list[ServerProcess] = []
+    with contextlib.ExitStack() as running:  # every server is killed after the test
 
-    def start(*args: str, port: int | None = None) -> ServerProcess:
-        extra = [f"--port={port}"] if port else []
-        server = ServerProcess(*FAST_ARGS, f"--store=sqlite:///{db_path}", *extra, *args).start()
-        started.append(server)
-        return server
+        def start(*args: str, port: int | None = None) -> ServerProcess:
+            extra = [f"--port={port}"] if port else []
+            return running.enter_context(
+                ServerProcess(*FAST_ARGS, f"--store=sqlite:///{db_path}", *extra, *args)
+            )
 
-    yield start
-    for server in started:
-        server.__exit__(None, None, None)
+        yield start
 
 
 def free_port() -> int:
