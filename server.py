@@ -26,7 +26,10 @@ import supervisor
 from auth import build_authenticator
 from handlers.base import log_request
 from handlers.health import HealthHandler
+from handlers.reports import ROUTES as REPORT_ROUTES
 from handlers.study_time import StudyTimeSocket
+from reports.service import Reports
+from reports.source import open_report_source
 from settings import Settings, SettingsError
 from storage import Store, StoreError, StoreUnavailable, open_store
 from storage.coordination import coordinator_for
@@ -66,6 +69,7 @@ class Service:
             heartbeat_interval=settings.heartbeat_interval,
             process_timeout=settings.process_timeout,
         )
+        self.reports = Reports(open_report_source(settings.store))
         self.connections: set[StudyTimeSocket] = set()
         self._no_connections = asyncio.Event()
         self.shutting_down = False
@@ -188,6 +192,7 @@ class Service:
         if self.http_server is not None:
             await self.http_server.close_all_connections()
         await self.coordinator.stop(saved=saved)
+        await self.reports.close()
         await self.store.close()
         return saved
 
@@ -209,6 +214,7 @@ def make_app(service: Service) -> tornado.web.Application:
         [
             (r"/api/study-time", StudyTimeSocket, {"service": service}),
             (r"/healthz", HealthHandler),
+            *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
             (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
         ],
         websocket_max_message_size=settings.max_message_size,
@@ -243,6 +249,10 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        from reports.cli import main as report_main
+
+        return report_main(argv[1:])
     if argv[:1] == ["tokens"]:
         from auth.tokens import cli
 

@@ -94,6 +94,16 @@ def text(value: str) -> str:
     return value
 
 
+def time_zone(value: str) -> str:
+    """An IANA time zone name, checked against the zone database."""
+    from reports.params import ParameterError, timezone
+
+    try:
+        return timezone(value).key
+    except ParameterError as exc:
+        raise ValueError(exc.message) from None
+
+
 #: ``package.module:ClassName``, the form of a plugin given to ``--auth``.
 DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 AUTH_BACKENDS = ("none", "jwt", "token")
@@ -213,6 +223,9 @@ class Settings:
         seconds,
         "a server process not heard from for this long is presumed dead: another closes its"
         " sessions at their last checkpoint (server_lost) and frees its leases (mongodb:// store)",
+    )
+    report_timezone: str = setting(
+        "UTC", time_zone, "IANA time zone of report days and times when a request gives no tz="
     )
     log_level: str = setting("INFO", log_level, "DEBUG, INFO, WARNING or ERROR")
     # Authentication (docs/auth.md).

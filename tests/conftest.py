@@ -110,3 +110,11 @@ def store(io_loop, store_url):
     io_loop.run_sync(opened.open)
     yield opened
     io_loop.run_sync(opened.close)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (tests/browser.py), one per test module; skips without it outside CI."""
+    from tests.browser import chromium
+
+    yield from chromium()

@@ -9,17 +9,11 @@ proves the selection works. Skips without Chromium, except under CI=true.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-import pytest
-
+from tests.browser import WAIT_MS
 from tests.helpers import ROOT, ServerProcess
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-WAIT_MS = 15_000
 
 # Opens the socket and resolves with what the page saw: the selected
 # subprotocol, the first message, and the close code (1006 when the upgrade
@@ -33,29 +27,6 @@ OPEN_SOCKET = """
   ws.onclose = (event) => { seen.code = event.code; resolve(seen); };
 })
 """
-
-
-def unavailable(why: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} (browser tests must run under CI)")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"{CHROMIUM} is not installed (scripts/ensure-chromium.sh installs it as root)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
-    with sync_playwright() as playwright:
-        try:
-            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:
-            unavailable(f"Chromium does not start: {exc}")
-        yield launched
-        launched.close()
 
 
 def test_a_browser_authenticates_by_subprotocol_and_query_and_origins_are_enforced(browser, tmp_path):
