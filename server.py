@@ -23,11 +23,17 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 import settings as settings_module
+import supervisor
+from auth import build_authenticator
 from handlers.base import log_request
 from handlers.health import HealthHandler
+from handlers.reports import ROUTES as REPORT_ROUTES
 from handlers.study_time import StudyTimeSocket
+from reports.service import Reports
+from reports.source import open_report_source
 from settings import Settings, SettingsError
-from storage import Store, StoreError, open_store
+from storage import Store, StoreError, StoreUnavailable, open_store
+from storage.coordination import coordinator_for
 from storage.writer import SessionWriter
 from tracking.clock import Clock, WallClock
 from tracking.protocol import refusal
@@ -59,10 +65,19 @@ class Service:
 
     def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
+        # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
+        self.auth = build_authenticator(settings)
         self.clock = clock or WallClock()
         self.store = store if store is not None else open_store(settings.store)
         self.tracker = Tracker(settings.heartbeat_timeout, settings.min_heartbeat_interval)
         self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
+        self.coordinator = coordinator_for(
+            self.store,
+            self.writer,
+            heartbeat_interval=settings.heartbeat_interval,
+            process_timeout=settings.process_timeout,
+        )
+        self.reports = Reports(open_report_source(settings.store))
         self.connections: set[StudyTimeSocket] = set()
         self._no_connections = asyncio.Event()
         self.shutting_down = False
@@ -80,6 +95,10 @@ class Service:
                 len(recovered),
                 sum(r.seconds for r in recovered),
             )
+        try:
+            await self.coordinator.start(self.clock())
+        except StoreUnavailable as exc:
+            raise StoreError(f"cannot register this process in the store: {exc}") from exc
         self.http_server = HTTPServer(self.app)
         self.http_server.add_sockets(sockets)
         settings = self.settings
@@ -87,8 +106,51 @@ class Service:
             PeriodicCallback(self.sweep, settings.sweep_interval * 1000),
             PeriodicCallback(self.writer.flush, settings.flush_interval * 1000),
         ]
+        if self.coordinator.poll_interval is not None:
+            self._timers.append(PeriodicCallback(self.coordinate, self.coordinator.poll_interval * 1000))
         for timer in self._timers:
             timer.start()
+
+    async def opening_total(self, session: Session) -> float:
+        """Claim a new session's (user, course) and read the total it continues from.
+
+        Raises :class:`StoreUnavailable` (the connection is then refused with 1013).
+        """
+        try:
+            elsewhere = await self.coordinator.claim(session)
+            return await self.writer.total_seconds(session.user_id, session.course_id) + elsewhere
+        except StoreUnavailable:
+            self.coordinator.ended(session)
+            raise
+
+    async def coordinate(self) -> None:
+        """Act on what other processes did: takeovers of our sessions, our presumed death."""
+        now = self.clock()
+        result = await self.coordinator.poll(now)
+        for session, at in result.takeovers:
+            if session.is_open:
+                self.tracker.end(session, now, EndReason.REPLACED, credit_until=at)
+                self.session_ended(session)
+                session.connection.refuse(  # type: ignore[union-attr]
+                    refusal("replaced", "a newer connection for this user and course took over")
+                )
+            elif self.tracker.cap(session, at):
+                # It ended here after the takeover instant: write it again
+                # without the overlap, so no second counts twice.
+                self.writer.ended(session)
+        if result.presumed_dead:
+            for session in self.tracker:
+                if self.tracker.end(session, now, EndReason.SERVER_LOST):
+                    self.session_ended(session)
+                    session.connection.refuse(  # type: ignore[union-attr]
+                        refusal("store_unavailable", "this server lost the study record store, reconnect")
+                    )
+        if result.recovered:
+            log.warning(
+                "closed %d sessions of server processes presumed dead (server_lost), keeping %.1fs of credit",
+                len(result.recovered),
+                sum(r.seconds for r in result.recovered),
+            )
 
     def sweep(self) -> None:
         """End the sessions whose heartbeat deadline has passed (the tracker finds only those)."""
@@ -101,6 +163,7 @@ class Service:
     def session_ended(self, session: Session) -> None:
         """Record an ended session: queue its final snapshot and log it."""
         self.writer.ended(session)
+        self.coordinator.ended(session)
         log.info(
             "session closed user=%s course=%s session=%s remote=%s reason=%s credited=%.3fs total=%ds",
             session.user_id,
@@ -136,6 +199,8 @@ class Service:
         await self._wait_for_connections(CLOSE_GRACE_SECONDS)
         if self.http_server is not None:
             await self.http_server.close_all_connections()
+        await self.coordinator.stop(saved=saved)
+        await self.reports.close()
         await self.store.close()
         return saved
 
@@ -157,6 +222,7 @@ def make_app(service: Service) -> tornado.web.Application:
         [
             (r"/api/study-time", StudyTimeSocket, {"service": service}),
             (r"/healthz", HealthHandler),
+            *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
             (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
         ],
         websocket_max_message_size=settings.max_message_size,
@@ -166,9 +232,12 @@ def make_app(service: Service) -> tornado.web.Application:
 
 async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
-    service = Service(settings)
     try:
+        service = Service(settings)
         await service.start(sockets)
+    except SettingsError as exc:  # an auth setting the backend cannot work with
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -178,6 +247,7 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host, port = sockets[0].getsockname()[:2]
+    log.info("authentication: %s", service.auth.describe())
     log.info("listening on http://%s:%d (store %s)", host, port, settings.store.split(":", 1)[0])
     await stop.wait()
     log.info("shutting down: closing %d sessions", len(service.tracker))
@@ -201,6 +271,14 @@ def tune_gc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        from reports.cli import main as report_main
+
+        return report_main(argv[1:])
+    if argv[:1] == ["tokens"]:
+        from auth.tokens import cli
+
+        return cli(argv[1:])
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:
@@ -208,12 +286,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings_module.configure_logging(settings.log_level)
     try:
+        processes = supervisor.resolve(settings.processes)
+        if processes > 1 and not open_store(settings.store).supports_many_processes:
+            raise StoreError(
+                f"--processes={settings.processes} starts {processes} processes, but the SQLite store"
+                " serves one process; use --processes=1 or a mongodb:// store"
+            )
+    except StoreError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
         # Bound before the IOLoop starts (and before any fork), so that
         # several processes can share them.
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
     except OSError as exc:
         log.error("cannot start: cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
         return 1
+    if processes > 1:
+        status = supervisor.Workers(processes).run()
+        if status is not None:  # the parent, once every worker has exited
+            return status
     return asyncio.run(serve(settings, sockets))
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from auth import SUBPROTOCOL, AuthError, auth_request, authorize
 from storage import StoreUnavailable
 from tracking import protocol
 from tracking.protocol import ProtocolError, Refusal, refusal
@@ -61,6 +62,8 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         except ValueError as exc:
             self.refuse(refusal("invalid_params", str(exc)))
             return
+        if not await self.authenticate(user_id, course_id):
+            return
         if service.shutting_down:
             self.refuse(refusal("server_shutdown", "the server is shutting down"))
             return
@@ -84,9 +87,10 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
                 refusal("replaced", "a newer connection for this user and course took over")
             )
         try:
-            # The replaced session's final credit is already in the writer,
-            # so the total includes it whether or not it has been flushed.
-            base = await service.writer.total_seconds(user_id, course_id)
+            # The replaced session's final credit is in the writer (or, from
+            # another process, estimated), so the total includes it whether or
+            # not it has been flushed.
+            base = await service.opening_total(session)
         except StoreUnavailable as exc:
             log.warning(
                 "store unavailable opening a session for user=%s course=%s: %s", user_id, course_id, exc
@@ -116,6 +120,66 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
                 settings.heartbeat_timeout,
             )
         )
+
+    async def authenticate(self, user_id: str, course_id: str) -> bool:
+        """Ask the auth backend who this is and whether it may study ``course_id`` as ``user_id``.
+
+        On refusal, log why (never the credential) and close with 4401/4403.
+        """
+        service = self.service
+        try:
+            identity = await service.auth.authenticate(auth_request(self.request), user_id)
+            authorize(identity, user_id, course_id)
+        except AuthError as exc:
+            # An expired or missing token is routine; a valid one used for
+            # someone else's id or course deserves attention.
+            level = logging.INFO if exc.code == "unauthorized" else logging.WARNING
+            log.log(
+                level,
+                "auth refused user=%s course=%s remote=%s code=%s reason=%s",
+                user_id,
+                course_id,
+                self.request.remote_ip,
+                exc.code,
+                exc.reason,
+            )
+            self.refuse(refusal(exc.code, exc.reason))
+            return False
+        except Exception as exc:  # a plugin's bug must not take the server down
+            log.error(
+                "auth backend %s failed for user=%s course=%s: %s",
+                service.auth.name,
+                user_id,
+                course_id,
+                type(exc).__name__,
+            )
+            self.refuse(refusal("unauthorized", "authentication is unavailable, try again later"))
+            return False
+        return self.ws_connection is not None  # the client may have gone while the backend answered
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """Answer ``study-time.v1`` when offered; never echo a ``bearer.*`` credential back."""
+        return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
+
+    def check_origin(self, origin: str) -> bool:
+        """Let browsers connect only from ``--allowed-origins`` (default: this host).
+
+        Tornado calls this only when the request has an Origin header and
+        answers 403 before the upgrade when it returns False; requests with no
+        Origin (non-browser clients) are judged by their credential alone.
+        """
+        allowed = self.service.settings.allowed_origins
+        if allowed is None:
+            ok = super().check_origin(origin)
+        else:
+            ok = "*" in allowed or origin.rstrip("/").lower() in allowed
+        if not ok:
+            log.warning(
+                "refused a socket from origin %r remote=%s (see --allowed-origins)",
+                origin[:200],
+                self.request.remote_ip,
+            )
+        return ok
 
     def on_message(self, message: str | bytes) -> None:
         session = self.session

@@ -9,7 +9,7 @@ implements the counting rules of ``docs/protocol.md``:
    heartbeat is earned only on a clean end (see :class:`EndReason`);
 3. one live session per (user, course): opening a second ends the first at
    the same instant, so no wall clock second is earned twice;
-6. credit is a float, so fractions are carried, never rounded away.
+6. credit is kept to the microsecond, so fractions are carried, never rounded away.
 
 Timeouts are kept in an insertion-ordered dict. Every deadline is "last
 accepted heartbeat + timeout" with a constant timeout and a clock that does
@@ -128,10 +128,32 @@ class Tracker:
             reason = EndReason.TIMEOUT
         if reason.earns_tail:
             self._credit(session, now if credit_until is None else min(now, credit_until))
+        if credit_until is not None:
+            self.cap(session, credit_until)
         session.ended_at = now
         session.end_reason = reason
         session.rev += 1
         self._forget(session)
+        return True
+
+    def cap(self, session: Session, until: float) -> bool:
+        """Take back the credit a session earned after ``until``; return whether there was any.
+
+        For a takeover by another process decided at ``until``: heartbeats
+        this process accepted before it heard of it (within one poll) must
+        not count twice. Exact because every credited gap is shorter than
+        the heartbeat timeout (a longer one ends the session without
+        credit), so a session's credit is the wall time from its start to
+        ``credited_until``. Works on ended sessions too (their final snapshot
+        is then written again with the higher ``rev``).
+        """
+        until = max(until, session.started_at)
+        excess = session.credited_until - until
+        if excess <= 0:
+            return False
+        session.seconds = max(0.0, session.seconds - excess)
+        session.credited_until = until
+        session.rev += 1
         return True
 
     def discard(self, session: Session) -> None:
@@ -159,7 +181,11 @@ class Tracker:
         gap = until - session.credited_until
         if gap <= 0:
             return
-        session.seconds += min(gap, self.heartbeat_timeout)
+        # Credit is kept to the microsecond (the clock's own resolution at
+        # today's epoch): rounding the running sum stops float error from
+        # accumulating over thousands of heartbeats, while no real fraction
+        # of a second is ever dropped.
+        session.seconds = round(session.seconds + min(gap, self.heartbeat_timeout), 6)
         session.credited_until = until
 
     def _forget(self, session: Session) -> None:
