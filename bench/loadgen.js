@@ -17,7 +17,9 @@
 //   maxSeconds   hard lifetime: the process resets everything and exits after it
 //
 // Commands (stdin):
-//   {"cmd": "open", "count": N}     ramp up to N connections in total
+//   {"cmd": "open", "count": N, "deadline": S}
+//                                    ramp up to N connections in total, starting no
+//                                    handshake after S seconds
 //   {"cmd": "start"}                 "loop" mode: start every connection's loop
 //   {"cmd": "measure", "seconds": S, "grace": G}
 //                                    count replies and round trips of the heartbeats sent
@@ -155,14 +157,16 @@ function openOne(index) {
   });
 }
 
-async function rampTo(total) {
+async function rampTo(total, deadlineSeconds) {
   const start = performance.now();
+  // No new handshakes after the deadline: a slow server yields fewer connections, not a hang.
+  const deadline = start + (deadlineSeconds || Infinity) * 1000;
   const cpuStart = process.cpuUsage();
   let next = conns.length;
   const target = conns.length + Math.max(0, total - openCount);
   let opened = 0;
   async function worker() {
-    while (next < target) {
+    while (next < target && performance.now() < deadline) {
       const index = next++;
       if (await openOne(index)) {
         openCount++;
@@ -255,7 +259,7 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
   if (!line.trim()) return;
   const command = JSON.parse(line);
   queue = queue.then(async () => {
-    if (command.cmd === "open") reply(await rampTo(command.count));
+    if (command.cmd === "open") reply(await rampTo(command.count, command.deadline));
     else if (command.cmd === "start") {
       looping = mode === "loop";
       for (const c of conns) if (looping && c.connected) send(c);

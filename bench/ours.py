@@ -25,11 +25,12 @@ from storage import Store
 def counting(store: Store, stats_path: str | None) -> Store:
     """Wrap ``store.save`` (an instance attribute, so any store class works)."""
     inner_save = store.save
-    saves: list[tuple[float, int]] = []  # (when, records) of each save
+    saves: list[tuple[float, int, float]] = []  # (when, records, seconds taken) of each save
 
     async def save(records):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
         await inner_save(records)
-        saves.append((time.time(), len(records)))
+        saves.append((time.time(), len(records), time.monotonic() - started))
         if stats_path:
             path = f"{stats_path}.{os.getpid()}"
             with open(path + ".tmp", "w") as f:
@@ -43,7 +44,7 @@ def counting(store: Store, stats_path: str | None) -> Store:
 def main() -> int:
     real_open_store = server.open_store
     stats_path = os.environ.get("BENCH_STORE_STATS")
-    server.open_store = lambda url: counting(real_open_store(url), stats_path)
+    server.open_store = lambda url, **kwargs: counting(real_open_store(url, **kwargs), stats_path)
     return server.main(sys.argv[1:])
 
 

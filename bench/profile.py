@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--kind", default="ours", choices=bench.SERVERS[:2])
     parser.add_argument("--out", default=os.path.join(bench.RESULTS, "profile.txt"))
     args = parser.parse_args()
-    run = bench.Run(argparse.Namespace(no_pin=False, keep=False, mongodb=None))
+    run = bench.Run(argparse.Namespace(no_pin=False, keep=False, mongodb=None, quick=False))
     child, port, _ = run.start_server(args.kind, mode=args.mode)
     gens = None
     try:

@@ -46,6 +46,9 @@ LOADGEN_CPU = "0"  # ... and the load generators on this one.
 FERRETDB = os.path.expanduser("~/go/bin/ferretdb")
 
 SERVERS = ("ours", "tornado", "node")
+# Seconds a ramp may start new handshakes for; a server that opens slower
+# reports fewer connections (and "not_opened") instead of hanging the run.
+RAMP_DEADLINE = 90.0
 
 
 @dataclass
@@ -186,6 +189,7 @@ class Run:
         self.args = args
         self.dir = tempfile.mkdtemp(prefix="study-time-bench-")
         self.pin = not args.no_pin
+        self.ramp_deadline = RAMP_DEADLINE / 4 if args.quick else RAMP_DEADLINE
         self.servers = args.servers.split(",") if getattr(args, "servers", None) else list(SERVERS)
         self.mongodb_url: str | None = None
         self.ferretdb: Child | None = None
@@ -264,6 +268,7 @@ class Loadgens:
 
     def __init__(self, run: Run, port: int, *, mode: str, count: int, interval: float, lifetime: float):
         self.children: list[Child] = []
+        self.ramp_deadline = run.ramp_deadline
         url = f"ws://127.0.0.1:{port}/api/study-time"
         cpus = LOADGEN_CPU if run.pin else None
         for g in range(count):
@@ -302,9 +307,12 @@ class Loadgens:
             child.proc.stdin.flush()  # type: ignore[union-attr]
         return [self._read(child) for child in self.children]
 
-    def open(self, total: int) -> dict:
+    def open(self, total: int, deadline: float | None = None) -> dict:
         n = len(self.children)
-        replies = self.command(lambda g: {"cmd": "open", "count": total // n + (g < total % n)})
+        deadline = self.ramp_deadline if deadline is None else deadline
+        replies = self.command(
+            lambda g: {"cmd": "open", "count": total // n + (g < total % n), "deadline": deadline}
+        )
         return {
             "open": sum(r["open"] for r in replies),
             "failed": sum(r["failed"] for r in replies),
@@ -380,19 +388,20 @@ def store_rate(prefix: str | None, since: float, until: float, flush_interval: f
     per connection per flush) directly.
     """
     saves = [
-        (when, n)
+        (when, n, took)
         for stats in store_stats(prefix).values()
-        for when, n in stats["saves"]
+        for when, n, took in stats["saves"]
         if since <= when <= until
     ]
     if not saves:
-        return {"store_writes_per_s": None, "store_max_batch": None}
+        return {"store_writes_per_s": None, "store_max_batch": None, "store_save_max_s": None}
     # Several processes flush independently: per process, records per flush / interval.
     per_process = len(store_stats(prefix)) or 1
-    records = sum(n for _, n in saves)
+    records = sum(n for _, n, _ in saves)
     return {
         "store_writes_per_s": round(records / len(saves) * per_process / flush_interval, 1),
-        "store_max_batch": max(n for _, n in saves),
+        "store_max_batch": max(n for _, n, _ in saves),
+        "store_save_max_s": round(max(took for _, _, took in saves), 3),
     }
 
 
@@ -408,7 +417,7 @@ def hold_run(run: Run, kind: str, stages: Sequence[int], *, interval: float, mea
         _cpu0, rss0 = child.usage()
         # One generator process per ~10,000 connections (20,000 open files each at most).
         n_gens = max(2, -(-max(stages) // 10_000))
-        lifetime = len(stages) * (interval + measure + 60) + 60
+        lifetime = len(stages) * (interval + measure + RAMP_DEADLINE + 40) + 60
         gens = Loadgens(run, port, mode="hold", count=n_gens, interval=interval, lifetime=lifetime)
         points = []
         for target in stages:
@@ -422,6 +431,7 @@ def hold_run(run: Run, kind: str, stages: Sequence[int], *, interval: float, mea
                 {
                     "connections": m["open"],
                     "failed": opened["failed"],
+                    "not_opened": max(0, target - m["open"]),
                     "conn_per_s": round(opened["opened"] / opened["seconds"], 1)
                     if opened["seconds"]
                     else None,
@@ -447,7 +457,9 @@ def loop_run(run: Run, kind: str, conns: int, seconds: float, **server: Any) -> 
     gens = None
     try:
         n_gens = max(2, -(-conns // 10_000))
-        gens = Loadgens(run, port, mode="loop", count=n_gens, interval=0, lifetime=seconds + 120)
+        gens = Loadgens(
+            run, port, mode="loop", count=n_gens, interval=0, lifetime=seconds + RAMP_DEADLINE + 60
+        )
         opened = gens.open(conns)
         gens.command(lambda g: {"cmd": "start"})
         time.sleep(1.0)  # warm up
@@ -459,6 +471,8 @@ def loop_run(run: Run, kind: str, conns: int, seconds: float, **server: Any) -> 
         return {
             "connections": m["open"],
             "failed": opened["failed"],
+            "not_opened": max(0, conns - m["open"]),
+            "conn_per_s": round(opened["opened"] / opened["seconds"], 1) if opened["seconds"] else None,
             "replies_per_s": round(m["replies"] / m["seconds"], 1),
             "server_cpu": round((cpu_b - cpu_a) / m["seconds"], 3),
             "rss_mb": round(rss / 1024, 1),
@@ -634,17 +648,15 @@ def scenario_store(run: Run, p: Profile, throughput: dict | None) -> dict:
         tornado = loop_run(run, "tornado", p.throughput_conns, p.throughput_seconds)
     else:  # the throughput scenario's run of ours is the SQLite one
         sqlite, tornado = throughput["median"]["ours"], throughput["median"].get("tornado", {})
-    result["sqlite"] = pick(
-        sqlite, "replies_per_s", "store_writes_per_s", "store_max_batch", "p50_ms", "p99_ms"
-    )
+    keys = ("connections", "not_opened", "conn_per_s", "replies_per_s", "p50_ms", "p99_ms")
+    keys += ("store_writes_per_s", "store_max_batch", "store_save_max_s")
+    result["sqlite"] = pick(sqlite, *keys)
     why = mongodb_ready(run)
     if why:
         result["mongodb"] = {"skipped": why}
     else:
         mongo = loop_run(run, "ours", p.throughput_conns, p.throughput_seconds, store="mongodb")
-        result["mongodb"] = pick(
-            mongo, "replies_per_s", "store_writes_per_s", "store_max_batch", "p50_ms", "p99_ms"
-        )
+        result["mongodb"] = pick(mongo, *keys)
     result["bound_writes_per_s"] = bound
     result["ratio"] = {
         "tornado": {
