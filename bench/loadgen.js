@@ -36,7 +36,7 @@ const WebSocket = require("ws");
 
 const config = JSON.parse(process.argv[2]);
 const mode = config.mode || "hold";
-const intervalMs = (config.interval || 5) * 1000;
+const intervalMs = (config.interval || (mode === "loop" ? 20 : 5)) * 1000;
 const sources = config.sources || ["127.0.0.2"];
 const prefix = config.prefix || "g0";
 const concurrency = config.concurrency || 100;
@@ -103,8 +103,10 @@ function onMessage(c, data) {
   if (!c.connected) {
     c.connected = true;
     c.resolveOpen(true);
-    if (mode === "hold") scheduleHold(c, Math.random() * intervalMs);
-    else if (looping) send(c);
+    // "loop" connections waiting for "start" heartbeat every interval meanwhile:
+    // a long ramp must not leave them silent past the server's heartbeat timeout.
+    if (mode === "hold" || !looping) scheduleHold(c, Math.random() * intervalMs);
+    else send(c);
     return;
   }
   if (c.sentAt === 0) return; // not an answer to a heartbeat
@@ -262,7 +264,12 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     if (command.cmd === "open") reply(await rampTo(command.count, command.deadline));
     else if (command.cmd === "start") {
       looping = mode === "loop";
-      for (const c of conns) if (looping && c.connected) send(c);
+      for (const c of conns) {
+        if (!looping || !c.connected) continue;
+        clearTimeout(c.timer);
+        c.timer = null;
+        send(c);
+      }
       reply({ event: "started" });
     } else if (command.cmd === "measure") reply(await measure(command.seconds, command.grace || 0));
     else if (command.cmd === "stop") {

@@ -11,6 +11,7 @@ of this.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -25,6 +26,16 @@ from storage import Store
 def counting(store: Store, stats_path: str | None) -> Store:
     """Wrap ``store.save`` (an instance attribute, so any store class works)."""
     inner_save = store.save
+    gc_pauses: list[tuple[float, int, float]] = []  # (when, generation, seconds) of slow collections
+    started_gc = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            started_gc[0] = time.perf_counter()
+        elif (took := time.perf_counter() - started_gc[0]) > 0.005:
+            gc_pauses.append((time.time(), info["generation"], round(took, 4)))
+
+    gc.callbacks.append(on_gc)
     saves: list[tuple[float, int, float]] = []  # (when, records, seconds taken) of each save
 
     async def save(records):  # type: ignore[no-untyped-def]
@@ -34,7 +45,7 @@ def counting(store: Store, stats_path: str | None) -> Store:
         if stats_path:
             path = f"{stats_path}.{os.getpid()}"
             with open(path + ".tmp", "w") as f:
-                json.dump({"saves": saves[-1000:]}, f)
+                json.dump({"saves": saves[-1000:], "gc": gc_pauses[-1000:]}, f)
             os.replace(path + ".tmp", path)
 
     store.save = save  # type: ignore[method-assign]
@@ -44,6 +55,8 @@ def counting(store: Store, stats_path: str | None) -> Store:
 def main() -> int:
     real_open_store = server.open_store
     stats_path = os.environ.get("BENCH_STORE_STATS")
+    if os.environ.get("BENCH_GC_YOUNG"):  # an experiment: another young-generation threshold
+        server.GC_YOUNG_THRESHOLD = int(os.environ["BENCH_GC_YOUNG"])
     server.open_store = lambda url, **kwargs: counting(real_open_store(url, **kwargs), stats_path)
     return server.main(sys.argv[1:])
 
