@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -63,8 +63,7 @@ class Profile:
     throughput_repeat: int
     sweep_sessions: int
     processes_conns: int
-    loadgens_per_10k: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    scenarios: tuple[str, ...] = ("capacity", "throughput", "sweep", "store", "processes")
 
 
 QUICK = Profile(
@@ -76,6 +75,8 @@ QUICK = Profile(
     throughput_repeat=1,
     sweep_sessions=100_000,
     processes_conns=4000,
+    # Two servers with two processes each, and their ramps, take minutes: full run only.
+    scenarios=("capacity", "throughput", "sweep", "store"),
 )
 FULL = Profile(
     capacity_stages=[1000, 2000, 5000, 10000, 19000],
@@ -807,7 +808,7 @@ def summary(results: list[dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts, under 3 minutes in all")
-    parser.add_argument("--scenarios", default="capacity,throughput,sweep,store,processes")
+    parser.add_argument("--scenarios", help="comma-separated; default all (the quick run skips processes)")
     parser.add_argument("--servers", help="only these of ours,tornado,node (ratios need all three)")
     parser.add_argument("--stages", help="capacity stages, e.g. 1000,19000 (overrides the profile)")
     parser.add_argument("--mongodb", help="mongodb:// URL to use instead of starting FerretDB")
@@ -818,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = QUICK if args.quick else FULL
     if args.stages:
         profile.capacity_stages = [int(x) for x in args.stages.split(",")]
-    wanted = args.scenarios.split(",")
+    wanted = args.scenarios.split(",") if args.scenarios else list(profile.scenarios)
     run = Run(args)
     results: list[dict] = []
     started = time.time()
