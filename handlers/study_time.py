@@ -14,6 +14,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
+from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from storage import StoreUnavailable
@@ -33,6 +34,13 @@ log = logging.getLogger("study_time.socket")
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 MAX_USER_AGENT = 256
 
+#: Replies a client may leave unread (queued in our memory because the kernel's
+#: socket buffers are already full) before the connection is dropped. A client
+#: that reads gets each reply in microseconds and never has more than one or two
+#: queued; one that never reads would otherwise make the server buffer every
+#: reply without bound. About 150 bytes a reply: a few KB per connection at most.
+MAX_UNREAD_REPLIES = 32
+
 
 class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
     """One learner studying one course over one connection."""
@@ -41,6 +49,8 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         self.service = service
         self.session: Session | None = None
         self.bucket: TokenBucket | None = None
+        self._last_write = None  # the Future of the last reply written
+        self._unread = 0  # replies written while the previous one was still queued
 
     async def open(self) -> None:
         """Validate the ids, take over the (user, course), and announce the session.
@@ -59,6 +69,9 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
             )
         except ValueError as exc:
             self.refuse(refusal("invalid_params", str(exc)))
+            return
+        except HTTPError:  # a query argument that is not UTF-8 (Tornado raises 400 for it)
+            self.refuse(refusal("invalid_params", "userId and courseId must be UTF-8 text"))
             return
         if service.shutting_down:
             self.refuse(refusal("server_shutdown", "the server is shutting down"))
@@ -106,6 +119,14 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
             course_id,
             session.session_id,
             session.remote_addr,
+            extra={
+                "event": "session_opened",
+                "user": user_id,
+                "course": course_id,
+                "session": session.session_id,
+                "remote": session.remote_addr,
+                "total_seconds": session.study_time,
+            },
         )
         self.send(
             protocol.connected(
@@ -133,11 +154,13 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
             heartbeat = protocol.parse_client_message(message)
         except ProtocolError as exc:
             if exc.code == "invalid_timestamp":
+                service.metrics.heartbeats["invalid_timestamp"].inc()
                 self.send(protocol.heartbeat_error(exc.code, exc.message, session.study_time))
             else:
                 self.send(protocol.error(exc.code, exc.message))
             return
         verdict = service.tracker.heartbeat(session, now, heartbeat.timestamp)
+        service.metrics.heartbeats[verdict.value].inc()
         if verdict is Verdict.ACCEPTED:
             service.writer.changed(session)
             self.send(protocol.heartbeat_ok(session.study_time))
@@ -180,11 +203,41 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
 
     def refuse(self, why: Refusal) -> None:
         """Tell the client why in an ``error`` message, then close with the matching code."""
+        self.service.metrics.refused(why.code)
         self.send(protocol.error(why.code, why.message))
         self.close(why.close_code, why.reason)
 
     def send(self, message: dict) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
+        # A write's Future is done once the reply is in the kernel's socket
+        # buffer. If the previous one is still queued in our memory, the client
+        # is not reading: count it, and drop a client that lets them pile up.
+        last = self._last_write
+        if last is not None and not last.done():
+            self._unread += 1
+            if self._unread > MAX_UNREAD_REPLIES:
+                self._drop_slow_reader()
+                return
+        else:
+            self._unread = 0
         with contextlib.suppress(WebSocketClosedError):
-            self.write_message(_dumps(message))
+            self._last_write = self.write_message(_dumps(message))
+
+    def _drop_slow_reader(self) -> None:
+        """End the session as a lost connection and drop the TCP connection.
+
+        No close frame: it would only queue behind the unread replies.
+        """
+        service = self.service
+        session = self.session
+        service.metrics.slow_readers.inc()
+        log.warning(
+            "dropping a connection that does not read its replies user=%s course=%s remote=%s",
+            session.user_id if session else None,
+            session.course_id if session else None,
+            self.request.remote_ip,
+        )
+        if session is not None and service.tracker.end(session, service.clock(), EndReason.CONNECTION_LOST):
+            service.session_ended(session)
+        self.ws_connection.stream.close()  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from tracking.session import Session, SessionRecord
 
@@ -37,6 +38,8 @@ class SessionWriter:
         self._lock = asyncio.Lock()  # one flush at a time; reads wait for it
         self._failing_since: float | None = None
         self._full_logged = False
+        #: Called after each write to the store with (snapshots, seconds taken, succeeded).
+        self.on_checkpoint: Callable[[int, float, bool], None] | None = None
 
     # Called synchronously by the handler; these never block or fail.
 
@@ -85,15 +88,19 @@ class SessionWriter:
             if not self._pending:
                 return True
             batch = list(self._pending.values())
+            started = time.perf_counter()
             try:
                 await self.store.save(batch)
             except StoreUnavailable as exc:
+                self._checkpointed(len(batch), started, False)
                 self._note_failure(exc)
                 return False
             except Exception as exc:  # a store bug must not stop the flushing
+                self._checkpointed(len(batch), started, False)
                 log.exception("unexpected error writing %d sessions", len(batch))
                 self._note_failure(exc)
                 return False
+            self._checkpointed(len(batch), started, True)
             self._note_success(len(batch))
             for record in batch:
                 # A session that changed again while the batch was in flight
@@ -117,6 +124,10 @@ class SessionWriter:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _checkpointed(self, sessions: int, started: float, ok: bool) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(sessions, time.perf_counter() - started, ok)
 
     def _note_failure(self, exc: Exception) -> None:
         if self._failing_since is None:

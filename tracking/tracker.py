@@ -48,6 +48,8 @@ class Tracker:
         # session_id -> session, in deadline order (see the module docstring).
         self._by_deadline: OrderedDict[str, Session] = OrderedDict()
         self._now = float("-inf")
+        #: Every second credited by this tracker, fractions included (a metric).
+        self.credited_seconds = 0.0
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -159,7 +161,9 @@ class Tracker:
         gap = until - session.credited_until
         if gap <= 0:
             return
-        session.seconds += min(gap, self.heartbeat_timeout)
+        credit = min(gap, self.heartbeat_timeout)
+        session.seconds += credit
+        self.credited_seconds += credit
         session.credited_until = until
 
     def _forget(self, session: Session) -> None:
