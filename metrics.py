@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -41,7 +41,11 @@ SESSION_END_CODES = frozenset({"heartbeat_timeout", "replaced", "server_shutdown
 #: milliseconds, a remote store tens of them, an outage up to its timeout.
 CHECKPOINT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+#: The text format ``render`` produces (0.0.4 is what every Prometheus version
+#: scrapes; every name here is a classic one, so nothing needs 1.0.0).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 # The ``*_created`` series (when each counter was created) double the output and
 # say nothing a scraper needs; Prometheus derives resets from the values.

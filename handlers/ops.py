@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from tornado.web import RequestHandler
 
-from metrics import CONTENT_TYPE_LATEST
+from metrics import CONTENT_TYPE
 from storage import StoreUnavailable
 
 from .base import RedactedLogMixin
@@ -30,7 +30,7 @@ class MetricsHandler(RedactedLogMixin, RequestHandler):
         self.service = service
 
     def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Content-Type", CONTENT_TYPE)
         self.set_header("Cache-Control", "no-store")
         self.write(self.service.metrics.render())
 
