@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
+from asyncio import Future
 from typing import TYPE_CHECKING
 
 from tornado.web import HTTPError
@@ -42,6 +43,12 @@ MAX_USER_AGENT = 256
 MAX_UNREAD_REPLIES = 32
 
 
+def _ignore_failure(future: Future) -> None:
+    """A reply lost with its connection is not an error: the close is handled in on_close."""
+    if not future.cancelled():
+        future.exception()
+
+
 class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
     """One learner studying one course over one connection."""
 
@@ -49,8 +56,7 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         self.service = service
         self.session: Session | None = None
         self.bucket: TokenBucket | None = None
-        self._last_write = None  # the Future of the last reply written
-        self._unread = 0  # replies written while the previous one was still queued
+        self._unread = 0  # replies written while earlier ones were still queued in our memory
 
     async def open(self) -> None:
         """Validate the ids, take over the (user, course), and announce the session.
@@ -210,11 +216,10 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
     def send(self, message: dict) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
-        # A write's Future is done once the reply is in the kernel's socket
-        # buffer. If the previous one is still queued in our memory, the client
-        # is not reading: count it, and drop a client that lets them pile up.
-        last = self._last_write
-        if last is not None and not last.done():
+        # The stream is "writing" while bytes wait in our memory because the
+        # kernel's socket buffer is full: the client is not reading. Count the
+        # replies written meanwhile, and drop a client that lets them pile up.
+        if self.ws_connection.stream.writing():  # type: ignore[attr-defined]
             self._unread += 1
             if self._unread > MAX_UNREAD_REPLIES:
                 self._drop_slow_reader()
@@ -222,7 +227,9 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         else:
             self._unread = 0
         with contextlib.suppress(WebSocketClosedError):
-            self._last_write = self.write_message(_dumps(message))
+            # The write's task fails if the connection dies before the reply is
+            # sent; retrieve that so asyncio does not log it as an ERROR.
+            self.write_message(_dumps(message)).add_done_callback(_ignore_failure)
 
     def _drop_slow_reader(self) -> None:
         """End the session as a lost connection and drop the TCP connection.
