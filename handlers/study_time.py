@@ -70,8 +70,12 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         self.bucket = TokenBucket(settings.flood_rate, settings.flood_burst, now)
         service.connections.add(self)
         try:
+            # strip=False: Tornado would otherwise trim whitespace (and control
+            # characters, which it turns into spaces), so " alice\x00" would be
+            # credited to "alice". An id is validated exactly as it was sent.
             user_id, course_id = protocol.parse_ids(
-                self.get_query_argument("userId", None), self.get_query_argument("courseId", None)
+                self.get_query_argument("userId", None, strip=False),
+                self.get_query_argument("courseId", None, strip=False),
             )
         except ValueError as exc:
             self.refuse(refusal("invalid_params", str(exc)))

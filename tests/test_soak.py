@@ -122,7 +122,7 @@ class Churn:
                 code, _ = await conn.until_closed(timeout=30)
                 self.count(f"closed:{code}")
                 return
-            hold = time.monotonic() + rng.uniform(1.0, 6.0)
+            hold = time.monotonic() + rng.uniform(2.0, 20.0)
             while time.monotonic() < hold:
                 conn.send(text({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z"}))
                 reply = await conn.message(timeout=30)
@@ -154,7 +154,7 @@ async def test_soak_no_growth_in_memory_or_file_descriptors(tmp_path):
         "--log-format=json",
         "--log-level=WARNING",  # INFO would log two lines per session
         "--heartbeat-interval=1",
-        "--heartbeat-timeout=3",
+        "--heartbeat-timeout=5",
         "--min-heartbeat-interval=0.5",
         "--sweep-interval=0.5",
         "--flush-interval=1",
