@@ -22,11 +22,15 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 import settings as settings_module
+from auth import build_authenticator
 from handlers.base import log_request
 from handlers.health import HealthHandler
 from handlers.ops import MetricsHandler, ReadyHandler
+from handlers.reports import ROUTES as REPORT_ROUTES
 from handlers.study_time import StudyTimeSocket
 from metrics import Metrics
+from reports.service import Reports
+from reports.source import open_report_source
 from settings import Settings, SettingsError
 from storage import Store, StoreError, open_store
 from storage.writer import SessionWriter
@@ -60,10 +64,13 @@ class Service:
 
     def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
+        # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
+        self.auth = build_authenticator(settings)
         self.clock = clock or WallClock()
         self.store = store if store is not None else open_store(settings.store)
         self.tracker = Tracker(settings.heartbeat_timeout, settings.min_heartbeat_interval)
         self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
+        self.reports = Reports(open_report_source(settings.store))
         self.connections: set[StudyTimeSocket] = set()
         self.metrics = Metrics(end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES)
         self.metrics.watch(
@@ -164,6 +171,7 @@ class Service:
         await self._wait_for_connections(CLOSE_GRACE_SECONDS)
         if self.http_server is not None:
             await self.http_server.close_all_connections()
+        await self.reports.close()
         await self.store.close()
         return saved
 
@@ -187,6 +195,7 @@ def make_app(service: Service) -> tornado.web.Application:
             (r"/healthz", HealthHandler),
             (r"/readyz", ReadyHandler, {"service": service}),
             (r"/metrics", MetricsHandler, {"service": service}),
+            *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
             (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
         ],
         websocket_max_message_size=settings.max_message_size,
@@ -196,9 +205,12 @@ def make_app(service: Service) -> tornado.web.Application:
 
 async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
-    service = Service(settings)
     try:
+        service = Service(settings)
         await service.start(sockets)
+    except SettingsError as exc:  # an auth setting the backend cannot work with
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -207,6 +219,7 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host, port = sockets[0].getsockname()[:2]
+    log.info("authentication: %s", service.auth.describe())
     log.info("listening on http://%s:%d (store %s)", host, port, settings.store.split(":", 1)[0])
     await stop.wait()
     log.info("shutting down: closing %d sessions", len(service.tracker))
@@ -217,6 +230,14 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        from reports.cli import main as report_main
+
+        return report_main(argv[1:])
+    if argv[:1] == ["tokens"]:
+        from auth.tokens import cli
+
+        return cli(argv[1:])
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:

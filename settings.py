@@ -10,9 +10,11 @@ setting, and ``server.py`` turns that into a start-up error.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -92,6 +94,72 @@ def text(value: str) -> str:
     return value
 
 
+def time_zone(value: str) -> str:
+    """An IANA time zone name, checked against the zone database."""
+    from reports.params import ParameterError, timezone
+
+    try:
+        return timezone(value).key
+    except ParameterError as exc:
+        raise ValueError(exc.message) from None
+
+
+#: ``package.module:ClassName``, the form of a plugin given to ``--auth``.
+DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+AUTH_BACKENDS = ("none", "jwt", "token")
+#: Algorithms ``--jwt-algorithms`` may list; ``none`` is deliberately absent.
+JWT_ALGORITHMS = (
+    *("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+ORIGIN = re.compile(r"https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d{1,5})?")
+
+
+def auth_backend(text: str) -> str:
+    value = text.strip()
+    if value in AUTH_BACKENDS or DOTTED_PATH.fullmatch(value):
+        return value
+    raise ValueError(f"expected none, jwt, token or package.module:ClassName, got {text!r}")
+
+
+def jwt_algorithms(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ValueError("expected at least one algorithm")
+    for name in names:
+        if name not in JWT_ALGORITHMS:
+            raise ValueError(f"{name!r} is not an allowed algorithm; choose from {', '.join(JWT_ALGORITHMS)}")
+    return names
+
+
+def url(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return value
+
+
+def origins(text: str) -> tuple[str, ...]:
+    """Comma-separated origins (``scheme://host[:port]``, no path) or ``*``."""
+    values = tuple(item.strip().rstrip("/").lower() for item in text.split(",") if item.strip())
+    if not values:
+        raise ValueError("expected at least one origin, such as https://lms.example.com")
+    for value in values:
+        if value != "*" and not ORIGIN.fullmatch(value):
+            raise ValueError(f"expected origins like https://lms.example.com or *, got {value!r}")
+    return values
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost, or "" (every interface)
+
+
 def setting(default: Any, parse: Callable[[str], Any], help: str, *, secret: bool = False) -> Any:
     """Declare a setting: a dataclass field carrying its parser and help.
 
@@ -145,6 +213,9 @@ class Settings:
         positive_int,
         "sessions waiting for an unavailable store before new connections are refused (1013)",
     )
+    report_timezone: str = setting(
+        "UTC", time_zone, "IANA time zone of report days and times when a request gives no tz="
+    )
     log_level: str = setting("INFO", log_level, "DEBUG, INFO, WARNING or ERROR")
     log_format: str = setting(
         "text", log_format, "text (for people) or json (one JSON object per line, for log pipelines)"
@@ -161,6 +232,39 @@ class Settings:
         "take the client address from X-Real-IP / X-Forwarded-For"
         " (only behind a reverse proxy that sets them)",
     )
+    # Authentication (docs/auth.md).
+    auth: str = setting(
+        "none",
+        auth_backend,
+        "who may connect: none (trust userId; loopback only), jwt, token, or package.module:ClassName",
+    )
+    allow_insecure_auth: bool = setting(
+        False, boolean, "allow --auth=none on a non-loopback --host (logs a warning)"
+    )
+    jwt_algorithms: tuple[str, ...] = setting(
+        ("HS256",), jwt_algorithms, "comma-separated JWT algorithms accepted (never none)"
+    )
+    jwt_secret: str | None = setting(
+        None, text, "HMAC secret for HS256/384/512 tokens, at least 32 bytes", secret=True
+    )
+    jwt_public_key_file: str | None = setting(None, text, "PEM public key file for RS*/PS*/ES*/EdDSA tokens")
+    jwt_jwks_url: str | None = setting(
+        None, url, "JWKS URL to fetch signing keys from (cached; https unless loopback)"
+    )
+    jwt_audience: str | None = setting(None, text, "required aud claim")
+    jwt_issuer: str | None = setting(None, text, "required iss claim")
+    jwt_leeway: float = setting(10.0, non_negative_seconds, "seconds of clock skew tolerated on exp/nbf/iat")
+    jwt_courses_claim: str = setting("courses", text, "claim listing the courses a token is limited to")
+    jwt_roles_claim: str = setting("roles", text, "claim listing the token's roles (admin, teacher)")
+    tokens_file: str = setting(
+        "data/tokens.json", text, "JSON file of hashed API tokens for --auth=token (reloaded on change)"
+    )
+    allowed_origins: tuple[str, ...] | None = setting(
+        None,
+        origins,
+        "comma-separated browser origins allowed to open the socket (https://lms.example.com, or *);"
+        " unset, only pages from the server's own origin",
+    )
 
     def validate(self) -> None:
         """Check the relations between settings."""
@@ -173,6 +277,12 @@ class Settings:
             raise SettingsError(
                 f"invalid --min-heartbeat-interval: {self.min_heartbeat_interval:g}s must not"
                 f" exceed --heartbeat-interval ({self.heartbeat_interval:g}s)"
+            )
+        if self.auth == "none" and not is_loopback(self.host) and not self.allow_insecure_auth:
+            raise SettingsError(
+                f"invalid --auth: 'none' trusts any userId, so it only listens on a loopback"
+                f" --host, not {self.host or 'every interface'!r}; choose --auth=jwt or --auth=token,"
+                " or accept the risk with --allow-insecure-auth"
             )
 
 
@@ -192,11 +302,12 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
         " the command line wins.",
     )
     for f in fields(Settings):
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
         kwargs: dict[str, Any] = {
             "dest": f.name,
             "default": None,
             "metavar": "VALUE",
-            "help": f"{f.metadata['help']} (default: {f.default}; env {env_name(f.name)})",
+            "help": f"{f.metadata['help']} (default: {default}; env {env_name(f.name)})",
         }
         if f.metadata["parse"] is boolean:
             kwargs.update(nargs="?", const="true", metavar="BOOL")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from auth import SUBPROTOCOL, AuthError, auth_request, authorize
 from storage import StoreUnavailable
 from tracking import protocol
 from tracking.protocol import ProtocolError, Refusal, refusal
@@ -83,6 +84,8 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         except HTTPError:  # a query argument that is not UTF-8 (Tornado raises 400 for it)
             self.refuse(refusal("invalid_params", "userId and courseId must be UTF-8 text"))
             return
+        if not await self.authenticate(user_id, course_id):
+            return
         if service.shutting_down:
             self.refuse(refusal("server_shutdown", "the server is shutting down"))
             return
@@ -146,6 +149,73 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
                 settings.heartbeat_timeout,
             )
         )
+
+    async def authenticate(self, user_id: str, course_id: str) -> bool:
+        """Ask the auth backend who this is and whether it may study ``course_id`` as ``user_id``.
+
+        On refusal, log why (never the credential) and close with 4401/4403.
+        """
+        service = self.service
+        try:
+            identity = await service.auth.authenticate(auth_request(self.request), user_id)
+            authorize(identity, user_id, course_id)
+        except AuthError as exc:
+            # An expired or missing token is routine; a valid one used for
+            # someone else's id or course deserves attention.
+            level = logging.INFO if exc.code == "unauthorized" else logging.WARNING
+            log.log(
+                level,
+                "auth refused user=%s course=%s remote=%s code=%s reason=%s",
+                user_id,
+                course_id,
+                self.request.remote_ip,
+                exc.code,
+                exc.reason,
+                extra={
+                    "event": "auth_refused",
+                    "user": user_id,
+                    "course": course_id,
+                    "remote": self.request.remote_ip,
+                    "reason": exc.code,
+                },
+            )
+            self.refuse(refusal(exc.code, exc.reason))
+            return False
+        except Exception as exc:  # a plugin's bug must not take the server down
+            log.error(
+                "auth backend %s failed for user=%s course=%s: %s",
+                service.auth.name,
+                user_id,
+                course_id,
+                type(exc).__name__,
+            )
+            self.refuse(refusal("unauthorized", "authentication is unavailable, try again later"))
+            return False
+        return self.ws_connection is not None  # the client may have gone while the backend answered
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """Answer ``study-time.v1`` when offered; never echo a ``bearer.*`` credential back."""
+        return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
+
+    def check_origin(self, origin: str) -> bool:
+        """Let browsers connect only from ``--allowed-origins`` (default: this host).
+
+        Tornado calls this only when the request has an Origin header and
+        answers 403 before the upgrade when it returns False; requests with no
+        Origin (non-browser clients) are judged by their credential alone.
+        """
+        allowed = self.service.settings.allowed_origins
+        if allowed is None:
+            ok = super().check_origin(origin)
+        else:
+            ok = "*" in allowed or origin.rstrip("/").lower() in allowed
+        if not ok:
+            log.warning(
+                "refused a socket from origin %r remote=%s (see --allowed-origins)",
+                origin[:200],
+                self.request.remote_ip,
+            )
+        return ok
 
     def on_message(self, message: str | bytes) -> None:
         session = self.session

@@ -69,12 +69,17 @@ class Store(ABC):
         """Study records, optionally of one user and/or course, oldest first."""
 
 
-def open_store(url: str) -> Store:
-    """The store for a ``--store`` URL (not yet opened)."""
+def open_store(url: str, *, server: bool = True) -> Store:
+    """The store for a ``--store`` URL (not yet opened).
+
+    ``server=False`` is for tools that only read or add records (reports,
+    tests) next to a running server: they do not claim the store's open
+    sessions as their own.
+    """
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore.from_url(url)
+        return SQLiteStore.from_url(url, exclusive=server)
     # Only the scheme is echoed: a database URL may carry a password.
     scheme = url.split(":", 1)[0] if ":" in url else url[:20]
     raise StoreError(f"unsupported store URL scheme {scheme!r}: expected sqlite:///PATH")

@@ -7,7 +7,8 @@ the server's writes.
 
 Only one server process may use a database file: a second one would close
 the first one's open sessions as "left by a crash". An exclusive ``flock``
-on ``<file>.lock`` enforces it.
+on ``<file>.lock`` enforces it; tools that only read next to a running
+server (reports, tests) open the store with ``exclusive=False``.
 """
 
 from __future__ import annotations
@@ -80,22 +81,24 @@ WHERE excluded.rev > study_sessions.rev
 class SQLiteStore(Store):
     """Study records in a SQLite database file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, exclusive: bool = True) -> None:
         self.path = path
+        self.exclusive = exclusive
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, exclusive: bool = True) -> SQLiteStore:
         """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
         prefix = "sqlite:///"
         if not url.startswith(prefix) or len(url) == len(prefix):
             raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///PATH")
-        return cls(url[len(prefix) :])
+        return cls(url[len(prefix) :], exclusive=exclusive)
 
     async def open(self) -> None:
-        self._take_file_lock()
+        if self.exclusive:
+            self._take_file_lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         try:
             await self._run(self._connect)
@@ -137,6 +140,9 @@ class SQLiteStore(Store):
         return await self._run(read)
 
     async def recover(self, now: float) -> list[SessionRecord]:
+        if not self.exclusive:
+            raise StoreError("only the server that holds the SQLite file may recover its sessions")
+
         # The file lock guarantees no other live process owns open sessions
         # here, so every open session was left by a crash.
         def close_orphans() -> list[SessionRecord]:

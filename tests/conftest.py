@@ -36,13 +36,15 @@ def store_url(store_kind, tmp_path) -> str:
 def start_service(io_loop, store_url):
     """A factory: ``await start_service(**settings)`` runs a real server on 127.0.0.1:<free port>.
 
+    ``clock=FakeClock()`` makes the server's time move only when the test moves it.
+
     Every service started is shut down (and its store closed) after the test.
     """
     started: list[Service] = []
 
-    async def start(**overrides) -> Service:
+    async def start(*, clock=None, **overrides) -> Service:
         settings = fast_settings(**{"store": store_url, **overrides})
-        service = Service(settings)
+        service = Service(settings, clock=clock)
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         port = sockets[0].getsockname()[1]
         await service.start(sockets)
@@ -66,3 +68,11 @@ def store(io_loop, store_url):
     io_loop.run_sync(opened.open)
     yield opened
     io_loop.run_sync(opened.close)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (tests/browser.py), one per test module; skips without it outside CI."""
+    from tests.browser import chromium
+
+    yield from chromium()

@@ -92,8 +92,12 @@ class Session:
 
     @property
     def study_time(self) -> int:
-        """The learner's cumulative whole seconds for the course, as sent to the client."""
-        return int(self.base_seconds + self.seconds)
+        """The learner's cumulative whole seconds for the course, as sent to the client.
+
+        Rounded to the microsecond before flooring, so a float sum such as
+        119.99999999997 of credits that add up to 120 shows 120.
+        """
+        return int(round(self.base_seconds + self.seconds, 6))
 
     def record(self) -> SessionRecord:
         return SessionRecord(

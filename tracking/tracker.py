@@ -9,7 +9,7 @@ implements the counting rules of ``docs/protocol.md``:
    heartbeat is earned only on a clean end (see :class:`EndReason`);
 3. one live session per (user, course): opening a second ends the first at
    the same instant, so no wall clock second is earned twice;
-6. credit is a float, so fractions are carried, never rounded away.
+6. credit is kept to the microsecond, so fractions are carried, never rounded away.
 
 Timeouts are kept in an insertion-ordered dict. Every deadline is "last
 accepted heartbeat + timeout" with a constant timeout and a clock that does
@@ -162,7 +162,11 @@ class Tracker:
         if gap <= 0:
             return
         credit = min(gap, self.heartbeat_timeout)
-        session.seconds += credit
+        # Credit is kept to the microsecond (the clock's own resolution at
+        # today's epoch): rounding the running sum stops float error from
+        # accumulating over thousands of heartbeats, while no real fraction
+        # of a second is ever dropped.
+        session.seconds = round(session.seconds + credit, 6)
         self.credited_seconds += credit
         session.credited_until = until
 

@@ -1,0 +1,234 @@
+"""``--auth=jwt``: JSON Web Tokens checked with PyJWT.
+
+Only the algorithms in ``--jwt-algorithms`` are accepted (``none`` can never
+be listed), and each family is verified with its own key: HS* with
+``--jwt-secret``, the asymmetric ones with ``--jwt-public-key-file`` or the
+keys at ``--jwt-jwks-url``. Choosing the key by family is what defeats
+algorithm confusion (an HS256 token "signed" with the RSA public key as its
+HMAC secret): an HS* token is only ever checked against the secret.
+
+``exp`` and ``sub`` are required (``aud`` and ``iss`` too when configured),
+with ``--jwt-leeway`` seconds of clock skew. An optional claim
+(``--jwt-courses-claim``, default ``courses``) limits a token to some
+courses; ``--jwt-roles-claim`` (default ``roles``) carries roles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import jwt
+from jwt import PyJWKClient
+from jwt.algorithms import get_default_algorithms
+
+from settings import Settings, SettingsError, is_loopback
+
+from .base import Authenticator, AuthRequest, Identity, require_credential, unauthorized
+
+log = logging.getLogger("study_time.auth")
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+#: RFC 7518 3.2: an HMAC key must be at least as long as the hash output.
+MIN_SECRET_BYTES = 32
+#: How long fetched JWKS keys are trusted before they are fetched again.
+JWKS_LIFESPAN = 300.0
+JWKS_TIMEOUT = 5.0
+
+# Fixed, credential-free reasons for PyJWT's errors, most specific first.
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "the token has expired"),
+    (jwt.ImmatureSignatureError, "the token is not valid yet"),
+    (jwt.InvalidAudienceError, "the token is for another audience"),
+    (jwt.InvalidIssuerError, "the token is from another issuer"),
+    (jwt.InvalidSignatureError, "the token's signature is not valid"),
+    (jwt.InvalidAlgorithmError, "the token's algorithm is not allowed"),
+    (jwt.exceptions.InvalidSubjectError, "the token's sub claim must be a string"),
+    (jwt.DecodeError, "the token is malformed"),
+)
+
+
+class JwtAuthenticator(Authenticator):
+    name = "jwt"
+
+    def __init__(
+        self,
+        *,
+        algorithms: Sequence[str],
+        secret: str | None = None,
+        public_key: bytes | None = None,
+        jwks_client: PyJWKClient | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 10.0,
+        courses_claim: str = "courses",
+        roles_claim: str = "roles",
+    ) -> None:
+        self.hmac_algorithms = [a for a in algorithms if a in HMAC_ALGORITHMS]
+        self.key_algorithms = [a for a in algorithms if a not in HMAC_ALGORITHMS]
+        self.secret = secret
+        self.public_key = public_key
+        self.jwks_client = jwks_client
+        self.audience = audience
+        self.issuer = issuer
+        self.leeway = leeway
+        self.courses_claim = courses_claim
+        self.roles_claim = roles_claim
+        self.required = ["exp", "sub"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        algorithms = settings.jwt_algorithms
+        hmac = [a for a in algorithms if a in HMAC_ALGORITHMS]
+        keyed = [a for a in algorithms if a not in HMAC_ALGORITHMS]
+        listed = ",".join(algorithms)
+        secret = settings.jwt_secret
+        if hmac and not secret:
+            raise SettingsError(f"invalid --jwt-secret: required because --jwt-algorithms lists {hmac[0]}")
+        if secret and not hmac:
+            raise SettingsError(f"invalid --jwt-secret: given, but --jwt-algorithms={listed} has no HS*")
+        if secret and len(secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"invalid --jwt-secret: must be at least {MIN_SECRET_BYTES} bytes long")
+        keyfile, jwks_url = settings.jwt_public_key_file, settings.jwt_jwks_url
+        if keyed and not (keyfile or jwks_url):
+            raise SettingsError(
+                f"invalid --jwt-public-key-file: --jwt-algorithms lists {keyed[0]}, which needs"
+                " --jwt-public-key-file or --jwt-jwks-url"
+            )
+        if (keyfile or jwks_url) and not keyed:
+            which = "--jwt-public-key-file" if keyfile else "--jwt-jwks-url"
+            raise SettingsError(
+                f"invalid {which}: given, but --jwt-algorithms={listed} lists no RS*/PS*/ES*/EdDSA algorithm"
+            )
+        public_key = _read_public_key(keyfile, keyed) if keyfile else None
+        jwks_client = None
+        if jwks_url:
+            host = urlsplit(jwks_url).hostname or ""
+            if jwks_url.startswith("http://") and not is_loopback(host) and not settings.allow_insecure_auth:
+                raise SettingsError(
+                    "invalid --jwt-jwks-url: keys fetched over plain http can be replaced in transit;"
+                    " use https (or --allow-insecure-auth)"
+                )
+            # PyJWKClient caches the key set for JWKS_LIFESPAN and refetches an
+            # unknown kid at most once per cooldown, so random kids cannot make
+            # us hammer the identity provider.
+            jwks_client = PyJWKClient(jwks_url, cache_keys=True, lifespan=JWKS_LIFESPAN, timeout=JWKS_TIMEOUT)
+        return cls(
+            algorithms=algorithms,
+            secret=secret,
+            public_key=public_key,
+            jwks_client=jwks_client,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway=settings.jwt_leeway,
+            courses_claim=settings.jwt_courses_claim,
+            roles_claim=settings.jwt_roles_claim,
+        )
+
+    async def authenticate(self, request: AuthRequest, user_id: str | None) -> Identity:
+        token = require_credential(request)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise unauthorized("the credential is not a JWT") from None
+        alg = header.get("alg")
+        if alg in self.hmac_algorithms:
+            key: Any = self.secret
+            algorithms = self.hmac_algorithms
+        elif alg in self.key_algorithms:
+            key = await self._verification_key(token, header)
+            algorithms = self.key_algorithms
+        else:
+            raise unauthorized("the token's algorithm is not allowed")
+        try:
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": self.required},
+            )
+        except jwt.MissingRequiredClaimError as exc:
+            raise unauthorized(f"the token has no {exc.claim} claim") from None
+        except jwt.PyJWTError as exc:
+            raise unauthorized(_reason(exc)) from None
+        return Identity(
+            user_id=payload["sub"],
+            courses=self._courses(payload),
+            roles=self._roles(payload),
+            claims=MappingProxyType(payload),
+        )
+
+    async def _verification_key(self, token: str, header: dict) -> Any:
+        if self.jwks_client is not None and (self.public_key is None or "kid" in header):
+            try:
+                # urllib underneath: fetch off the event loop (cache hits are cheap either way).
+                signing_key = await asyncio.to_thread(self.jwks_client.get_signing_key_from_jwt, token)
+            except jwt.PyJWKClientConnectionError as exc:
+                log.warning("cannot fetch JWKS keys from --jwt-jwks-url: %s", exc)
+                raise unauthorized("the signing keys are unavailable, try again later") from None
+            except jwt.PyJWTError:
+                raise unauthorized("the token's signing key is unknown") from None
+            return signing_key.key
+        return self.public_key
+
+    def _courses(self, payload: dict) -> frozenset[str] | None:
+        value = payload.get(self.courses_claim)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise unauthorized(f"the token's {self.courses_claim} claim must be a list of course ids")
+        return frozenset(value)
+
+    def _roles(self, payload: dict) -> frozenset[str]:
+        value = payload.get(self.roles_claim)
+        if value is None:
+            return frozenset()
+        if isinstance(value, str):  # OAuth-style space-separated list
+            return frozenset(value.split())
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise unauthorized(f"the token's {self.roles_claim} claim must be a list of role names")
+        return frozenset(value)
+
+    def describe(self) -> str:
+        keys = []
+        if self.secret:
+            keys.append("secret")
+        if self.public_key:
+            keys.append("public key file")
+        if self.jwks_client:
+            parts = urlsplit(self.jwks_client.uri)  # no user:password@ or query in the log
+            port = f":{parts.port}" if parts.port else ""
+            keys.append(f"JWKS {parts.scheme}://{parts.hostname}{port}{parts.path}")
+        algorithms = ",".join(self.hmac_algorithms + self.key_algorithms)
+        return f"jwt ({algorithms}; {', '.join(keys)})"
+
+
+def _reason(exc: Exception) -> str:
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return f"the token is not valid ({type(exc).__name__})"
+
+
+def _read_public_key(path: str, algorithms: Sequence[str]) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            pem = file.read()
+    except OSError as exc:
+        raise SettingsError(f"invalid --jwt-public-key-file: cannot read {path}: {exc.strerror}") from None
+    implementations = get_default_algorithms()
+    for name in algorithms:
+        try:
+            implementations[name].prepare_key(pem)
+        except Exception:
+            raise SettingsError(
+                f"invalid --jwt-public-key-file: {path} is not a PEM public key usable with {name}"
+            ) from None
+    return pem

@@ -1,0 +1,141 @@
+"""Report parameters: parsing and validation, shared by the HTTP endpoints and the CLI. Pure.
+
+Every failure is a :class:`ParameterError` naming the parameter, which the
+HTTP layer answers with 400 and the CLI prints; nothing here lets bad
+input through to a query.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tracking.protocol import valid_id
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_OFFSET = 10_000_000
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TZ_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
+MAX_TEXT = 64
+
+
+class ParameterError(ValueError):
+    """A report parameter is missing or invalid; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The half-open range ``[start, end)`` of server time a report covers (infinite when open)."""
+
+    start: float = -math.inf
+    end: float = math.inf
+
+    @property
+    def bounded_start(self) -> bool:
+        return self.start != -math.inf
+
+    @property
+    def bounded_end(self) -> bool:
+        return self.end != math.inf
+
+
+def timezone(value: str | None, parameter: str = "tz") -> ZoneInfo:
+    """An IANA time zone by name (``Asia/Shanghai``, ``UTC``)."""
+    if value is None or value == "":
+        raise ParameterError(parameter, f"{parameter} is required")
+    # The name becomes a file path inside the zone database: allow only names.
+    if len(value) > MAX_TEXT or not _TZ_NAME.fullmatch(value) or ".." in value:
+        raise ParameterError(parameter, f"{parameter} must be an IANA time zone name such as Asia/Shanghai")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ParameterError(parameter, f"unknown time zone {value!r}") from None
+
+
+def instant(value: str, parameter: str, tz: ZoneInfo, *, end_of_day: bool = False) -> float:
+    """An ISO 8601 time as epoch seconds.
+
+    A time without an offset is local time in ``tz``. A bare date is that
+    day's local midnight in ``tz``, or with ``end_of_day`` the next one, so
+    ``from=2024-01-01&to=2024-01-31`` covers the whole of January.
+    """
+    if len(value) > MAX_TEXT:
+        raise ParameterError(parameter, f"{parameter} is too long for an ISO 8601 time")
+    try:
+        if _DATE.fullmatch(value):
+            day = date.fromisoformat(value)
+            if end_of_day:
+                day += timedelta(days=1)
+            return datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=tz)
+        return parsed.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise ParameterError(
+            parameter, f"{parameter} must be an ISO 8601 date or time, such as 2024-01-31T08:00:00+08:00"
+        ) from None
+
+
+def window(start: str | None, end: str | None, tz: ZoneInfo) -> Window:
+    """The report range from optional ``from``/``to`` parameters."""
+    lo = -math.inf if start in (None, "") else instant(start, "from", tz)
+    hi = math.inf if end in (None, "") else instant(end, "to", tz, end_of_day=True)
+    # Compared with the start of a ``to`` date: from=2024-02-02&to=2024-02-01 is backwards.
+    if end not in (None, "") and lo > instant(end, "to", tz):
+        raise ParameterError("from", "from must not be after to")
+    return Window(lo, hi)
+
+
+def identifier(value: str | None, parameter: str, *, required: bool = True) -> str | None:
+    """A userId or courseId: 1-128 characters of letters, digits and ``_ . : @ -``."""
+    if value is None or value == "":
+        if required:
+            raise ParameterError(parameter, f"{parameter} is required")
+        return None
+    if not valid_id(value):
+        raise ParameterError(
+            parameter, f"{parameter} must be 1-128 characters of letters, digits and _ . : @ -"
+        )
+    return value
+
+
+def count(value: str | None, parameter: str, *, default: int, minimum: int, maximum: int) -> int:
+    """A non-negative integer parameter (``limit``, ``offset``) within bounds."""
+    if value is None or value == "":
+        return default
+    if len(value) > 12 or not value.isascii() or not value.isdigit():
+        raise ParameterError(parameter, f"{parameter} must be a whole number")
+    number = int(value)
+    if number < minimum:
+        raise ParameterError(parameter, f"{parameter} must be at least {minimum}")
+    if number > maximum:
+        raise ParameterError(parameter, f"{parameter} must be at most {maximum}")
+    return number
+
+
+def page(limit: str | None, offset: str | None) -> tuple[int, int]:
+    return (
+        count(limit, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE),
+        count(offset, "offset", default=0, minimum=0, maximum=MAX_OFFSET),
+    )
+
+
+def output_format(value: str | None, accept: str | None) -> str:
+    """``csv`` or ``json``: ``format=`` wins, then an ``Accept`` naming ``text/csv``."""
+    if value not in (None, ""):
+        if value not in ("csv", "json"):
+            raise ParameterError("format", "format must be json or csv")
+        return value
+    if accept and "text/csv" in accept.lower():
+        return "csv"
+    return "json"

@@ -1,0 +1,128 @@
+"""The rows of each report, as JSON objects and as CSV lines (the HTTP endpoints and the CLI share them).
+
+Durations: ``seconds`` is whole seconds (fractions dropped, as ``studyTime``
+does) and ``secondsExact`` the credit to the microsecond. Times are ISO 8601
+with the offset of the report's time zone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from tracking.session import SessionRecord
+
+from .service import Day, Total
+from .split import exact_seconds, micros, whole_seconds
+
+LEARNER_COURSES = (
+    "userId",
+    "courseId",
+    "seconds",
+    "secondsExact",
+    "sessions",
+    "firstStudiedAt",
+    "lastStudiedAt",
+    "open",
+)
+COURSE_LEARNERS = (
+    "rank",
+    "courseId",
+    "userId",
+    "seconds",
+    "secondsExact",
+    "sessions",
+    "lastStudiedAt",
+    "open",
+)
+DAILY = ("date", "seconds", "secondsExact")
+SESSIONS = (
+    "sessionId",
+    "userId",
+    "courseId",
+    "startedAt",
+    "creditedUntil",
+    "endedAt",
+    "seconds",
+    "secondsExact",
+    "heartbeats",
+    "endReason",
+    "open",
+)
+
+
+def iso(instant: float | None, tz: ZoneInfo) -> str | None:
+    if instant is None or not math.isfinite(instant):
+        return None
+    return datetime.fromtimestamp(instant, tz).isoformat()
+
+
+def learner_course(user_id: str, total: Total, tz: ZoneInfo) -> dict:
+    return {
+        "userId": user_id,
+        "courseId": total.key,
+        "seconds": whole_seconds(total.micros),
+        "secondsExact": exact_seconds(total.micros),
+        "sessions": total.sessions,
+        "firstStudiedAt": iso(total.first, tz),
+        "lastStudiedAt": iso(total.last, tz),
+        "open": total.open,
+    }
+
+
+def course_learner(rank: int, course_id: str, total: Total, tz: ZoneInfo) -> dict:
+    return {
+        "rank": rank,
+        "courseId": course_id,
+        "userId": total.key,
+        "seconds": whole_seconds(total.micros),
+        "secondsExact": exact_seconds(total.micros),
+        "sessions": total.sessions,
+        "lastStudiedAt": iso(total.last, tz),
+        "open": total.open,
+    }
+
+
+def day(row: Day) -> dict:
+    return {"date": row.date.isoformat(), "seconds": row.seconds, "secondsExact": exact_seconds(row.micros)}
+
+
+def session(record: SessionRecord, tz: ZoneInfo) -> dict:
+    credit = micros(record.seconds)
+    return {
+        "sessionId": record.session_id,
+        "userId": record.user_id,
+        "courseId": record.course_id,
+        "startedAt": iso(record.started_at, tz),
+        "creditedUntil": iso(record.credited_until, tz),
+        "endedAt": iso(record.ended_at, tz),
+        "seconds": whole_seconds(credit),
+        "secondsExact": exact_seconds(credit),
+        "heartbeats": record.heartbeats,
+        "endReason": record.end_reason,
+        "open": record.is_open,
+    }
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def csv_text(columns: Iterable[str], rows: Iterable[dict], *, header: bool) -> str:
+    """CSV lines (RFC 4180, CRLF) for ``rows``, with the header line first if asked."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    columns = list(columns)
+    if header:
+        writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in columns])
+    return out.getvalue()

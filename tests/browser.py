@@ -1,0 +1,50 @@
+"""Headless Chromium for the browser tests: Debian's package, driven by Playwright.
+
+Playwright's own browser download cannot work here, so the tests use
+``/usr/bin/chromium`` (``scripts/ensure-chromium.sh`` installs it). Without it
+the browser tests skip with a message, except under ``CI=true`` where a
+missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Milliseconds for any wait in a page: generous, since other test runs may share the cores.
+WAIT_MS = 15_000
+
+
+def unavailable(why: str) -> None:
+    """Skip the test, or fail it under CI where the browser must be there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} (browser tests must run under CI)")
+    pytest.skip(why)
+
+
+def chromium() -> Iterator:
+    """Yield a launched Chromium (a Playwright ``Browser``); close it afterwards."""
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"{CHROMIUM} is not installed (scripts/ensure-chromium.sh installs it as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
+    with sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Exception as exc:
+            unavailable(f"Chromium does not start: {exc}")
+        yield launched
+        launched.close()

@@ -1,0 +1,195 @@
+"""--auth=jwt through a real server and client: every refusal the issue lists, and JWKS."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from tests.auth_helpers import (
+    SECRET,
+    JwksServer,
+    bearer,
+    claims,
+    forge_hs256,
+    hs256,
+    jwk,
+    public_pem,
+    refused,
+    rsa_key,
+    unsigned,
+)
+from tests.helpers import Client
+
+JWT = dict(auth="jwt", jwt_secret=SECRET)
+
+
+@pytest.fixture(scope="module")
+def key():
+    return rsa_key()
+
+
+@pytest.fixture
+def key_file(tmp_path, key):
+    path = tmp_path / "public.pem"
+    path.write_bytes(public_pem(key))
+    return str(path)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("transport", ["header", "subprotocol", "query"])
+async def test_a_valid_token_opens_the_session_over_every_transport(start_service, transport):
+    service = await start_service(**JWT)
+    token = hs256(claims("u1"))
+    kwargs = {
+        "header": dict(headers=bearer(token)),
+        "subprotocol": dict(subprotocols=["study-time.v1", f"bearer.{token}"]),
+        "query": dict(query=f"userId=u1&courseId=c1&token={token}"),
+    }[transport]
+    client = await Client.connect(service.url, **kwargs)
+    await client.connected()
+    if transport == "subprotocol":
+        # The server picks the protocol and never echoes the credential back.
+        assert client.conn.selected_subprotocol == "study-time.v1"
+    await client.close()
+
+
+@pytest.mark.gen_test
+async def test_no_credential_is_unauthorized_and_no_session_opens(start_service):
+    service = await start_service(**JWT)
+    client = await Client.connect(service.url)
+    message = await refused(client, 4401, "unauthorized")
+    assert "no credential" in message["message"]
+    assert client.conn.close_reason == "unauthorized"
+    assert len(service.tracker) == 0
+
+
+@pytest.mark.gen_test
+async def test_a_token_for_another_user_is_forbidden(start_service):
+    service = await start_service(**JWT)
+    client = await Client.connect(service.url, "u2", "c1", headers=bearer(hs256(claims("u1"))))
+    message = await refused(client, 4403, "forbidden")
+    assert "another user" in message["message"]
+    assert len(service.tracker) == 0
+
+
+@pytest.mark.gen_test
+async def test_an_admin_token_may_act_for_another_user(start_service):
+    service = await start_service(**JWT)
+    client = await Client.connect(
+        service.url, "u2", "c1", headers=bearer(hs256(claims("ops", roles=["admin"])))
+    )
+    await client.connected()
+    await client.close()
+
+
+@pytest.mark.gen_test
+async def test_the_courses_claim_limits_the_token(start_service):
+    service = await start_service(**JWT)
+    token = hs256(claims("u1", courses=["c1", "c2"]))
+    allowed = await Client.connect(service.url, "u1", "c2", headers=bearer(token))
+    await allowed.connected()
+    await allowed.close()
+    outside = await Client.connect(service.url, "u1", "c3", headers=bearer(token))
+    message = await refused(outside, 4403, "forbidden")
+    assert "course" in message["message"]
+
+
+@pytest.mark.gen_test
+async def test_a_custom_courses_claim_is_read(start_service):
+    service = await start_service(**JWT, jwt_courses_claim="https://lms.example.com/courses")
+    token = hs256(claims("u1", **{"https://lms.example.com/courses": ["c9"]}))
+    client = await Client.connect(service.url, "u1", "c1", headers=bearer(token))
+    await refused(client, 4403, "forbidden")
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("token", "why"),
+    [
+        (unsigned(claims("u1")), "algorithm"),
+        (hs256(claims("u1"), secret="another-secret-that-is-at-least-32-bytes"), "signature"),
+        (hs256(claims("u1", lifetime=-120)), "expired"),
+        (hs256({"sub": "u1"}), "exp"),
+        (hs256({"exp": 4102444800}), "sub"),
+        ("not-a-jwt", "not a JWT"),
+        (hs256(claims("u1", aud="another-service")), "audience"),  # aud given, none configured
+    ],
+    ids=["alg-none", "wrong-signature", "expired", "no-exp", "no-sub", "garbage", "unexpected-aud"],
+)
+async def test_invalid_tokens_are_unauthorized(start_service, token, why):
+    service = await start_service(**JWT)
+    client = await Client.connect(service.url, headers=bearer(token))
+    message = await refused(client, 4401, "unauthorized")
+    assert why in message["message"]
+
+
+@pytest.mark.gen_test
+async def test_expiry_tolerates_the_leeway_only(start_service):
+    service = await start_service(**JWT, jwt_leeway=30.0)
+    client = await Client.connect(service.url, headers=bearer(hs256(claims("u1", lifetime=-5))))
+    await client.connected()
+    await client.close()
+
+
+@pytest.mark.gen_test
+async def test_audience_and_issuer_are_checked(start_service):
+    service = await start_service(**JWT, jwt_audience="study-time", jwt_issuer="https://idp.example.com")
+    good = claims("u1", aud="study-time", iss="https://idp.example.com")
+    client = await Client.connect(service.url, headers=bearer(hs256(good)))
+    await client.connected()
+    await client.close()
+    for bad, why in [
+        ({**good, "aud": "another-service"}, "audience"),
+        ({**good, "iss": "https://evil.example.com"}, "issuer"),
+        ({k: v for k, v in good.items() if k != "aud"}, "aud"),
+    ]:
+        client = await Client.connect(service.url, headers=bearer(hs256(bad)))
+        message = await refused(client, 4401, "unauthorized")
+        assert why in message["message"]
+
+
+@pytest.mark.gen_test
+async def test_rs256_with_a_public_key_file(start_service, key, key_file):
+    service = await start_service(auth="jwt", jwt_algorithms=("RS256",), jwt_public_key_file=key_file)
+    token = jwt.encode(claims("u1"), key, algorithm="RS256")
+    client = await Client.connect(service.url, headers=bearer(token))
+    await client.connected()
+    await client.close()
+    other = jwt.encode(claims("u1"), rsa_key(), algorithm="RS256")
+    client = await Client.connect(service.url, headers=bearer(other))
+    await refused(client, 4401, "unauthorized")
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("algorithms", [("RS256",), ("HS256", "RS256")])
+async def test_an_hs256_token_signed_with_the_rsa_public_key_is_refused(
+    start_service, key, key_file, algorithms
+):
+    """Algorithm confusion: the public key is public, so an HMAC made with it proves nothing."""
+    extra = {"jwt_secret": SECRET} if "HS256" in algorithms else {}
+    service = await start_service(
+        auth="jwt", jwt_algorithms=algorithms, jwt_public_key_file=key_file, **extra
+    )
+    token = forge_hs256(claims("u1"), public_pem(key))
+    client = await Client.connect(service.url, headers=bearer(token))
+    await refused(client, 4401, "unauthorized")
+
+
+@pytest.mark.gen_test
+async def test_jwks_keys_are_fetched_once_and_cached(start_service, key):
+    with JwksServer([jwk(key, "k1")]) as jwks:
+        service = await start_service(auth="jwt", jwt_algorithms=("RS256",), jwt_jwks_url=jwks.url)
+        for _ in range(3):
+            token = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+            client = await Client.connect(service.url, headers=bearer(token))
+            await client.connected()
+            await client.close()
+        assert jwks.fetches == 1
+        # A key the JWKS does not hold is refused, whatever kid it claims.
+        forged = jwt.encode(claims("u1"), rsa_key(), algorithm="RS256", headers={"kid": "k1"})
+        client = await Client.connect(service.url, headers=bearer(forged))
+        await refused(client, 4401, "unauthorized")
+        unknown = jwt.encode(claims("u1"), rsa_key(), algorithm="RS256", headers={"kid": "k2"})
+        client = await Client.connect(service.url, headers=bearer(unknown))
+        message = await refused(client, 4401, "unauthorized")
+        assert "signing key" in message["message"]

@@ -1,0 +1,101 @@
+"""Start-up: insecure configurations and bad auth settings stop a real server process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from settings import Settings, SettingsError, from_sources, is_loopback
+from tests.helpers import ROOT, Client, ServerProcess
+
+
+def start(*args: str) -> subprocess.CompletedProcess:
+    """Run ``python server.py ARGS`` expecting it to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "server.py", "--port=0", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_none_on_a_public_address_refuses_to_start(tmp_path):
+    result = start("--host=0.0.0.0", f"--store=sqlite:///{tmp_path}/db")
+    assert result.returncode == 2
+    assert "--allow-insecure-auth" in result.stderr and "--auth" in result.stderr
+    assert "listening" not in result.stderr
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_allow_insecure_auth_starts_and_warns(tmp_path):
+    with ServerProcess(
+        "--host=0.0.0.0", "--allow-insecure-auth", f"--store=sqlite:///{tmp_path}/db"
+    ) as server:
+        client = await Client.connect(server.url)
+        await client.connected()
+        await client.close()
+        assert server.terminate() == 0
+    assert "WARNING" in server.log and "--auth=none on --host=0.0.0.0" in server.log
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--auth=jwt"], "invalid --jwt-secret: required"),
+        (["--auth=jwt", "--jwt-secret=short"], "at least 32 bytes"),
+        (["--auth=jwt", "--jwt-algorithms=none"], "invalid --jwt-algorithms"),
+        (["--auth=jwt", "--jwt-algorithms=RS256", "--jwt-public-key-file=/nonexistent.pem"], "cannot read"),
+        (["--auth=token", "--tokens-file=/nonexistent/tokens.json"], "invalid --tokens-file"),
+        (["--auth=no_such_module:Auth"], "invalid --auth: cannot import module"),
+        (["--auth=not a backend"], "invalid --auth"),
+        (["--allowed-origins=https://lms.example.com/path"], "invalid --allowed-origins"),
+        (
+            ["--auth=jwt", "--jwt-algorithms=RS256", "--jwt-jwks-url=http://idp.example.com/jwks.json"],
+            "invalid --jwt-jwks-url: keys fetched over plain http",
+        ),
+    ],
+)
+def test_bad_auth_settings_stop_start_up_naming_the_setting(tmp_path, args, message):
+    result = start(f"--store=sqlite:///{tmp_path}/db", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_jwt_secret_is_never_echoed(tmp_path):
+    result = start(f"--store=sqlite:///{tmp_path}/db", "--auth=jwt", "--jwt-secret=hunter2-too-short")
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr
+
+
+def test_settings_parse_and_validate():
+    settings = from_sources(
+        {
+            "jwt_algorithms": "HS256, RS256",
+            "allowed_origins": "https://LMS.example.com/, http://localhost:3000",
+        },
+        {},
+    )
+    assert settings.jwt_algorithms == ("HS256", "RS256")
+    assert settings.allowed_origins == ("https://lms.example.com", "http://localhost:3000")
+    assert from_sources({"host": "0.0.0.0", "allow_insecure_auth": "true"}, {}).auth == "none"
+    with pytest.raises(SettingsError, match="--allow-insecure-auth"):
+        from_sources({"host": "::"}, {})
+    with pytest.raises(SettingsError, match="STUDY_TIME_AUTH"):
+        from_sources({}, {"STUDY_TIME_AUTH": "kerberos"})
+    for host, loopback in [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ]:
+        assert is_loopback(host) is loopback, host
+    replace(Settings(), auth="jwt", host="0.0.0.0").validate()  # a real backend may listen anywhere

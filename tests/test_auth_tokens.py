@@ -1,0 +1,107 @@
+"""--auth=token: the `server.py tokens` command, lookup through a real server, reload without restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from tests.auth_helpers import bearer, create, refused, tokens
+from tests.helpers import Client
+
+
+def token_id(path, user: str) -> str:
+    entries = json.loads(path.read_text())["tokens"]
+    return next(entry["id"] for entry in entries if entry["user"] == user)
+
+
+def test_create_prints_the_token_once_and_stores_only_its_hash(tmp_path):
+    path = tmp_path / "secrets" / "tokens.json"
+    token = create(path, "--user", "123", "--roles", "teacher", "--courses", "math-101,art")
+    text = path.read_text()
+    assert token not in text
+    assert token[4:] not in text
+    (entry,) = json.loads(text)["tokens"]
+    assert entry["user"] == "123"
+    assert entry["roles"] == ["teacher"]
+    assert entry["courses"] == ["art", "math-101"]
+    assert len(entry["sha256"]) == 64
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    listed = tokens("list", "--tokens-file", str(path)).stdout
+    assert entry["id"] in listed and "user=123" in listed and token not in listed
+    # A second token is different and both are kept.
+    second = create(path, "--user", "456")
+    assert second != token
+    assert len(json.loads(path.read_text())["tokens"]) == 2
+
+
+def test_the_command_refuses_bad_input(tmp_path):
+    path = str(tmp_path / "tokens.json")
+    bad_user = tokens("create", "--user", "not valid!", "--tokens-file", path, check=False)
+    assert bad_user.returncode == 2 and "--user" in bad_user.stderr
+    missing = tokens("revoke", "nope", "--tokens-file", path, check=False)
+    assert missing.returncode == 1 and "no token with id 'nope'" in missing.stderr
+    (tmp_path / "broken.json").write_text("{not json")
+    broken = tokens("create", "--user", "1", "--tokens-file", str(tmp_path / "broken.json"), check=False)
+    assert broken.returncode == 2 and "not valid JSON" in broken.stderr
+    assert (tmp_path / "broken.json").read_text() == "{not json"  # nothing lost
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_tokens_are_looked_up_and_limited(start_service, tmp_path):
+    path = tmp_path / "tokens.json"
+    kiosk = create(path, "--user", "u1", "--courses", "c1")
+    admin = create(path, "--user", "ops", "--roles", "admin")
+    service = await start_service(auth="token", tokens_file=str(path))
+
+    client = await Client.connect(service.url, "u1", "c1", headers=bearer(kiosk))
+    await client.connected()
+    await client.close()
+    browser = await Client.connect(service.url, "u1", "c1", subprotocols=["study-time.v1", f"bearer.{kiosk}"])
+    await browser.connected()
+    assert browser.conn.selected_subprotocol == "study-time.v1"
+    await browser.close()
+
+    await refused(await Client.connect(service.url, "u1", "c2", headers=bearer(kiosk)), 4403, "forbidden")
+    await refused(await Client.connect(service.url, "u2", "c1", headers=bearer(kiosk)), 4403, "forbidden")
+    await refused(
+        await Client.connect(service.url, "u1", "c1", headers=bearer(kiosk + "x")), 4401, "unauthorized"
+    )
+    await refused(await Client.connect(service.url, "u1", "c1"), 4401, "unauthorized")
+    anyone = await Client.connect(service.url, "u9", "c7", headers=bearer(admin))
+    await anyone.connected()
+    await anyone.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_created_and_revoked_tokens_take_effect_without_a_restart(start_service, tmp_path):
+    path = tmp_path / "tokens.json"
+    first = create(path, "--user", "u1")
+    service = await start_service(auth="token", tokens_file=str(path))
+    client = await Client.connect(service.url, "u2", "c1", headers=bearer(first))
+    await refused(client, 4403, "forbidden")
+
+    second = create(path, "--user", "u2")
+    client = await Client.connect(service.url, "u2", "c1", headers=bearer(second))
+    await client.connected()
+    await client.close()
+
+    tokens("revoke", token_id(path, "u1"), "--tokens-file", str(path))
+    client = await Client.connect(service.url, "u1", "c1", headers=bearer(first))
+    message = await refused(client, 4401, "unauthorized")
+    assert "revoked" in message["message"]
+
+    # A broken hand edit keeps the tokens loaded before; fixing it takes effect.
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])
+    client = await Client.connect(service.url, "u2", "c1", headers=bearer(second))
+    await client.connected()
+    await client.close()
+    path.write_text(good)
+
+    # Deleting the file revokes every token.
+    path.unlink()
+    client = await Client.connect(service.url, "u2", "c1", headers=bearer(second))
+    await refused(client, 4401, "unauthorized")

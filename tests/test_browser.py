@@ -1,0 +1,604 @@
+"""The demo page and static/study-time-client.js in a real browser against a real server.
+
+Headless Chromium from Debian's packages (scripts/ensure-chromium.sh installs
+it) is driven by Playwright's sync API; the server runs as a separate process
+(tests.helpers.ServerProcess), so the browser and the Tornado loop never share
+a thread. Intervals are short (half a second) and every wait is for an event
+in the page with a generous bound. Without Chromium these tests skip, except
+under CI=true where that is a failure.
+
+Screenshots land in test-output/ (desktop and phone width, English and Chinese).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import socket
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.auth_helpers import SECRET, claims, hs256
+from tests.browser import WAIT_MS
+from tests.helpers import ROOT, ServerProcess
+
+OUTPUT = os.path.join(ROOT, "test-output")
+API_DOC = os.path.join(ROOT, "docs", "study-time-api.zh.md")
+
+# Short intervals; the flood limit is off because two heartbeats a second
+# would exceed the production default of one message a second.
+FAST_ARGS = (
+    "--heartbeat-interval=0.5",
+    "--heartbeat-timeout=5",
+    "--min-heartbeat-interval=0.25",
+    "--sweep-interval=0.1",
+    "--flush-interval=0.1",
+    "--flood-rate=0",
+)
+INTERVAL_MS = 500
+
+
+@pytest.fixture
+def context(browser):
+    """A fresh browser profile; more can be made with ``browser.new_context``."""
+    made = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 860})
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def db_path(tmp_path) -> str:
+    return str(tmp_path / "study_time.db")
+
+
+@pytest.fixture
+def serve(db_path):
+    """A factory: ``serve(*args, port=None)`` starts ``server.py`` with FAST_ARGS and the test's store."""
+    with contextlib.ExitStack() as running:  # every server is killed after the test
+
+        def start(*args: str, port: int | None = None) -> ServerProcess:
+            extra = [f"--port={port}"] if port else []
+            return running.enter_context(
+                ServerProcess(*FAST_ARGS, f"--store=sqlite:///{db_path}", *extra, *args)
+            )
+
+        yield start
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The page, seen as a user sees it.
+
+WATCH_DISPLAY = """
+document.addEventListener("DOMContentLoaded", () => {
+  window.__shown = [];
+  const time = document.getElementById("time");
+  const seconds = (text) => text.split(":").reduce((total, part) => total * 60 + Number(part), 0);
+  new MutationObserver(() => window.__shown.push(seconds(time.textContent)))
+    .observe(time, {childList: true, characterData: true, subtree: true});
+});
+"""
+
+
+def open_demo(context, server, user: str, course: str, *, query: str = "", token: str | None = None):
+    """The demo page for ``user`` and ``course`` (and ``token``), with Connect clicked."""
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.add_init_script(WATCH_DISPLAY)
+    page.goto(f"{server.http_url}/?userId={user}&courseId={course}{query}")
+    if token is not None:
+        page.fill("#token", token)
+    page.click("#connect")
+    return page
+
+
+def wait_status(page, status: str, timeout: int = WAIT_MS) -> None:
+    page.wait_for_function(
+        "s => document.getElementById('status').dataset.status === s", arg=status, timeout=timeout
+    )
+
+
+def wait_display_at_least(page, seconds: int, timeout: int = WAIT_MS) -> None:
+    page.wait_for_function(
+        """n => document.getElementById('time').textContent
+             .split(':').reduce((t, p) => t * 60 + Number(p), 0) >= n""",
+        arg=seconds,
+        timeout=timeout,
+    )
+
+
+def shown(page) -> int:
+    h, m, s = (int(part) for part in page.text_content("#time").split(":"))
+    return h * 3600 + m * 60 + s
+
+
+def log_lines(page, pattern: str) -> list[str]:
+    return [line for line in page.locator("#log .msg").all_text_contents() if re.search(pattern, line)]
+
+
+def assert_never_backwards(page) -> None:
+    values = page.evaluate("window.__shown")
+    assert values, "the display never changed"
+    assert values == sorted(values), f"the display ran backwards: {values}"
+
+
+def assert_no_page_errors(page) -> None:
+    assert page.errors == [], page.errors
+
+
+def records(db_path: str, user: str) -> list[tuple]:
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+        return conn.execute(
+            "SELECT end_reason, seconds, heartbeats FROM study_sessions"
+            " WHERE user_id = ? ORDER BY started_at",
+            (user,),
+        ).fetchall()
+
+
+def wait_records(db_path: str, user: str, predicate, timeout: float = 15.0) -> list[tuple]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = records(db_path, user)
+        if predicate(rows):
+            return rows
+        assert time.monotonic() < deadline, f"timed out waiting for the study records of {user}: {rows}"
+        time.sleep(0.05)
+
+
+# The tests.
+
+
+def test_connecting_shows_the_time_growing_from_heartbeats(context, serve, db_path):
+    server = serve()
+    page = open_demo(context, server, "grow", "c1")
+    wait_status(page, "connected")
+    assert page.text_content("#status") == "Connected, counting"
+    page.evaluate(
+        """() => {
+          window.__sent = [];
+          window.studyTimeClient.addEventListener("log", (e) => {
+            if (e.detail.direction === "out" && e.detail.message) window.__sent.push(performance.now());
+          });
+        }"""
+    )
+    wait_display_at_least(page, 3)
+    # The server's own total, not just the ticking display, has grown.
+    page.wait_for_function("window.studyTimeClient.studyTime >= 2", timeout=WAIT_MS)
+    replies = log_lines(page, r"^heartbeat ok, total \d+s$")
+    assert len(replies) >= 3
+    assert log_lines(page, "refused") == [], "the client sent heartbeats faster than the server allows"
+    sent = page.evaluate("window.__sent")
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert gaps and min(gaps) >= INTERVAL_MS - 5, f"heartbeats closer than the announced interval: {gaps}"
+    # Every log line carries a time.
+    assert all(
+        re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", at) for at in page.locator("#log .at").all_text_contents()
+    )
+    assert_never_backwards(page)
+    page.click("#disconnect")
+    wait_status(page, "idle")
+    assert page.get_attribute("#reason-text", "data-kind") == "stopped"
+    rows = wait_records(db_path, "grow", lambda rows: rows and rows[-1][0] is not None)
+    assert rows[-1][0] == "client_closed"
+    assert_no_page_errors(page)
+
+
+def test_a_second_page_replaces_the_first_which_stops(browser, serve):
+    server = serve()
+    first_ctx = browser.new_context(locale="en-US")
+    second_ctx = browser.new_context(locale="en-US")
+    try:
+        first = open_demo(first_ctx, server, "twice", "c1", query="&maxRetryDelay=300")
+        wait_status(first, "connected")
+        wait_display_at_least(first, 1)
+        second = open_demo(second_ctx, server, "twice", "c1")
+        wait_status(second, "connected")
+        wait_status(first, "stopped")
+        assert first.text_content("#reason-text") == "replaced by another tab or device"
+        assert first.text_content("#status") == "Stopped"
+        # The takeover is final: the first page does not fight back. Give a
+        # looping client time for several attempts at its short retry delay.
+        frozen = shown(first)
+        second.wait_for_timeout(1500)
+        assert first.get_attribute("#status", "data-status") == "stopped"
+        assert len(log_lines(first, r"^connecting to")) == 1
+        assert shown(first) == frozen, "the replaced page kept counting"
+        assert second.get_attribute("#status", "data-status") == "connected"
+        # The second page continues the same total.
+        assert second.evaluate("window.studyTimeClient.studyTime") >= frozen - 1
+        assert_never_backwards(first)
+        assert_no_page_errors(first)
+        assert_no_page_errors(second)
+    finally:
+        first_ctx.close()
+        second_ctx.close()
+
+
+def test_a_bad_token_shows_not_authorised_and_does_not_retry(context, serve):
+    server = serve("--auth=jwt", f"--jwt-secret={SECRET}")
+    page = open_demo(
+        context, server, "learner-1", "c1", query="&maxRetryDelay=300", token="not-a-valid-token"
+    )
+    wait_status(page, "stopped")
+    assert page.get_attribute("#reason-text", "data-kind") == "unauthorized"
+    assert page.text_content("#reason-text") == "not authorised: check the token"
+    page.wait_for_timeout(1500)  # several retry delays: a looping client would reconnect by now
+    assert page.get_attribute("#status", "data-status") == "stopped"
+    assert len(log_lines(page, r"^connecting to")) == 1
+    # The right credential for the same learner connects.
+    page.fill("#token", hs256(claims(sub="learner-1")))
+    page.click("#connect")
+    wait_status(page, "connected")
+    assert_no_page_errors(page)
+
+
+def test_a_server_restart_shows_reconnecting_and_resumes_with_the_total_intact(context, serve, db_path):
+    port = free_port()
+    server = serve(port=port)
+    page = open_demo(context, server, "restart", "c1", query="&maxRetryDelay=1000")
+    wait_status(page, "connected")
+    page.wait_for_function("window.studyTimeClient.studyTime >= 2", timeout=WAIT_MS)
+    assert server.terminate() == 0  # graceful: every session closed with 1001 and saved
+    wait_status(page, "reconnecting")
+    assert page.get_attribute("#reason-text", "data-kind") == "server_restarting"
+    assert page.text_content("#reason-text") == "server restarting"
+    assert re.fullmatch(r"Reconnecting in \d+ s \(attempt \d+\)", page.text_content("#status"))
+    (saved,) = wait_records(db_path, "restart", lambda rows: rows and rows[-1][0] is not None)
+    assert saved[0] == "server_shutdown"
+    serve(port=port)  # same SQLite file, same port
+    wait_status(page, "connected")
+    # The new server's first message carries the total saved before the restart.
+    connected = page.locator("#log li[data-type=connected] .msg").first.text_content()
+    total = int(re.search(r"total (\d+)s", connected).group(1))
+    assert total == int(saved[1])
+    wait_display_at_least(page, total + 1)
+    assert len(log_lines(page, r"^connecting to")) >= 2
+    # Failed attempts while the server was down did not hide why it went.
+    assert page.get_attribute("#reason-text", "data-kind") == "server_restarting"
+    assert_never_backwards(page)
+    assert_no_page_errors(page)
+
+
+# Hiding the page: headless Chromium keeps every page visible (switching tabs
+# with bring_to_front does not hide the other one, and CDP's
+# Page.setWebLifecycleState("frozen") freezes scripts without changing
+# visibility), so the test does what the browser does when a tab goes to the
+# background: document.visibilityState becomes "hidden" and visibilitychange
+# fires. The client reads exactly those two, so this exercises its real path.
+SET_VISIBILITY = """
+state => {
+  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => state === "hidden"});
+  document.dispatchEvent(new Event("visibilitychange"));
+}
+"""
+
+
+def test_hiding_the_page_pauses_and_showing_it_resumes(context, serve, db_path):
+    server = serve()
+    page = open_demo(context, server, "hider", "c1")
+    wait_status(page, "connected")
+    page.wait_for_function("window.studyTimeClient.studyTime >= 1", timeout=WAIT_MS)
+    page.evaluate(SET_VISIBILITY, "hidden")
+    wait_status(page, "paused")
+    assert page.get_attribute("#reason-text", "data-kind") == "page_hidden"
+    # Closed cleanly, so the server credited the time up to the pause.
+    (paused,) = wait_records(db_path, "hider", lambda rows: rows and rows[-1][0] is not None)
+    assert paused[0] == "client_closed"
+    frozen = shown(page)
+    page.wait_for_timeout(2000)  # hidden for two seconds: none of them may count
+    assert shown(page) == frozen
+    page.evaluate(SET_VISIBILITY, "visible")
+    wait_status(page, "connected")
+    connected = page.locator("#log li[data-type=connected] .msg").first.text_content()
+    total = int(re.search(r"total (\d+)s", connected).group(1))
+    assert total == int(paused[1]), "the hidden time was counted"
+    assert_never_backwards(page)
+    assert_no_page_errors(page)
+
+
+def test_leaving_the_page_closes_cleanly_so_the_tail_is_credited(context, serve, db_path):
+    server = serve()
+    page = open_demo(context, server, "leaver", "c1")
+    wait_status(page, "connected")
+    page.wait_for_function("window.studyTimeClient.studyTime >= 1", timeout=WAIT_MS)
+    page.goto("about:blank")  # fires pagehide
+    (record,) = wait_records(db_path, "leaver", lambda rows: rows and rows[-1][0] is not None)
+    assert record[0] == "client_closed"  # not connection_lost, which forfeits the tail
+
+
+def test_language_follows_the_browser_and_can_be_switched(browser, serve):
+    server = serve()
+    zh = browser.new_context(locale="zh-CN")
+    try:
+        page = zh.new_page()
+        page.goto(f"{server.http_url}/")
+        assert page.text_content("h1") == "学习时长"
+        assert page.text_content("#status") == "未连接"
+        assert page.get_attribute("html", "lang") == "zh-CN"
+        page.click("#lang")
+        assert page.text_content("h1") == "Study time"
+        assert page.text_content("#status") == "Not connected"
+        page.reload()  # the choice is remembered
+        assert page.text_content("h1") == "Study time"
+    finally:
+        zh.close()
+
+
+def test_the_reports_view_says_when_reports_are_not_available(context, serve):
+    server = serve()
+    page = context.new_page()
+    page.goto(f"{server.http_url}/?userId=alice&courseId=c1")
+    if server_supports_reports(server):
+        pytest.skip("this server has the report endpoints")
+    page.click("#tab-reports")
+    page.wait_for_function("document.getElementById('reports-state').dataset.state === 'missing'")
+    assert page.text_content("#reports-state") == "Reports are not available on this server yet."
+    assert page.is_hidden("#reports-grid")
+
+
+def server_supports_reports(server: ServerProcess) -> bool:
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(f"{server.http_url}/api/reports/learners/nobody/courses", timeout=10):
+            return True
+    except HTTPError as exc:
+        return exc.code != 404
+
+
+def test_the_reports_view_shows_my_courses_and_the_leaderboard(browser, serve):
+    server = serve()
+    if not server_supports_reports(server):
+        pytest.skip("needs the report endpoints of issue 5")
+    ctx = browser.new_context(locale="en-US")
+    try:
+        pages = [open_demo(ctx, server, user, "algebra") for user in ("alice", "bob")]
+        for page in pages:
+            page.wait_for_function("window.studyTimeClient.studyTime >= 1", timeout=WAIT_MS)
+        for page in pages:
+            page.click("#disconnect")
+        alice = pages[0]
+        alice.click("#tab-reports")
+        alice.wait_for_function("document.getElementById('reports-state').dataset.state === 'ok'")
+        courses = alice.locator("#courses tbody tr").all_text_contents()
+        assert any("algebra" in row for row in courses), courses
+        board = alice.locator("#leaderboard tbody tr")
+        assert board.count() == 2
+        assert {alice.locator("#leaderboard tbody tr.me td").nth(1).text_content()} == {"alice"}
+    finally:
+        ctx.close()
+
+
+# The original API document's JavaScript example, unmodified.
+
+# The example connects to ws://localhost:8080, the document's address. This
+# test's server listens on a free port instead (8080 may be taken on a shared
+# machine, and parallel runs must not collide), so the page maps the
+# documented address onto the real one before the example runs -- as a proxy
+# or a hosts entry would -- without touching a character of the example.
+MAP_DOCUMENTED_ADDRESS = """
+(() => {
+  const Real = window.WebSocket;
+  window.WebSocket = function (url, protocols) {
+    return new Real(String(url).replace("ws://localhost:8080", %r), protocols);
+  };
+  Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+  window.WebSocket.prototype = Real.prototype;
+})();
+"""
+
+
+def documented_example() -> str:
+    with open(API_DOC, encoding="utf-8") as doc:
+        text = doc.read()
+    (code,) = re.findall(r"#### JavaScript 客户端示例\s+```javascript\n(.*?)```", text, re.S)
+    return code
+
+
+def test_the_api_documents_javascript_example_runs_unmodified(browser, serve):
+    code = documented_example()
+    assert "ws://localhost:8080/api/study-time?userId=123&courseId=456" in code
+    # The document's own intervals: heartbeat every 30 s, timeout 60 s, none sooner than 10 s.
+    server = serve("--heartbeat-interval=30", "--heartbeat-timeout=60", "--min-heartbeat-interval=10")
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        logged: list[str] = []
+        page.on("console", lambda message: logged.append(message.text))
+        # A page of the server's own origin (the server accepts same-origin
+        # sockets; Chromium's local network checks block sockets to loopback
+        # from pages that did not come from it), then the example as written.
+        url = f"{server.http_url}/healthz"
+        # The example's setInterval(…, 30000) runs on a controllable clock, so
+        # its first heartbeat goes out without waiting thirty real seconds.
+        page.clock.install()
+        page.add_init_script(MAP_DOCUMENTED_ADDRESS % server.url)
+        page.goto(url)
+        page.add_script_tag(content=code)
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while "WebSocket连接已建立" not in logged or "当前学习时长: 0秒" not in logged:
+            assert time.monotonic() < deadline, logged
+            page.wait_for_timeout(50)
+        time.sleep(1.5)  # real time for the server to credit
+        page.clock.fast_forward(30_000)  # the example's heartbeat timer fires
+        pattern = re.compile(r"^当前学习时长: (\d+)秒$")
+        while not any(int(m.group(1)) >= 1 for m in map(pattern.match, logged) if m):
+            assert time.monotonic() < deadline, logged
+            page.wait_for_timeout(50)
+        page.close()  # the example's onclose handler, and the server saves the session
+    finally:
+        ctx.close()
+
+
+# Screenshots, looked at by a person (and the README's docs/demo.png).
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+@pytest.mark.parametrize(
+    "device", [("desktop", {"width": 1280, "height": 860}), ("phone", {"width": 390, "height": 844})]
+)
+def test_screenshots_of_the_demo_page(browser, serve, device, locale):
+    name, viewport = device
+    server = serve()
+    ctx = browser.new_context(locale=locale, viewport=viewport, is_mobile=name == "phone")
+    try:
+        page = open_demo(ctx, server, "alice", "math-101")
+        wait_status(page, "connected")
+        page.wait_for_function("window.studyTimeClient.studyTime >= 2", timeout=WAIT_MS)
+        # Nothing sticks out sideways, on a phone either.
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        os.makedirs(OUTPUT, exist_ok=True)
+        page.screenshot(path=os.path.join(OUTPUT, f"demo-{name}-{locale[:2]}.png"), full_page=True)
+        assert_no_page_errors(page)
+    finally:
+        ctx.close()
+
+
+def test_the_copy_paste_example_of_docs_client_md_works(context, serve):
+    with open(os.path.join(ROOT, "docs", "client.md"), encoding="utf-8") as doc:
+        (example,) = re.findall(
+            r"## Copy-paste example for a course page\s+```html\n(.*?)```", doc.read(), re.S
+        )
+    markup, script = re.fullmatch(r"(.*?)<script type=\"module\">(.*)</script>\s*", example, re.S).groups()
+    server = serve()
+    # Only the documented host is replaced by the test server's.
+    script = script.replace("https://study-time.example.edu", server.http_url)
+    script = script.replace("wss://study-time.example.edu", server.url)
+    page = context.new_page()
+    page.goto(f"{server.http_url}/healthz")  # a page of the server's origin, like a course page
+    page.evaluate("markup => { document.body.innerHTML = markup; }", markup)
+    page.add_script_tag(content=script, type="module")
+    page.wait_for_function("document.getElementById('study-status').textContent === 'connected'")
+    page.wait_for_function("document.getElementById('study-time').textContent >= '00:00:02'", timeout=WAIT_MS)
+
+
+# The client's rules on a controlled clock, with a stand-in socket: exact
+# delays and values that a real server's timing cannot pin down.
+
+FAKE_SOCKET = """
+async () => {
+  const { StudyTimeClient } = await import("/study-time-client.js");
+  class FakeSocket {
+    constructor(url) { this.url = url; this.sent = []; this.readyState = 0; FakeSocket.made.push(this); }
+    send(data) { this.sent.push(JSON.parse(data)); }
+    close(code, reason) { this.readyState = 3; this.closedWith = code; }
+    // What the server does:
+    say(message) { this.readyState = 1; this.onmessage({ data: JSON.stringify(message) }); }
+    end(code, reason = "") { this.readyState = 3; this.onclose({ code, reason }); }
+  }
+  FakeSocket.made = [];
+  window.FakeSocket = FakeSocket;
+  window.client = new StudyTimeClient({
+    url: "ws://study-time.invalid/api/study-time", userId: "u1", courseId: "c1", token: "t&k",
+    WebSocket: FakeSocket, initialRetryDelay: 1000, maxRetryDelay: 8000,
+  });
+  window.client.start();
+}
+"""
+
+
+def test_the_client_backs_off_with_jitter_and_stops_for_good_on_final_closes(context, serve):
+    server = serve()
+    page = context.new_page()
+    page.clock.install()
+    page.goto(f"{server.http_url}/healthz")
+    page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))  # from now on time moves only when told
+    page.evaluate(FAKE_SOCKET)
+    url = page.evaluate("FakeSocket.made[0].url")
+    assert url == "ws://study-time.invalid/api/study-time?userId=u1&courseId=c1&token=t%26k"
+    delays = []
+    for attempt in range(6):
+        page.evaluate("FakeSocket.made.at(-1).end(1006)")
+        assert page.evaluate("client.status") == "reconnecting"
+        delay = page.evaluate("client.retry.delay")
+        ceiling = min(8000, 1000 * 2**attempt)
+        assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
+        delays.append(delay)
+        page.clock.run_for(delay - 1)
+        assert page.evaluate("FakeSocket.made.length") == attempt + 1, "reconnected before the delay"
+        page.clock.run_for(1)
+        assert page.evaluate("FakeSocket.made.length") == attempt + 2
+    # An accepted heartbeat resets the backoff; 1001 and 1013 are retried.
+    page.evaluate(
+        """() => { const ws = FakeSocket.made.at(-1);
+          ws.say({type: "connected", status: "success", sessionId: "s", studyTime: 0,
+                  heartbeatInterval: 30, heartbeatTimeout: 60}); }"""
+    )
+    page.clock.run_for(30_000)
+    page.evaluate(
+        "FakeSocket.made.at(-1).say({type: 'heartbeat_response', status: 'success', studyTime: 30})"
+    )
+    for code in (1001, 1013):
+        page.evaluate(f"FakeSocket.made.at(-1).end({code})")
+        assert page.evaluate("client.status") == "reconnecting"
+        assert page.evaluate("client.retry.delay") <= 2000
+        page.clock.run_for(page.evaluate("client.retry.delay"))
+    # 4401, 4403 and 4409 are final: the status says why and nothing reconnects.
+    for code, kind in ((4401, "unauthorized"), (4403, "forbidden"), (4409, "replaced")):
+        page.evaluate(f"FakeSocket.made.at(-1).say({{type: 'error', code: '{kind}', message: 'why'}})")
+        page.evaluate(f"FakeSocket.made.at(-1).end({code})")
+        assert page.evaluate("client.status") == "stopped"
+        assert page.evaluate("[client.lastClose.kind, client.lastClose.error.code]") == [kind, kind]
+        made = page.evaluate("FakeSocket.made.length")
+        page.clock.run_for(60_000)
+        assert page.evaluate("FakeSocket.made.length") == made
+        page.evaluate("client.start()")
+
+
+def test_the_display_ticks_between_replies_and_never_runs_backwards(context, serve):
+    server = serve()
+    page = context.new_page()
+    page.clock.install()
+    page.goto(f"{server.http_url}/healthz")
+    page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))  # from now on time moves only when told
+    page.evaluate(FAKE_SOCKET)
+    page.evaluate(
+        """() => FakeSocket.made[0].say({type: "connected", status: "success", sessionId: "s",
+              studyTime: 100, heartbeatInterval: 30, heartbeatTimeout: 60})"""
+    )
+    assert page.evaluate("client.displayTime") == 100
+    page.clock.run_for(5_000)
+    assert page.evaluate("client.displayTime") == 105  # ticking between replies
+    assert page.evaluate("FakeSocket.made[0].sent.length") == 0
+    page.clock.run_for(25_000)
+    sent = page.evaluate("FakeSocket.made[0].sent")
+    assert len(sent) == 1, "one heartbeat per announced interval"
+    assert sent[0]["type"] == "heartbeat"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", sent[0]["timestamp"])
+    assert page.evaluate("client.displayTime") == 130
+    # A reply below the display: the display holds, then moves on from the reply.
+    page.evaluate("FakeSocket.made[0].say({type: 'heartbeat_response', status: 'success', studyTime: 127})")
+    assert page.evaluate("client.displayTime") == 130
+    page.clock.run_for(2_000)
+    assert page.evaluate("client.displayTime") == 130
+    page.clock.run_for(2_000)
+    assert page.evaluate("client.displayTime") == 131
+    # A reply above the display corrects it forward at once.
+    page.evaluate("FakeSocket.made[0].say({type: 'heartbeat_response', status: 'success', studyTime: 200})")
+    assert page.evaluate("client.displayTime") == 200
+    # A refused heartbeat does not make the client send sooner.
+    page.evaluate(
+        """() => FakeSocket.made[0].say({type: "heartbeat_response", status: "error",
+              code: "too_frequent", message: "slow down", studyTime: 200})"""
+    )
+    page.clock.run_for(25_999)
+    assert len(page.evaluate("FakeSocket.made[0].sent")) == 1
+    page.clock.run_for(1)
+    assert len(page.evaluate("FakeSocket.made[0].sent")) == 2
+    # While disconnected the display stops.
+    page.evaluate("FakeSocket.made[0].end(1006)")
+    stopped_at = page.evaluate("client.displayTime")
+    page.clock.run_for(500)
+    assert page.evaluate("client.displayTime") == stopped_at

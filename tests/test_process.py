@@ -1,0 +1,176 @@
+"""The server as a real process: start-up errors, graceful shutdown, crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from storage import open_store
+from tests.helpers import ROOT, Client, ServerProcess
+
+FAST_ARGS = (
+    "--heartbeat-interval=0.4",
+    "--heartbeat-timeout=0.8",
+    "--min-heartbeat-interval=0.05",
+    "--sweep-interval=0.05",
+    "--flush-interval=0.2",
+)
+
+
+async def records(url: str, **filters):
+    store = open_store(url, server=False)
+    await store.open()
+    try:
+        return await store.sessions(**filters)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def db_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/study_time.db"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_sigterm_closes_every_session_with_1001_saves_it_and_exits_0(db_url):
+    with ServerProcess(
+        f"--store={db_url}", *FAST_ARGS, "--heartbeat-timeout=30", "--heartbeat-interval=10"
+    ) as server:
+        clients = []
+        for course in ("c1", "c2", "c3"):
+            client = await Client.connect(server.url, "u1", course)
+            await client.connected()
+            await client.heartbeat()
+            clients.append(client)
+        await asyncio.sleep(0.3)  # time that only the shutdown's tail credit can count
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        for client in clients:
+            code, reason, messages = await client.closed(timeout=10)
+            assert code == 1001
+            assert reason
+            assert messages[-1]["code"] == "server_shutdown"
+        assert await asyncio.get_running_loop().run_in_executor(None, server.wait) == 0
+        assert time.monotonic() - started < 5
+    saved = await records(db_url, user_id="u1")
+    assert len(saved) == 3
+    for record in saved:
+        assert record.end_reason == "server_shutdown"
+        assert record.seconds >= 0.3  # the tail since the heartbeat was credited and saved
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_sigint_is_a_graceful_shutdown_too(db_url):
+    with ServerProcess(f"--store={db_url}", *FAST_ARGS) as server:
+        client = await Client.connect(server.url)
+        await client.connected()
+        server.signal(signal.SIGINT)
+        code, _, _ = await client.closed(timeout=10)
+        assert code == 1001
+        assert await asyncio.get_running_loop().run_in_executor(None, server.wait) == 0
+    (record,) = await records(db_url)
+    assert record.end_reason == "server_shutdown"
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_a_crash_loses_at_most_one_checkpoint_and_restart_recovers_open_sessions(db_url):
+    flush = 0.2
+    args = (
+        f"--store={db_url}",
+        *FAST_ARGS,
+        f"--flush-interval={flush}",
+        "--heartbeat-timeout=30",
+        "--heartbeat-interval=10",
+    )
+    with ServerProcess(*args) as server:
+        client = await Client.connect(server.url)
+        await client.connected()
+        seen = 0
+        for _ in range(6):
+            await asyncio.sleep(0.15)
+            seen = (await client.heartbeat())["studyTime"]
+        # Credit the client was told about, to the microsecond, is what the
+        # server held in memory at the kill; at most one flush interval of it
+        # may be lost.
+        await asyncio.sleep(flush * 2)  # let at least one checkpoint land
+        credited_at_kill = (await client.heartbeat())["studyTime"]
+        server.kill()
+    assert seen <= credited_at_kill
+    with ServerProcess(*args) as restarted:
+        assert "left open by a previous process" in restarted.log
+        (record,) = await records(db_url)
+        assert record.end_reason == "server_lost"
+        assert record.ended_at == record.credited_until
+        assert record.seconds >= credited_at_kill - flush - 1  # whole seconds shown vs. exact credit
+        again = await Client.connect(restarted.url)
+        assert (await again.connected())["studyTime"] == int(record.seconds)
+        await again.close()
+
+
+def run_server(*args: str, env: dict | None = None, timeout: float = 15) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "server.py", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--heartbeat-timeout=abc"], {}, "--heartbeat-timeout"),
+        (["--port=70000"], {}, "--port"),
+        (["--flush-interval=-1"], {}, "--flush-interval"),
+        (["--heartbeat-interval=90"], {}, "--heartbeat-interval"),
+        (["--log-level=LOUD"], {}, "--log-level"),
+        ([], {"STUDY_TIME_SWEEP_INTERVAL": "never"}, "STUDY_TIME_SWEEP_INTERVAL"),
+        (["--store=postgres://user:hunter2@db/x"], {}, "postgres"),
+    ],
+)
+def test_invalid_settings_stop_the_server_with_a_message_naming_them(args, env, named, tmp_path):
+    result = run_server("--port=0", *args, env=env)
+    assert result.returncode != 0
+    assert named in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_the_command_line_wins_over_the_environment(tmp_path):
+    import settings
+
+    loaded = settings.load(
+        ["--heartbeat-interval=20"],
+        {"STUDY_TIME_HEARTBEAT_INTERVAL": "25", "STUDY_TIME_FLUSH_INTERVAL": "2.5"},
+    )
+    assert loaded.heartbeat_interval == 20
+    assert loaded.flush_interval == 2.5
+    assert loaded.heartbeat_timeout == 60
+
+
+def test_help_lists_every_setting():
+    import dataclasses
+
+    import settings
+
+    result = run_server("--help")
+    assert result.returncode == 0
+    for field in dataclasses.fields(settings.Settings):
+        assert settings.option_name(field.name) in result.stdout
+        assert settings.env_name(field.name) in result.stdout
+
+
+def test_a_second_server_on_the_same_sqlite_file_is_refused(db_url):
+    with ServerProcess(f"--store={db_url}"):
+        result = run_server(f"--store={db_url}", "--port=0")
+        assert result.returncode == 1
+        assert "in use by another server process" in result.stderr

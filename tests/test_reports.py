@@ -1,0 +1,368 @@
+"""Reports through a real server and a real store: totals agree, CSV, errors, the query plans, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import uuid
+from datetime import datetime
+from urllib.parse import urlencode
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from reports.params import Window
+from reports.source import Scope, open_report_source
+from reports.split import in_window
+from tests.helpers import ROOT, Client, wait_for
+from tracking.session import SessionRecord
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def rec(user="u1", course="c1", *, start: float, seconds: float, ended=True, **extra) -> SessionRecord:
+    fields = dict(
+        session_id=uuid.uuid4().hex,
+        user_id=user,
+        course_id=course,
+        started_at=start,
+        credited_until=start + seconds,
+        seconds=seconds,
+        heartbeats=int(seconds // 30),
+        rev=5,
+        ended_at=start + seconds if ended else None,
+        end_reason="client_closed" if ended else None,
+    )
+    fields.update(extra)
+    return SessionRecord(**fields)
+
+
+# Sessions of u1 in c1 around midnight in Shanghai (UTC+8), with fractions.
+MIDNIGHT = at("2024-02-01T00:00:00+08:00")
+HISTORY = [
+    rec(start=MIDNIGHT - 3600, seconds=9000.5),  # 23:00 -> 01:30:00.5, across midnight
+    rec(start=MIDNIGHT - 7200, seconds=1800.25),  # 22:00 -> 22:30 on Jan 31
+    rec(start=MIDNIGHT + 86400 - 600, seconds=1800.125, ended=False),  # open, across the next midnight
+    rec(start=MIDNIGHT + 5 * 3600, seconds=0.75),
+    rec("u2", "c1", start=MIDNIGHT - 60, seconds=120.0),
+    rec("u1", "c2", start=MIDNIGHT - 60, seconds=30.0),
+]
+
+
+async def get(service, path: str, headers: dict | None = None, **query) -> HTTPResponse:
+    url = f"{service.http_url}{path}" + (f"?{urlencode(query)}" if query else "")
+    return await AsyncHTTPClient().fetch(url, headers=headers, raise_error=False, request_timeout=20)
+
+
+def body(response: HTTPResponse) -> dict:
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    return json.loads(response.body)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_daily_rows_learner_totals_and_the_socket_agree(start_service):
+    service = await start_service(report_timezone="Asia/Shanghai")
+    await service.store.save(HISTORY)  # after start-up, so the open session stays open
+    first = await Client.connect(service.url, "u1", "c1")
+    await first.connected()
+    await first.heartbeat()
+    await first.close()
+    await wait_for(lambda: service.writer.unsaved == 0, timeout=10, message="flush")
+    again = await Client.connect(service.url, "u1", "c1")
+    study_time = (await again.connected())["studyTime"]
+    await again.close()
+    await wait_for(lambda: service.writer.unsaved == 0, timeout=10, message="flush")
+
+    learner = body(await get(service, "/api/reports/learners/u1/courses"))
+    (c1,) = [c for c in learner["courses"] if c["courseId"] == "c1"]
+    daily = body(await get(service, "/api/reports/daily", userId="u1", courseId="c1"))
+    assert daily["tz"] == "Asia/Shanghai"
+    assert sum(d["seconds"] for d in daily["days"]) == daily["seconds"] == c1["seconds"] == study_time
+    assert sum(d["secondsExact"] for d in daily["days"]) == pytest.approx(c1["secondsExact"], abs=1e-6)
+    assert c1["open"] is True and c1["sessions"] == 6  # 4 crafted + 2 over the socket
+    days = {d["date"]: d["secondsExact"] for d in daily["days"]}
+    assert days["2024-01-31"] == 3600 + 1800.25
+    assert days["2024-02-01"] == pytest.approx(5400.5 + 0.75 + 600, abs=1e-6)
+    assert days["2024-02-02"] == pytest.approx(1200.125, abs=1e-6)
+
+    # A range boundary cuts the sessions exactly, the same in every report.
+    one_day = {"from": "2024-02-01", "to": "2024-02-01"}
+    learner = body(await get(service, "/api/reports/learners/u1/courses", **one_day))
+    (c1,) = [c for c in learner["courses"] if c["courseId"] == "c1"]
+    daily = body(await get(service, "/api/reports/daily", userId="u1", courseId="c1", **one_day))
+    assert [d["date"] for d in daily["days"]] == ["2024-02-01"]
+    assert daily["days"][0]["seconds"] == c1["seconds"] == 6001
+    assert c1["secondsExact"] == pytest.approx(6001.25, abs=1e-6)
+    assert c1["firstStudiedAt"] == "2024-02-01T00:00:00+08:00"
+    assert c1["sessions"] == 3
+    board = body(await get(service, "/api/reports/courses/c1/learners", **one_day))
+    assert [(r["rank"], r["userId"], r["seconds"]) for r in board["learners"]] == [
+        (1, "u1", 6001),
+        (2, "u2", 60),
+    ]
+    assert learner["from"] == "2024-02-01T00:00:00+08:00" and learner["to"] == "2024-02-02T00:00:00+08:00"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_leaderboard_pages_in_a_stable_order_and_csv_streams_every_row(start_service):
+    service = await start_service()
+    # Ties on time are ordered by user id.
+    await service.store.save(
+        [rec(f"u{i:03d}", "c1", start=MIDNIGHT + i, seconds=float(100 - i // 2)) for i in range(25)]
+    )
+    first = body(await get(service, "/api/reports/courses/c1/learners", limit="10"))
+    assert first["total"] == 25 and first["next"] == 10 and len(first["learners"]) == 10
+    assert [r["userId"] for r in first["learners"][:3]] == ["u000", "u001", "u002"]
+    rest = body(await get(service, "/api/reports/courses/c1/learners", limit="10", offset="20"))
+    assert rest["next"] is None and [r["rank"] for r in rest["learners"]] == [21, 22, 23, 24, 25]
+    response = await get(service, "/api/reports/courses/c1/learners", format="csv")
+    assert response.code == 200 and response.headers["Content-Type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(response.body.decode())))
+    assert len(table) == 25 and table[0]["userId"] == "u000" and table[0]["seconds"] == "100"
+    assert list(table[0]) == [
+        "rank",
+        "courseId",
+        "userId",
+        "seconds",
+        "secondsExact",
+        "sessions",
+        "lastStudiedAt",
+        "open",
+    ]
+    response = await get(service, "/api/reports/sessions", headers={"Accept": "text/csv"}, courseId="c1")
+    table = list(csv.DictReader(io.StringIO(response.body.decode())))
+    assert [r["userId"] for r in table] == [f"u{i:03d}" for i in range(25)]
+    page = body(await get(service, "/api/reports/sessions", courseId="c1", limit="20", offset="20"))
+    assert [s["userId"] for s in page["sessions"]] == ["u020", "u021", "u022", "u023", "u024"]
+    assert page["next"] is None
+    daily = await get(service, "/api/reports/daily", courseId="c1", format="csv", tz="Asia/Shanghai")
+    assert daily.body.decode().splitlines()[0] == "date,seconds,secondsExact"
+
+
+BAD = [
+    ("/api/reports/daily", {"userId": "u1", "tz": "Mars/Olympus"}, "tz"),
+    ("/api/reports/daily", {"userId": "u1", "tz": "../../../etc/passwd"}, "tz"),
+    ("/api/reports/daily", {}, "userId"),
+    ("/api/reports/daily", {"courseId": "c 1"}, "courseId"),
+    ("/api/reports/daily", {"userId": "u1", "from": "2024-02-02", "to": "2024-02-01"}, "from"),
+    ("/api/reports/daily", {"userId": "u1", "from": "last tuesday"}, "from"),
+    ("/api/reports/daily", {"userId": "u1", "to": "2024-02-30"}, "to"),
+    ("/api/reports/sessions", {"userId": "u1", "limit": "1001"}, "limit"),
+    ("/api/reports/sessions", {"userId": "u1", "offset": "-3"}, "offset"),
+    ("/api/reports/courses/c1/learners", {"limit": "100000"}, "limit"),
+    ("/api/reports/courses/c1/learners", {"format": "xlsx"}, "format"),
+    ("/api/reports/learners/" + "x" * 129 + "/courses", {}, "userId"),
+    ("/api/reports/learners/a%20b/courses", {}, "userId"),
+    ("/api/reports/courses/%F0%9F%98%80/learners", {}, "courseId"),
+]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_bad_parameters_get_a_400_naming_the_parameter(start_service):
+    service = await start_service()
+    for path, query, parameter in BAD:
+        response = await get(service, path, **query)
+        assert response.code == 400, (path, query, response.body)
+        error = body(response)["error"]
+        assert error["parameter"] == parameter, (path, query, error)
+        assert error["code"] == "invalid_parameter" and error["message"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_no_query_string_makes_a_report_fail_with_a_500(start_service):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    service = await start_service()
+    await service.store.save(HISTORY)
+    names = st.sampled_from(["userId", "courseId", "tz", "from", "to", "limit", "offset", "format"])
+    values = st.one_of(
+        st.text(max_size=40),
+        st.sampled_from(
+            ["u1", "c1", "2024-02-01", "2024-02-01T00:00:00+08:00", "UTC", "Asia/Shanghai", "0", "10"]
+        ),
+    )
+    paths = st.sampled_from(
+        [
+            "/api/reports/daily",
+            "/api/reports/sessions",
+            "/api/reports/courses/c1/learners",
+            "/api/reports/learners/u1/courses",
+        ]
+    )
+    cases = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(paths, st.dictionaries(names, values, max_size=6))
+    def collect(path, query):
+        cases.append((path, query))
+
+    collect()
+    for path, query in cases:
+        response = await get(service, path, **query)
+        assert response.code in (200, 400), (path, query, response.code, response.body)
+        if response.code == 400:
+            assert "parameter" in body(response)["error"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_sessions_are_listed_as_records_with_iso_times_and_open_marked(start_service):
+    service = await start_service()
+    await service.store.save(HISTORY)
+    page = body(await get(service, "/api/reports/sessions", userId="u1", courseId="c1", tz="Asia/Shanghai"))
+    assert [s["startedAt"] for s in page["sessions"]] == [
+        "2024-01-31T22:00:00+08:00",
+        "2024-01-31T23:00:00+08:00",
+        "2024-02-01T05:00:00+08:00",
+        "2024-02-01T23:50:00+08:00",
+    ]
+    last = page["sessions"][-1]
+    assert last["open"] is True and last["endedAt"] is None and last["secondsExact"] == 1800.125
+    assert last["seconds"] == 1800
+
+
+# The report source itself: membership and the query plans.
+
+
+WINDOWS = [
+    Window(),
+    Window(MIDNIGHT, MIDNIGHT + 86400),
+    Window(MIDNIGHT - 3600, MIDNIGHT + 5 * 3600),
+    Window(MIDNIGHT + 5 * 3600, MIDNIGHT + 5 * 3600 + 0.75),
+    Window(end=MIDNIGHT),
+    Window(start=MIDNIGHT + 86400),
+]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_contained_and_crossing_sessions_are_exactly_the_sessions_in_range(store, store_url):
+    zero = rec(start=MIDNIGHT + 86400, seconds=0.0)  # a session that earned nothing
+    await store.save([*HISTORY, zero])
+    source = open_report_source(store_url)
+    try:
+        for window in WINDOWS:
+            for scope in (Scope("u1", "c1"), Scope(course_id="c1"), Scope(user_id="u1")):
+                expected = sorted(
+                    r.started_at
+                    for r in [*HISTORY, zero]
+                    if (scope.user_id in (None, r.user_id) and scope.course_id in (None, r.course_id))
+                    and in_window(r.started_at, r.credited_until, window.start, window.end)
+                )
+                contained = await source.contained(scope, window, "user_id")
+                crossing = await source.crossing(scope, window)
+                assert sum(g.sessions for g in contained) + len(crossing) == len(expected), (window, scope)
+                spans = [s for batch in [b async for b in source.spans(scope, window)] for s in batch]
+                assert sorted(s.started_at for s in spans) == expected, (window, scope)
+                records = await source.records(scope, window, 100, 0)
+                assert [r.started_at for r in records] == expected
+    finally:
+        await source.close()
+
+
+@pytest.mark.gen_test
+async def test_sqlite_report_queries_search_the_indexes(store, store_url, store_kind):
+    if store_kind != "sqlite":
+        pytest.skip("the SQLite plan")
+    await store.save(HISTORY)
+    source = open_report_source(store_url)
+    try:
+        window = Window(MIDNIGHT, MIDNIGHT + 86400)
+        course = " ".join(await source.explain("contained", Scope(course_id="c1"), window))
+        assert "USING INDEX study_sessions_course_started" in course, course
+        learner = " ".join(await source.explain("spans", Scope(user_id="u1"), window))
+        assert "USING INDEX study_sessions_user_course" in learner, learner
+    finally:
+        await source.close()
+
+
+# The command line.
+
+
+def test_the_cli_prints_tables_and_csv_from_the_store(store, store_url, io_loop):
+    io_loop.run_sync(lambda: store.save(HISTORY))
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "server.py", "report", *args, f"--store={store_url}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # The server's store is open (and locked) here: the CLI still reads it.
+    table = run("learner", "u1", "--tz=Asia/Shanghai")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "userId",
+        "courseId",
+        "seconds",
+        "secondsExact",
+        "sessions",
+        "firstStudiedAt",
+        "lastStudiedAt",
+        "open",
+    ]
+    assert lines[1].split()[:5] == ["u1", "c1", "12601", "12601.625", "4"]
+    daily = run("daily", "--user=u1", "--course=c1", "--tz=Asia/Shanghai", "--format=csv")
+    assert daily.returncode == 0, daily.stderr
+    assert daily.stdout.splitlines() == [
+        "date,seconds,secondsExact",
+        "2024-01-31,5400,5400.25",
+        "2024-02-01,6001,6001.25",
+        "2024-02-02,1200,1200.125",
+    ]
+    board = run("course", "c1", "--format=csv", "--limit=1")
+    assert board.stdout.splitlines()[1].startswith("1,c1,u1,12601,")
+    sessions = run("sessions", "--course=c1", "--from=2024-02-01T05:00:00+08:00", "--format=csv")
+    assert len(sessions.stdout.splitlines()) == 3  # header, 05:00 and the open one
+    bad = run("daily", "--user=u1", "--tz=Nowhere/Special")
+    assert bad.returncode == 2 and "--tz" in bad.stderr
+
+
+# Authorization, through the socket's auth backend (JWT here).
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_learners_read_their_own_reports_teachers_a_course_admins_everything(start_service):
+    from tests.auth_helpers import SECRET, bearer, claims, hs256
+
+    service = await start_service(auth="jwt", jwt_secret=SECRET)
+    await service.store.save(HISTORY)
+    learner = bearer(hs256(claims("u1")))
+    teacher = bearer(hs256(claims("t1", roles=["teacher"])))
+    admin = bearer(hs256(claims("a1", roles=["admin"])))
+    limited = bearer(hs256(claims("a2", roles=["admin"], courses=["c2"])))
+    cases = [
+        (None, "/api/reports/learners/u1/courses", {}, 401),
+        ({"Authorization": "Bearer not-a-token"}, "/api/reports/daily", {"userId": "u1"}, 401),
+        (learner, "/api/reports/learners/u1/courses", {}, 200),
+        (learner, "/api/reports/daily", {"userId": "u1", "courseId": "c1"}, 200),
+        (learner, "/api/reports/learners/u2/courses", {}, 403),
+        (learner, "/api/reports/courses/c1/learners", {}, 403),
+        (learner, "/api/reports/sessions", {"courseId": "c1"}, 403),
+        (teacher, "/api/reports/courses/c1/learners", {}, 200),
+        (teacher, "/api/reports/sessions", {"userId": "u1", "courseId": "c1"}, 200),
+        (teacher, "/api/reports/learners/u1/courses", {}, 403),
+        (teacher, "/api/reports/daily", {"userId": "u1"}, 403),
+        (admin, "/api/reports/learners/u2/courses", {}, 200),
+        (admin, "/api/reports/daily", {"userId": "u2"}, 200),
+        (limited, "/api/reports/courses/c1/learners", {}, 403),
+        (limited, "/api/reports/daily", {"userId": "u1"}, 403),
+        (limited, "/api/reports/courses/c2/learners", {}, 200),
+    ]
+    for headers, path, query, status in cases:
+        response = await get(service, path, headers=headers, **query)
+        assert response.code == status, (headers, path, query, response.body)
+        if status != 200:
+            error = body(response)["error"]
+            assert error["code"] == ("unauthorized" if status == 401 else "forbidden") and error["message"]
+    # A credential limited to some courses sees only those in a learner's list.
+    only_c2 = body(await get(service, "/api/reports/learners/u1/courses", headers=limited))
+    assert [c["courseId"] for c in only_c2["courses"]] == ["c2"]
+    # A bad credential in the query string (the browser transport) is refused too.
+    response = await get(service, "/api/reports/daily", userId="u1", token="secret-token-value")
+    assert response.code == 401

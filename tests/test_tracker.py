@@ -1,0 +1,249 @@
+"""The counting rules, on the pure tracker with a fake clock (no sockets, no sleeping)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracking.clock import FakeClock
+from tracking.session import EndReason
+from tracking.tracker import Tracker, Verdict
+
+TIMEOUT = 60.0
+MIN_INTERVAL = 10.0
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def tracker():
+    return Tracker(heartbeat_timeout=TIMEOUT, min_heartbeat_interval=MIN_INTERVAL)
+
+
+def open_session(tracker, clock, user="u1", course="c1", sid=None):
+    session, replaced = tracker.open(user, course, clock(), session_id=sid or f"{user}-{course}-{clock()}")
+    return session, replaced
+
+
+def test_credit_runs_from_the_opening_through_each_accepted_heartbeat(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    assert tracker.heartbeat(session, clock()) is Verdict.ACCEPTED
+    assert session.seconds == 30
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    assert session.seconds == 60
+    assert session.heartbeats == 2
+    assert session.study_time == 60
+
+
+def test_the_first_heartbeat_is_never_too_frequent(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(0.5)
+    assert tracker.heartbeat(session, clock()) is Verdict.ACCEPTED
+    assert session.seconds == 0.5
+
+
+def test_a_heartbeat_sooner_than_the_minimum_interval_earns_nothing(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    clock.advance(9.9)
+    assert tracker.heartbeat(session, clock()) is Verdict.TOO_FREQUENT
+    assert session.seconds == 30
+    assert session.heartbeats == 1
+    # The refused heartbeat does not move the reference point either.
+    clock.advance(0.1)
+    assert tracker.heartbeat(session, clock()) is Verdict.ACCEPTED
+    assert session.seconds == 40
+
+
+def test_a_refused_heartbeat_does_not_postpone_the_timeout(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    clock.advance(25)
+    tracker.heartbeat(session, clock())  # accepted at 55
+    clock.advance(5)
+    assert tracker.heartbeat(session, clock()) is Verdict.TOO_FREQUENT
+    clock.advance(55)  # 60s after the accepted one at 55
+    assert tracker.expire(clock()) == [session]
+
+
+def test_silence_ends_in_a_timeout_that_earns_nothing_after_the_last_heartbeat(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(20)
+    tracker.heartbeat(session, clock())
+    clock.advance(59.9)
+    assert tracker.expire(clock()) == []
+    clock.advance(0.1)
+    assert tracker.expire(clock()) == [session]
+    assert session.end_reason is EndReason.TIMEOUT
+    assert session.seconds == 20
+    assert session.credited_until == session.started_at + 20
+    assert session.ended_at == session.started_at + 80
+    assert tracker.get("u1", "c1") is None
+
+
+def test_a_heartbeat_arriving_after_the_deadline_times_the_session_out(tracker, clock):
+    # The sweep runs every second or so; a heartbeat that beats the sweep to a
+    # session already past its deadline must not resurrect it.
+    session, _ = open_session(tracker, clock)
+    clock.advance(10)
+    tracker.heartbeat(session, clock())
+    clock.advance(60.5)
+    assert tracker.heartbeat(session, clock()) is Verdict.EXPIRED
+    assert session.end_reason is EndReason.TIMEOUT
+    assert session.seconds == 10
+
+
+def test_a_clean_close_earns_the_tail_and_a_lost_connection_does_not(tracker, clock):
+    clean, _ = open_session(tracker, clock, user="clean")
+    lost, _ = open_session(tracker, clock, user="lost")
+    clock.advance(30)
+    tracker.heartbeat(clean, clock())
+    tracker.heartbeat(lost, clock())
+    clock.advance(12.25)
+    tracker.end(clean, clock(), EndReason.CLIENT_CLOSED)
+    tracker.end(lost, clock(), EndReason.CONNECTION_LOST)
+    assert clean.seconds == 42.25
+    assert lost.seconds == 30
+
+
+@pytest.mark.parametrize("reason", [EndReason.CLIENT_CLOSED, EndReason.REPLACED, EndReason.SERVER_SHUTDOWN])
+def test_reasons_that_earn_the_tail(tracker, clock, reason):
+    session, _ = open_session(tracker, clock)
+    clock.advance(45)
+    tracker.end(session, clock(), reason)
+    assert session.seconds == 45
+    assert session.end_reason is reason
+
+
+@pytest.mark.parametrize("reason", [EndReason.CONNECTION_LOST, EndReason.TIMEOUT, EndReason.RATE_LIMITED])
+def test_reasons_that_forfeit_the_tail(tracker, clock, reason):
+    session, _ = open_session(tracker, clock)
+    clock.advance(45)
+    tracker.end(session, clock(), reason)
+    assert session.seconds == 0
+
+
+def test_a_clean_close_after_the_deadline_is_a_timeout(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(75)
+    tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+    assert session.end_reason is EndReason.TIMEOUT
+    assert session.seconds == 0
+
+
+def test_a_new_connection_replaces_the_old_and_no_second_is_earned_twice(tracker, clock):
+    old, _ = open_session(tracker, clock, sid="old")
+    clock.advance(30)
+    tracker.heartbeat(old, clock())
+    clock.advance(7)
+    new, replaced = open_session(tracker, clock, sid="new")
+    assert replaced is old
+    assert old.end_reason is EndReason.REPLACED
+    assert old.seconds == 37
+    assert old.credited_until == new.started_at  # rule 3: the intervals only touch
+    assert tracker.get("u1", "c1") is new
+    clock.advance(30)
+    tracker.heartbeat(new, clock())
+    assert old.seconds + new.seconds == 67  # exactly the wall time since the first opening
+    with pytest.raises(ValueError):
+        tracker.heartbeat(old, clock())
+
+
+def test_other_courses_and_users_are_independent(tracker, clock):
+    a, _ = open_session(tracker, clock, "u1", "c1")
+    b, replaced_b = open_session(tracker, clock, "u1", "c2")
+    c, replaced_c = open_session(tracker, clock, "u2", "c1")
+    assert replaced_b is None and replaced_c is None
+    assert len(tracker) == 3
+    assert a.is_open and b.is_open and c.is_open
+
+
+def test_credit_can_be_capped_at_an_earlier_instant(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    tracker.end(session, clock(), EndReason.REPLACED, credit_until=session.started_at + 12)
+    assert session.seconds == 12
+
+
+def test_fractions_are_carried_not_rounded_away(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    for _ in range(200):
+        clock.advance(10.6)
+        tracker.heartbeat(session, clock())
+    # Rounding each credit down would give 2000s, rounding to nearest 2200s.
+    assert session.seconds == pytest.approx(2120)
+    assert session.study_time == 2120
+
+
+def test_study_time_includes_earlier_sessions_and_never_decreases(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    session.base_seconds = 99.7
+    seen = [session.study_time]
+    for gap in (10, 10.2, 10.05, 59, 11):
+        clock.advance(gap)
+        tracker.heartbeat(session, clock())
+        seen.append(session.study_time)
+    assert seen == sorted(seen)
+    assert seen[0] == 99
+    assert seen[-1] == int(99.7 + 100.25)
+
+
+def test_a_clock_stepping_backwards_never_takes_credit_away(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    clock.advance(-3600)  # the wall clock is set back an hour
+    assert tracker.heartbeat(session, clock()) is Verdict.TOO_FREQUENT
+    assert session.seconds == 30
+    clock.advance(3600 + 15)
+    assert tracker.heartbeat(session, clock()) is Verdict.ACCEPTED
+    assert session.seconds == 45
+
+
+def test_the_sweep_visits_only_expired_sessions_in_deadline_order(tracker, clock):
+    sessions = []
+    for i in range(1000):
+        session, _ = open_session(tracker, clock, user=f"u{i}")
+        sessions.append(session)
+        clock.advance(0.01)
+    # Early sessions heartbeat, which moves their deadlines behind the later ones.
+    # t = 30: the first half heartbeats, moving its deadlines to t = 90,
+    # behind the second half's (opened at t = 5..10, deadlines t = 65..70).
+    clock.advance(20)
+    for session in sessions[:500]:
+        tracker.heartbeat(session, clock())
+    clock.advance(37.5)  # t = 67.5: part of the second half has expired
+    expired = tracker.expire(clock())
+    assert 0 < len(expired) < 500
+    assert all(s in sessions[500:] for s in expired)
+    assert all(s.is_open for s in sessions[:500])
+    clock.advance(12.5)  # t = 80: all of the second half, none of the first
+    tracker.expire(clock())
+    assert all(not s.is_open for s in sessions[500:])
+    assert all(s.is_open for s in sessions[:500])
+
+
+def test_the_sweep_stops_at_the_first_unexpired_session(tracker, clock):
+    # Cost proportional to the expiring sessions: with none expiring, the
+    # sweep looks at one session only, however many are live.
+    for i in range(10_000):
+        open_session(tracker, clock, user=f"u{i}")
+    visited = 0
+    original = tracker._by_deadline.values
+
+    class CountingView:
+        def __iter__(self_inner):
+            nonlocal visited
+            for session in original():
+                visited += 1
+                yield session
+
+    tracker._by_deadline.values = CountingView  # type: ignore[method-assign]
+    assert tracker.expire(clock()) == []
+    assert visited == 1

@@ -1,0 +1,135 @@
+"""The write-behind buffer over a real store: batching, totals before a flush, outages."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage import StoreUnavailable
+from storage.writer import SessionWriter
+from tracking.clock import FakeClock
+from tracking.session import EndReason
+from tracking.tracker import Tracker
+
+
+class FaultyStore:
+    """A real store with a switch that makes every call fail, as an outage does.
+
+    It also counts the records handed to ``save``: the store writes.
+    """
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.down = False
+        self.saved_records = 0
+        self.save_calls = 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.store, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args, **kwargs):
+            if self.down:
+                raise StoreUnavailable("outage (test)")
+            if name == "save":
+                self.save_calls += 1
+                self.saved_records += len(args[0])
+            return await attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def faulty(store):
+    return FaultyStore(store)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def tracker():
+    return Tracker(heartbeat_timeout=60, min_heartbeat_interval=10)
+
+
+@pytest.mark.gen_test
+async def test_many_heartbeats_become_one_write_per_session_per_flush(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    sessions = [tracker.open(f"u{i}", "c1", clock(), session_id=f"s{i}")[0] for i in range(50)]
+    for _ in range(6):
+        clock.advance(10)
+        for session in sessions:
+            tracker.heartbeat(session, clock())
+            writer.changed(session)
+    await writer.flush()
+    assert (faulty.save_calls, faulty.saved_records) == (1, 50)
+    assert await faulty.store.total_seconds("u7", "c1") == 60
+    await writer.flush()  # nothing changed: nothing written
+    assert faulty.saved_records == 50
+
+
+@pytest.mark.gen_test
+async def test_totals_include_credit_not_yet_flushed(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    first, _ = tracker.open("u1", "c1", clock(), session_id="a")
+    writer.changed(first)
+    clock.advance(30)
+    tracker.heartbeat(first, clock())
+    writer.changed(first)
+    await writer.flush()  # 30s durable
+    clock.advance(12.5)
+    tracker.heartbeat(first, clock())
+    writer.changed(first)
+    clock.advance(3)
+    tracker.end(first, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(first)
+    # 45.5s credited, 30s of it in the store, 15.5s still here.
+    assert await writer.total_seconds("u1", "c1") == pytest.approx(45.5)
+    await writer.flush()
+    assert await writer.total_seconds("u1", "c1") == pytest.approx(45.5)
+    assert await faulty.store.total_seconds("u1", "c1") == pytest.approx(45.5)
+
+
+@pytest.mark.gen_test
+async def test_an_outage_loses_nothing_and_everything_is_written_when_the_store_returns(
+    faulty, tracker, clock
+):
+    writer = SessionWriter(faulty, max_unsaved=3)
+    live = [tracker.open(f"u{i}", "c1", clock(), session_id=f"s{i}")[0] for i in range(4)]
+    for session in live:
+        writer.changed(session)
+    await writer.flush()
+    faulty.down = True
+    clock.advance(20)
+    for session in live:
+        tracker.heartbeat(session, clock())
+        writer.changed(session)
+    assert not await writer.flush()
+    assert not writer.healthy
+    for session in live[:3]:
+        clock.advance(1)
+        tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+        writer.ended(session)
+    assert not await writer.flush()
+    assert writer.full  # 4 waiting, bound 3: new connections are refused
+    with pytest.raises(StoreUnavailable):
+        await writer.total_seconds("u0", "c1")
+    faulty.down = False
+    assert await writer.flush()
+    assert writer.healthy and not writer.full and writer.unsaved == 0
+    stored = {r.session_id: r for r in await faulty.store.sessions()}
+    assert [stored[f"s{i}"].seconds for i in range(4)] == [21, 22, 23, 20]
+    assert [stored[f"s{i}"].end_reason for i in range(4)] == ["client_closed"] * 3 + [None]
+
+
+@pytest.mark.gen_test
+async def test_drain_gives_up_after_its_timeout_when_the_store_stays_down(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    session, _ = tracker.open("u1", "c1", clock(), session_id="a")
+    writer.changed(session)
+    faulty.down = True
+    assert not await writer.drain(0.2)
+    faulty.down = False
+    assert await writer.drain(1.0)
