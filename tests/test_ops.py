@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from tests.auth_helpers import SECRET, claims, hs256
 from tests.helpers import Client, ServerProcess, wait_for
 from tests.rawws import RawSocket
 
@@ -65,7 +66,7 @@ async def test_metrics_count_heartbeats_sessions_refusals_and_checkpoints(start_
     # Lifecycle ends are sessions closed, not refusals.
     assert 'study_time_auth_refusals_total{reason="heartbeat_timeout"}' not in after
     (record,) = await service.store.sessions(user_id="u1")
-    assert after["study_time_credited_seconds_total"] == pytest.approx(record.seconds)
+    assert after["study_time_credited_seconds_total"] == pytest.approx(record.seconds, abs=1e-5)
     assert after["study_time_checkpoint_seconds_count"] >= 1
     assert after["study_time_checkpoint_sessions_total"] >= 1
     assert after["study_time_checkpoint_failures_total"] == 0
@@ -185,3 +186,23 @@ def test_log_format_is_validated():
 
     with pytest.raises(settings.SettingsError, match="--log-format"):
         settings.load(["--log-format=xml"], {})
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_auth_refusals_are_counted_by_reason(start_service):
+    service = await start_service(auth="jwt", jwt_secret=SECRET)
+    nobody = await Client.connect(service.url, "u1", "c1")
+    assert (await nobody.closed())[0] == 4401
+    other = await Client.connect(
+        service.url, "u1", "c1", headers={"Authorization": f"Bearer {hs256(claims('u2'))}"}
+    )
+    assert (await other.closed())[0] == 4403
+    allowed = await Client.connect(
+        service.url, "u1", "c1", headers={"Authorization": f"Bearer {hs256(claims('u1'))}"}
+    )
+    await allowed.connected()
+    await allowed.close()
+    samples = await scrape(service)
+    assert samples['study_time_auth_refusals_total{reason="unauthorized"}'] == 1
+    assert samples['study_time_auth_refusals_total{reason="forbidden"}'] == 1
+    assert samples['study_time_sessions_closed_total{reason="client_closed"}'] == 1
