@@ -22,6 +22,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 import settings as settings_module
+import supervisor
 from auth import build_authenticator
 from handlers.base import log_request
 from handlers.health import HealthHandler
@@ -32,7 +33,8 @@ from metrics import Metrics
 from reports.service import Reports
 from reports.source import open_report_source
 from settings import Settings, SettingsError
-from storage import Store, StoreError, open_store
+from storage import Store, StoreError, StoreUnavailable, open_store
+from storage.coordination import coordinator_for
 from storage.writer import SessionWriter
 from tracking.clock import Clock, WallClock
 from tracking.protocol import REFUSAL_CODES, refusal
@@ -70,6 +72,12 @@ class Service:
         self.store = store if store is not None else open_store(settings.store)
         self.tracker = Tracker(settings.heartbeat_timeout, settings.min_heartbeat_interval)
         self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
+        self.coordinator = coordinator_for(
+            self.store,
+            self.writer,
+            heartbeat_interval=settings.heartbeat_interval,
+            process_timeout=settings.process_timeout,
+        )
         self.reports = Reports(open_report_source(settings.store))
         self.connections: set[StudyTimeSocket] = set()
         self.metrics = Metrics(end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES)
@@ -96,6 +104,10 @@ class Service:
                 len(recovered),
                 sum(r.seconds for r in recovered),
             )
+        try:
+            await self.coordinator.start(self.clock())
+        except StoreUnavailable as exc:
+            raise StoreError(f"cannot register this process in the store: {exc}") from exc
         settings = self.settings
         self.http_server = HTTPServer(
             self.app,
@@ -111,8 +123,51 @@ class Service:
             PeriodicCallback(self.sweep, settings.sweep_interval * 1000),
             PeriodicCallback(self.writer.flush, settings.flush_interval * 1000),
         ]
+        if self.coordinator.poll_interval is not None:
+            self._timers.append(PeriodicCallback(self.coordinate, self.coordinator.poll_interval * 1000))
         for timer in self._timers:
             timer.start()
+
+    async def opening_total(self, session: Session) -> float:
+        """Claim a new session's (user, course) and read the total it continues from.
+
+        Raises :class:`StoreUnavailable` (the connection is then refused with 1013).
+        """
+        try:
+            elsewhere = await self.coordinator.claim(session)
+            return await self.writer.total_seconds(session.user_id, session.course_id) + elsewhere
+        except StoreUnavailable:
+            self.coordinator.ended(session)
+            raise
+
+    async def coordinate(self) -> None:
+        """Act on what other processes did: takeovers of our sessions, our presumed death."""
+        now = self.clock()
+        result = await self.coordinator.poll(now)
+        for session, at in result.takeovers:
+            if session.is_open:
+                self.tracker.end(session, now, EndReason.REPLACED, credit_until=at)
+                self.session_ended(session)
+                session.connection.refuse(  # type: ignore[union-attr]
+                    refusal("replaced", "a newer connection for this user and course took over")
+                )
+            elif self.tracker.cap(session, at):
+                # It ended here after the takeover instant: write it again
+                # without the overlap, so no second counts twice.
+                self.writer.ended(session)
+        if result.presumed_dead:
+            for session in self.tracker:
+                if self.tracker.end(session, now, EndReason.SERVER_LOST):
+                    self.session_ended(session)
+                    session.connection.refuse(  # type: ignore[union-attr]
+                        refusal("store_unavailable", "this server lost the study record store, reconnect")
+                    )
+        if result.recovered:
+            log.warning(
+                "closed %d sessions of server processes presumed dead (server_lost), keeping %.1fs of credit",
+                len(result.recovered),
+                sum(r.seconds for r in result.recovered),
+            )
 
     def sweep(self) -> None:
         """End the sessions whose heartbeat deadline has passed (the tracker finds only those)."""
@@ -125,6 +180,7 @@ class Service:
     def session_ended(self, session: Session) -> None:
         """Record an ended session: queue its final snapshot and log it."""
         self.writer.ended(session)
+        self.coordinator.ended(session)
         self.metrics.session_closed(session.end_reason)  # type: ignore[arg-type]
         log.info(
             "session closed user=%s course=%s session=%s remote=%s reason=%s credited=%.3fs total=%ds",
@@ -171,6 +227,7 @@ class Service:
         await self._wait_for_connections(CLOSE_GRACE_SECONDS)
         if self.http_server is not None:
             await self.http_server.close_all_connections()
+        await self.coordinator.stop(saved=saved)
         await self.reports.close()
         await self.store.close()
         return saved
@@ -245,12 +302,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings_module.configure_logging(settings.log_level, settings.log_format)
     try:
+        processes = supervisor.resolve(settings.processes)
+        if processes > 1 and not open_store(settings.store).supports_many_processes:
+            raise StoreError(
+                f"--processes={settings.processes} starts {processes} processes, but the SQLite store"
+                " serves one process; use --processes=1 or a mongodb:// store"
+            )
+    except StoreError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
         # Bound before the IOLoop starts (and before any fork), so that
         # several processes can share them.
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
     except OSError as exc:
         log.error("cannot start: cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
         return 1
+    if processes > 1:
+        status = supervisor.Workers(processes).run()
+        if status is not None:  # the parent, once every worker has exited
+            return status
     return asyncio.run(serve(settings, sockets))
 
 

@@ -58,6 +58,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected zero or a positive integer, got {text!r}")
+    return value
+
+
 def port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -175,8 +182,8 @@ class Settings:
     store: str = setting(
         "sqlite:///data/study_time.db",
         text,
-        "where study records are kept: sqlite:///PATH (relative to the working directory)"
-        " or sqlite:////ABSOLUTE/PATH",
+        "where study records are kept: sqlite:///PATH (relative to the working directory),"
+        " sqlite:////ABSOLUTE/PATH, or mongodb://[USER:PASSWORD@]HOST:PORT/DBNAME[?OPTIONS]",
         secret=True,  # a database URL may carry a password
     )
     heartbeat_interval: float = setting(
@@ -212,6 +219,17 @@ class Settings:
         100_000,
         positive_int,
         "sessions waiting for an unavailable store before new connections are refused (1013)",
+    )
+    processes: int = setting(
+        1,
+        non_negative_int,
+        "server processes sharing the port (0 = one per CPU core); more than 1 needs a mongodb:// store",
+    )
+    process_timeout: float = setting(
+        60.0,
+        seconds,
+        "a server process not heard from for this long is presumed dead: another closes its"
+        " sessions at their last checkpoint (server_lost) and frees its leases (mongodb:// store)",
     )
     report_timezone: str = setting(
         "UTC", time_zone, "IANA time zone of report days and times when a request gives no tz="

@@ -109,9 +109,10 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
                 refusal("replaced", "a newer connection for this user and course took over")
             )
         try:
-            # The replaced session's final credit is already in the writer,
-            # so the total includes it whether or not it has been flushed.
-            base = await service.writer.total_seconds(user_id, course_id)
+            # The replaced session's final credit is in the writer (or, from
+            # another process, estimated), so the total includes it whether or
+            # not it has been flushed.
+            base = await service.opening_total(session)
         except StoreUnavailable as exc:
             log.warning(
                 "store unavailable opening a session for user=%s course=%s: %s", user_id, course_id, exc

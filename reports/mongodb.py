@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from storage.mongodb import SESSIONS, MongoStore, from_date, to_date
-
 from tracking.session import SessionRecord
 
 from .params import Window
@@ -88,9 +87,9 @@ def span(d: dict) -> Span:
 class MongoReports(ReportSource):
     def __init__(self, url: str) -> None:
         self._store = MongoStore(url)
-        # Unless the URL sets timeoutMS itself (which MongoStore honours).
-        if "timeoutMS" in self._store._options:
-            self._store._options["timeoutMS"] = REPORT_TIMEOUT_MS
+        # Unless the URL sets socketTimeoutMS itself (which MongoStore honours).
+        if "socketTimeoutMS" in self._store._options:
+            self._store._options["socketTimeoutMS"] = REPORT_TIMEOUT_MS
         self._opened = False
 
     async def _sessions(self):

@@ -9,7 +9,7 @@ session's latest snapshot: it is an idempotent upsert keyed by
 higher one, so a retried or reordered write can never count twice or go
 backwards.
 
-Every store passes ``tests/store_contract.py``.
+Every store passes ``tests/test_store_contract.py``.
 """
 
 from __future__ import annotations
@@ -80,6 +80,12 @@ def open_store(url: str, *, server: bool = True) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url, exclusive=server)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from .mongodb import MongoStore
+
+        return MongoStore.from_url(url)
     # Only the scheme is echoed: a database URL may carry a password.
     scheme = url.split(":", 1)[0] if ":" in url else url[:20]
-    raise StoreError(f"unsupported store URL scheme {scheme!r}: expected sqlite:///PATH")
+    raise StoreError(
+        f"unsupported store URL scheme {scheme!r}: expected sqlite:///PATH or mongodb://HOST:PORT/DBNAME"
+    )

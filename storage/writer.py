@@ -57,6 +57,10 @@ class SessionWriter:
         """Sessions whose latest state is not yet in the store."""
         return len(self._pending) + sum(1 for sid in self._dirty if sid not in self._pending)
 
+    def is_saved(self, session_id: str) -> bool:
+        """Whether nothing of this session is waiting to be written."""
+        return session_id not in self._pending and session_id not in self._dirty
+
     @property
     def full(self) -> bool:
         """Too much is waiting for the store: new connections are refused until it drains."""

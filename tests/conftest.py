@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 
 import pytest
 import tornado.netutil
@@ -17,18 +18,59 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from server import Service  # noqa: E402
+from tests import ferretdb  # noqa: E402
 from tests.helpers import fast_settings  # noqa: E402
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="session")
+def mongodb_server():
+    """The URL (no database) of a real MongoDB-compatible server, started once per test run.
+
+    ``$STUDY_TIME_TEST_MONGODB_URL`` if set, else FerretDB in a temporary
+    folder. Without either the MongoDB tests skip, except under ``CI=true``
+    where that is a failure.
+    """
+    url = os.environ.get(ferretdb.URL_ENV)
+    if url:
+        yield url.rstrip("/")
+        return
+    binary = ferretdb.find_binary()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(ferretdb.HOW_TO_ENABLE)
+        pytest.skip(ferretdb.HOW_TO_ENABLE)
+    server = ferretdb.FerretDB(binary).start()
+    yield server.url
+    server.stop()
+
+
+def mongodb_url(server_url: str, database: str, options: str = "") -> str:
+    """``server_url`` with a database name and extra connection string options."""
+    base, _, query = server_url.partition("?")
+    query = "&".join(q for q in (query, options) if q)
+    return f"{base.rstrip('/')}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def mongodb_database(request, mongodb_server):
+    """A fresh database name on the test server, dropped after the test."""
+    name = f"st_{uuid.uuid4().hex[:16]}"
+    yield name
+    ferretdb.drop_database(mongodb_server, name)
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
 def store_kind(request) -> str:
     return request.param
 
 
 @pytest.fixture
-def store_url(store_kind, tmp_path) -> str:
+def store_url(store_kind, tmp_path, request) -> str:
     if store_kind == "sqlite":
         return f"sqlite:///{tmp_path}/study_time.db"
+    if store_kind == "mongodb":
+        server = request.getfixturevalue("mongodb_server")
+        return mongodb_url(server, request.getfixturevalue("mongodb_database"))
     raise AssertionError(f"unknown store kind {store_kind}")
 
 

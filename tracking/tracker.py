@@ -130,10 +130,32 @@ class Tracker:
             reason = EndReason.TIMEOUT
         if reason.earns_tail:
             self._credit(session, now if credit_until is None else min(now, credit_until))
+        if credit_until is not None:
+            self.cap(session, credit_until)
         session.ended_at = now
         session.end_reason = reason
         session.rev += 1
         self._forget(session)
+        return True
+
+    def cap(self, session: Session, until: float) -> bool:
+        """Take back the credit a session earned after ``until``; return whether there was any.
+
+        For a takeover by another process decided at ``until``: heartbeats
+        this process accepted before it heard of it (within one poll) must
+        not count twice. Exact because every credited gap is shorter than
+        the heartbeat timeout (a longer one ends the session without
+        credit), so a session's credit is the wall time from its start to
+        ``credited_until``. Works on ended sessions too (their final snapshot
+        is then written again with the higher ``rev``).
+        """
+        until = max(until, session.started_at)
+        excess = session.credited_until - until
+        if excess <= 0:
+            return False
+        session.seconds = max(0.0, session.seconds - excess)
+        session.credited_until = until
+        session.rev += 1
         return True
 
     def discard(self, session: Session) -> None:

@@ -1,0 +1,354 @@
+"""The shared store: study records in MongoDB (or FerretDB), for any number of server processes.
+
+Uses PyMongo's native asyncio client (:class:`pymongo.AsyncMongoClient`),
+which runs on the IOLoop Tornado uses; Motor, its predecessor, is deprecated
+and ran every call through a thread pool. Only what both MongoDB 6.0+ and
+FerretDB 1.24 support is used: single-document atomic updates, unordered
+bulk writes, ``find_one_and_update``, and ``$match``/``$group``/``$sort``
+aggregations. No transactions, no change streams.
+
+``docs/storage.md`` documents every collection, field and index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
+from pymongo import AsyncMongoClient, IndexModel, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import AutoReconnect, BulkWriteError, ConfigurationError, OperationFailure, PyMongoError
+
+from tracking.session import EndReason, SessionRecord
+
+from .base import Store, StoreError, StoreUnavailable
+
+SESSIONS = "study_sessions"
+LEASES = "study_leases"
+TAKEOVERS = "study_takeovers"
+PROCESSES = "study_processes"
+
+DUPLICATE_KEY = 11000
+INDEX_ATTEMPTS = 5
+
+# Short defaults so that an outage is noticed in seconds, not after PyMongo's
+# 30 s server selection, and a hung connection cannot stall the flushes; a
+# connection string option of the same name wins. (Not timeoutMS: when set,
+# it replaces serverSelectionTimeoutMS as the bound on server selection.)
+DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000, "socketTimeoutMS": 10000}
+
+INDEXES: dict[str, list[IndexModel]] = {
+    SESSIONS: [
+        # "sessions of a user in a course" (totals, history); its userId prefix
+        # also serves "sessions of a user" across courses.
+        IndexModel([("userId", 1), ("courseId", 1), ("startedAt", 1)], name="user_course_started"),
+        # "sessions of a course in a time range"
+        IndexModel([("courseId", 1), ("startedAt", 1)], name="course_started"),
+        # "sessions still open" (endedAt is null), and those of one process
+        IndexModel([("endedAt", 1), ("processId", 1)], name="open_by_process"),
+    ],
+    LEASES: [IndexModel([("processId", 1)], name="process")],
+    TAKEOVERS: [IndexModel([("processId", 1)], name="process")],
+    PROCESSES: [IndexModel([("expiresAt", 1)], name="expires")],
+}
+
+
+def to_date(seconds: float) -> DatetimeMS:
+    """A server time as a BSON date (UTC, rounded to the millisecond)."""
+    return DatetimeMS(round(seconds * 1000))
+
+
+def from_date(value: Any) -> float:
+    return int(value) / 1000
+
+
+def utc_day(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
+def new_process_id() -> str:
+    """Unique per server process, readable in the database: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def database_name(url: str) -> str:
+    """The database named in a ``mongodb://`` URL's path; the URL itself is never echoed."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    # Credentials cannot contain a raw "/" (they must be percent-encoded), so
+    # the first "/" after the scheme starts the path.
+    _, slash, path = rest.partition("/")
+    name = path.split("?", 1)[0]
+    if not slash or not name:
+        raise StoreError(
+            "invalid --store: a mongodb:// URL must name the database, as in mongodb://HOST:PORT/DBNAME"
+        )
+    if len(name) > 63 or any(c in name for c in '/\\. "$'):
+        raise StoreError("invalid --store: the database name in the mongodb:// URL is not valid")
+    return name
+
+
+class MongoStore(Store):
+    """Study records in a MongoDB database shared by every server process."""
+
+    supports_many_processes = True
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.database_name = database_name(url)
+        present = {key.lower() for key in _query_options(url)}
+        self._options = {k: v for k, v in DEFAULT_OPTIONS.items() if k.lower() not in present}
+        self.process_id = new_process_id()
+        self._client: AsyncMongoClient | None = None
+        self._db: AsyncDatabase | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> MongoStore:
+        return cls(url)
+
+    @property
+    def db(self) -> AsyncDatabase:
+        if self._db is None:
+            raise StoreUnavailable("the MongoDB store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        try:
+            self._client = AsyncMongoClient(self._url, tz_aware=True, appname="study-time", **self._options)
+        except (ConfigurationError, ValueError, TypeError) as exc:
+            # PyMongo's messages name the offending option, never the password.
+            raise StoreError(f"invalid --store: {exc}") from None
+        codecs = CodecOptions(tz_aware=True, tzinfo=UTC, datetime_conversion=DatetimeConversion.DATETIME_MS)
+        self._db = self._client.get_database(self.database_name, codec_options=codecs)
+        try:
+            await self._db.command("ping")
+            await self._create_indexes()
+        except PyMongoError as exc:
+            await self.close()
+            raise StoreError(f"cannot use the MongoDB store: {_describe(exc)}") from None
+
+    async def _create_indexes(self) -> None:
+        """Create the indexes that are missing, by name.
+
+        Asking FerretDB 1.24 to create a compound index that already exists
+        makes it drop the connection, so existing ones are skipped here
+        rather than relying on the server treating a repeat as a no-op.
+        """
+        for collection, indexes in INDEXES.items():
+            for attempt in range(INDEX_ATTEMPTS):
+                existing = {index["name"] async for index in await self.db[collection].list_indexes()}
+                missing = [index for index in indexes if index.document["name"] not in existing]
+                if not missing:
+                    break
+                try:
+                    await self.db[collection].create_indexes(missing)
+                    break
+                except AutoReconnect:
+                    # Processes starting together race to create them; the
+                    # loser's connection is dropped (FerretDB) and it looks again.
+                    if attempt == INDEX_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        self._client = None
+        self._db = None
+
+    async def ping(self) -> None:
+        async with self._errors():
+            await self.db.command("ping")
+
+    async def save(self, records: Sequence[SessionRecord]) -> None:
+        if not records:
+            return
+        latest: dict[str, SessionRecord] = {}
+        for record in records:  # a batch may repeat a session: its highest rev wins
+            if record.session_id not in latest or record.rev > latest[record.session_id].rev:
+                latest[record.session_id] = record
+        docs = [self._document(r) for r in latest.values()]
+        sessions = self.db[SESSIONS]
+        async with self._errors():
+            # Upsert in two steps because FerretDB's reply to an upsert that
+            # hits a duplicate key breaks PyMongo's bulk API. First update the
+            # documents that exist and hold an older revision; a session that
+            # someone else closed as server_lost is final.
+            updates = [
+                UpdateOne(
+                    {"_id": d["_id"], "rev": {"$lt": d["rev"]}, "endReason": {"$ne": EndReason.SERVER_LOST}},
+                    {"$set": {k: v for k, v in d.items() if k != "_id"}},
+                )
+                for d in docs
+            ]
+            result = await sessions.bulk_write(updates, ordered=False)
+            if result.matched_count == len(docs):
+                return
+            # Then insert the sessions that are not there yet. A duplicate key
+            # means the document exists with this or a newer revision: done.
+            existing = {d["_id"] async for d in sessions.find({"_id": {"$in": list(latest)}}, {"_id": 1})}
+            missing = [d for d in docs if d["_id"] not in existing]
+            if missing:
+                try:
+                    await sessions.insert_many(missing, ordered=False)
+                except BulkWriteError as exc:
+                    errors = exc.details.get("writeErrors", [])
+                    if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                        raise StoreUnavailable(
+                            f"MongoDB refused a write: {errors[0].get('errmsg')}"
+                        ) from None
+
+    async def total_seconds(self, user_id: str, course_id: str) -> float:
+        pipeline = [
+            {"$match": {"userId": user_id, "courseId": course_id}},
+            {"$group": {"_id": None, "seconds": {"$sum": "$seconds"}}},
+        ]
+        async with self._errors():
+            rows = await (await self.db[SESSIONS].aggregate(pipeline)).to_list()
+        return float(rows[0]["seconds"]) if rows else 0.0
+
+    async def live_processes(self, now: float) -> list[str]:
+        """The ids of the server processes whose liveness record has not expired at ``now``."""
+        async with self._errors():
+            return [
+                d["_id"]
+                async for d in self.db[PROCESSES].find({"expiresAt": {"$gte": to_date(now)}}, {"_id": 1})
+            ]
+
+    async def recover(self, now: float) -> list[SessionRecord]:
+        """Close the open sessions of every process that is not alive; free what they held.
+
+        A process is alive while its ``study_processes`` record has not
+        expired (see :mod:`storage.coordination`); sessions saved without a
+        live owner (by a process that is gone, or by a store used outside a
+        server) are orphans.
+        """
+        async with self._errors():
+            live = await self.live_processes(now)
+            orphan_filter = {"endedAt": None, "processId": {"$nin": live}}
+            orphans = [self._record(d) async for d in self.db[SESSIONS].find(orphan_filter)]
+            recovered = []
+            for record in orphans:
+                # Guarded by rev: a checkpoint landing meanwhile wins, and the
+                # next recovery closes the session at that checkpoint instead.
+                result = await self.db[SESSIONS].update_one(
+                    {"_id": record.session_id, "rev": record.rev, "endedAt": None},
+                    {
+                        "$set": {
+                            "endedAt": to_date(record.credited_until),
+                            "exact.endedAt": record.credited_until,
+                            "endReason": EndReason.SERVER_LOST.value,
+                        },
+                        "$inc": {"rev": 1},
+                    },
+                )
+                if result.modified_count:
+                    recovered.append(
+                        replace(
+                            record,
+                            ended_at=record.credited_until,
+                            end_reason=EndReason.SERVER_LOST.value,
+                            rev=record.rev + 1,
+                        )
+                    )
+            await self.db[LEASES].delete_many({"processId": {"$nin": live}})
+            await self.db[TAKEOVERS].delete_many({"processId": {"$nin": live}})
+            await self.db[PROCESSES].delete_many({"expiresAt": {"$lt": to_date(now)}})
+        recovered.sort(key=lambda r: (r.started_at, r.session_id))
+        return recovered
+
+    async def sessions(
+        self, *, user_id: str | None = None, course_id: str | None = None
+    ) -> list[SessionRecord]:
+        query: dict[str, str] = {}
+        if user_id is not None:
+            query["userId"] = user_id
+        if course_id is not None:
+            query["courseId"] = course_id
+        async with self._errors():
+            cursor = self.db[SESSIONS].find(query).sort([("startedAt", 1), ("_id", 1)])
+            return [self._record(d) async for d in cursor]
+
+    # Mapping between records and documents.
+
+    def _document(self, r: SessionRecord) -> dict:
+        return {
+            "_id": r.session_id,
+            "userId": r.user_id,
+            "courseId": r.course_id,
+            "startedAt": to_date(r.started_at),
+            "creditedUntil": to_date(r.credited_until),
+            "endedAt": None if r.ended_at is None else to_date(r.ended_at),
+            # The same instants unrounded (BSON dates keep milliseconds), so
+            # the service reads back exactly the floats it wrote.
+            "exact": {"startedAt": r.started_at, "creditedUntil": r.credited_until, "endedAt": r.ended_at},
+            "day": utc_day(r.started_at),
+            "seconds": float(r.seconds),
+            "heartbeats": r.heartbeats,
+            "endReason": r.end_reason,
+            "remoteAddr": r.remote_addr,
+            "userAgent": r.user_agent,
+            "lastClientTime": r.last_client_time,
+            "rev": r.rev,
+            "processId": self.process_id,
+        }
+
+    @staticmethod
+    def _record(d: dict) -> SessionRecord:
+        exact = d.get("exact") or {}
+
+        def instant(name: str) -> float | None:
+            if d.get(name) is None:
+                return None
+            value = exact.get(name)
+            return float(value) if value is not None else from_date(d[name])
+
+        return SessionRecord(
+            session_id=d["_id"],
+            user_id=d["userId"],
+            course_id=d["courseId"],
+            started_at=instant("startedAt"),  # type: ignore[arg-type]
+            credited_until=instant("creditedUntil"),  # type: ignore[arg-type]
+            seconds=float(d["seconds"]),
+            heartbeats=int(d["heartbeats"]),
+            rev=int(d["rev"]),
+            ended_at=instant("endedAt"),
+            end_reason=d.get("endReason"),
+            remote_addr=d.get("remoteAddr"),
+            user_agent=d.get("userAgent"),
+            last_client_time=d.get("lastClientTime"),
+        )
+
+    @staticmethod
+    def _errors() -> _MapErrors:
+        return _MapErrors()
+
+
+class _MapErrors:
+    """Turns PyMongo's errors into :class:`StoreUnavailable`, without the connection string."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None and isinstance(exc, PyMongoError):
+            raise StoreUnavailable(f"MongoDB: {_describe(exc)}") from exc
+        return False
+
+
+def _describe(exc: PyMongoError) -> str:
+    if isinstance(exc, OperationFailure):
+        return f"{type(exc).__name__} (code {exc.code}): {str(exc)[:200]}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _query_options(url: str) -> list[str]:
+    query = url.split("?", 1)[1] if "?" in url else ""
+    return [part.split("=", 1)[0] for part in query.replace(";", "&").split("&") if part]
