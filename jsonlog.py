@@ -1,7 +1,7 @@
 """``--log-format=json``: one JSON object per log line.
 
-Every line has ``time`` (UTC, ISO 8601), ``level``, ``logger`` and
-``message``. Fields a log call passes with ``extra=`` (the session open and
+Every line has ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+``message`` and ``pid``. Fields a log call passes with ``extra=`` (the session open and
 close lines pass ``user``, ``course``, ``session``, ``reason``,
 ``credited_seconds``, ``total_seconds``, ``remote``) become keys of their own,
 so a log pipeline can filter on them without parsing the message. No log call
@@ -25,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # tells the workers of --processes apart
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key not in entry:

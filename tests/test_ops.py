@@ -171,7 +171,7 @@ def test_json_logs_carry_session_fields_and_no_credentials(tmp_path):
         assert server.terminate() == 0
     lines = [json.loads(line) for line in server.output]  # every line is one JSON object
     for line in lines:
-        assert {"time", "level", "logger", "message"} <= line.keys()
+        assert {"time", "level", "logger", "message", "pid"} <= line.keys()
     opened = next(line for line in lines if line.get("event") == "session_opened")
     closed = next(line for line in lines if line.get("event") == "session_closed")
     assert opened["user"] == "u1" and opened["course"] == "c1" and opened["remote"] == "127.0.0.1"
