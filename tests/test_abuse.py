@@ -434,8 +434,8 @@ async def test_replies_lost_with_their_connection_log_no_error(start_service, ca
         # Enough replies to fill the kernel's buffers and queue some in the server's memory.
         for _ in range(20):
             conn.send(text(HEARTBEAT) * 2000)
-            with contextlib.suppress(ConnectionError):
-                await conn.writer.drain()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(conn.writer.drain(), 10)
         conn.reset()
     await wait_for(lambda: not service.connections, timeout=20, message="the connections to close")
     gc.collect()
