@@ -34,6 +34,9 @@ class SessionWriter:
         self.max_unsaved = max_unsaved
         self._dirty: dict[str, Session] = {}  # live sessions changed since the last flush
         self._pending: dict[str, SessionRecord] = {}  # snapshots not yet written
+        # session ids in _pending by (user, course): opening a session reads
+        # its total, and must not scan every snapshot waiting here to do it.
+        self._pending_by_key: dict[tuple[str, str], set[str]] = {}
         self._durable: dict[str, float] = {}  # credit known to be in the store, by session
         self._lock = asyncio.Lock()  # one flush at a time; reads wait for it
         self._failing_since: float | None = None
@@ -50,7 +53,7 @@ class SessionWriter:
     def ended(self, session: Session) -> None:
         """A session ended: its final snapshot is written at the next flush."""
         self._dirty.pop(session.session_id, None)
-        self._pending[session.session_id] = session.record()
+        self._set_pending(session.record())
 
     @property
     def unsaved(self) -> int:
@@ -78,16 +81,15 @@ class SessionWriter:
         """
         async with self._lock:
             total = await self.store.total_seconds(user_id, course_id)
-            for record in self._pending.values():
-                if record.user_id == user_id and record.course_id == course_id:
-                    total += record.seconds - self._durable.get(record.session_id, 0.0)
+            for session_id in self._pending_by_key.get((user_id, course_id), ()):
+                total += self._pending[session_id].seconds - self._durable.get(session_id, 0.0)
             return total
 
     async def flush(self) -> bool:
         """Write every changed session; return False if the store failed (kept for later)."""
         async with self._lock:
-            for session_id, session in self._dirty.items():
-                self._pending[session_id] = session.record()
+            for session in self._dirty.values():
+                self._set_pending(session.record())
             self._dirty.clear()
             if not self._pending:
                 return True
@@ -110,7 +112,7 @@ class SessionWriter:
                 # A session that changed again while the batch was in flight
                 # has a newer snapshot waiting: keep that one.
                 if self._pending.get(record.session_id) is record:
-                    del self._pending[record.session_id]
+                    self._drop_pending(record)
                 if record.is_open:
                     self._durable[record.session_id] = record.seconds
                 else:
@@ -128,6 +130,18 @@ class SessionWriter:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _set_pending(self, record: SessionRecord) -> None:
+        self._pending[record.session_id] = record
+        self._pending_by_key.setdefault((record.user_id, record.course_id), set()).add(record.session_id)
+
+    def _drop_pending(self, record: SessionRecord) -> None:
+        del self._pending[record.session_id]
+        key = (record.user_id, record.course_id)
+        ids = self._pending_by_key[key]
+        ids.discard(record.session_id)
+        if not ids:
+            del self._pending_by_key[key]
 
     def _checkpointed(self, sessions: int, started: float, ok: bool) -> None:
         if self.on_checkpoint is not None:
