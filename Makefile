@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint format ferretdb browser clean bench bench-full
+.PHONY: run test soak lint format ferretdb browser clean bench bench-full
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(VENV)/.dev ferretdb browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
+
+## Soak test (opt-in, not in `make test`): thousands of connections churning for SOAK_SECONDS (default 600).
+soak: $(VENV)/.dev
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(PY) -m pytest -q -s tests/test_soak.py
 
 ## Build FerretDB (the MongoDB-compatible server the store tests use) unless it is already there.
 ferretdb:

@@ -27,8 +27,10 @@ import supervisor
 from auth import build_authenticator
 from handlers.base import log_request
 from handlers.health import HealthHandler
+from handlers.ops import MetricsHandler, ReadyHandler
 from handlers.reports import ROUTES as REPORT_ROUTES
 from handlers.study_time import StudyTimeSocket
+from metrics import Metrics
 from reports.service import Reports
 from reports.source import open_report_source
 from settings import Settings, SettingsError
@@ -36,7 +38,7 @@ from storage import Store, StoreError, StoreUnavailable, open_store
 from storage.coordination import coordinator_for
 from storage.writer import SessionWriter
 from tracking.clock import Clock, WallClock
-from tracking.protocol import refusal
+from tracking.protocol import REFUSAL_CODES, refusal
 from tracking.session import EndReason, Session
 from tracking.tracker import Tracker
 
@@ -54,6 +56,13 @@ GC_YOUNG_THRESHOLD = 50_000
 # Once closes are sent at shutdown, wait at most this long for clients to
 # answer them before the process exits.
 CLOSE_GRACE_SECONDS = 1.0
+
+# HTTP limits. No endpoint takes a request body and WebSocket frames are at
+# most --max-message-size, so Tornado's defaults (100 MB buffers and bodies,
+# an hour to send a request head) only serve abuse.
+MAX_HEADER_BYTES = 32 * 1024  # request line + headers, a token in the query included
+MAX_BODY_BYTES = 64 * 1024
+MAX_READ_BUFFER_BYTES = 1024 * 1024
 
 
 class Service:
@@ -79,6 +88,14 @@ class Service:
         )
         self.reports = Reports(open_report_source(settings.store))
         self.connections: set[StudyTimeSocket] = set()
+        self.metrics = Metrics(end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES)
+        self.metrics.watch(
+            open_connections=lambda: len(self.connections),
+            live_sessions=lambda: len(self.tracker),
+            unsaved_sessions=lambda: self.writer.unsaved,
+            credited_seconds=lambda: self.tracker.credited_seconds,
+        )
+        self.writer.on_checkpoint = self.metrics.checkpoint
         self._no_connections = asyncio.Event()
         self.shutting_down = False
         self.app = make_app(self)
@@ -99,9 +116,17 @@ class Service:
             await self.coordinator.start(self.clock())
         except StoreUnavailable as exc:
             raise StoreError(f"cannot register this process in the store: {exc}") from exc
-        self.http_server = HTTPServer(self.app)
-        self.http_server.add_sockets(sockets)
         settings = self.settings
+        self.http_server = HTTPServer(
+            self.app,
+            xheaders=settings.trust_proxy_headers,
+            idle_connection_timeout=settings.http_idle_timeout,
+            body_timeout=settings.http_idle_timeout,
+            max_header_size=MAX_HEADER_BYTES,
+            max_body_size=MAX_BODY_BYTES,
+            max_buffer_size=MAX_READ_BUFFER_BYTES,
+        )
+        self.http_server.add_sockets(sockets)
         self._timers = [
             PeriodicCallback(self.sweep, settings.sweep_interval * 1000),
             PeriodicCallback(self.writer.flush, settings.flush_interval * 1000),
@@ -164,6 +189,7 @@ class Service:
         """Record an ended session: queue its final snapshot and log it."""
         self.writer.ended(session)
         self.coordinator.ended(session)
+        self.metrics.session_closed(session.end_reason)  # type: ignore[arg-type]
         log.info(
             "session closed user=%s course=%s session=%s remote=%s reason=%s credited=%.3fs total=%ds",
             session.user_id,
@@ -173,6 +199,16 @@ class Service:
             session.end_reason,
             session.seconds,
             session.study_time,
+            extra={
+                "event": "session_closed",
+                "user": session.user_id,
+                "course": session.course_id,
+                "session": session.session_id,
+                "remote": session.remote_addr,
+                "reason": session.end_reason,
+                "credited_seconds": round(session.seconds, 3),
+                "total_seconds": session.study_time,
+            },
         )
 
     async def shutdown(self) -> bool:
@@ -222,6 +258,8 @@ def make_app(service: Service) -> tornado.web.Application:
         [
             (r"/api/study-time", StudyTimeSocket, {"service": service}),
             (r"/healthz", HealthHandler),
+            (r"/readyz", ReadyHandler, {"service": service}),
+            (r"/metrics", MetricsHandler, {"service": service}),
             *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
             (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
         ],
@@ -284,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 2
-    settings_module.configure_logging(settings.log_level)
+    settings_module.configure_logging(settings.log_level, settings.log_format)
     try:
         processes = supervisor.resolve(settings.processes)
         if processes > 1 and not open_store(settings.store).supports_many_processes:

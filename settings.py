@@ -79,6 +79,13 @@ def log_level(text: str) -> str:
     return level
 
 
+def log_format(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in ("text", "json"):
+        raise ValueError(f"expected text or json, got {text!r}")
+    return lowered
+
+
 def boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -228,6 +235,21 @@ class Settings:
         "UTC", time_zone, "IANA time zone of report days and times when a request gives no tz="
     )
     log_level: str = setting("INFO", log_level, "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = setting(
+        "text", log_format, "text (for people) or json (one JSON object per line, for log pipelines)"
+    )
+    http_idle_timeout: float = setting(
+        30.0,
+        seconds,
+        "seconds an HTTP client may take to send a complete request head, or stay idle between"
+        " requests, before it is disconnected (not WebSocket sessions, which --heartbeat-timeout governs)",
+    )
+    trust_proxy_headers: bool = setting(
+        False,
+        boolean,
+        "take the client address from X-Real-IP / X-Forwarded-For"
+        " (only behind a reverse proxy that sets them)",
+    )
     # Authentication (docs/auth.md).
     auth: str = setting(
         "none",
@@ -340,8 +362,13 @@ def from_sources(cli: Mapping[str, str | None], environ: Mapping[str, str]) -> S
     return settings
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level``, as text lines or as one JSON object per line."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from jsonlog import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])

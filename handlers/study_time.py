@@ -8,13 +8,14 @@ verdicts into protocol messages and close codes. The counting rules live in
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import uuid
+from asyncio import Future
 from typing import TYPE_CHECKING
 
+from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from auth import SUBPROTOCOL, AuthError, auth_request, authorize
@@ -35,6 +36,19 @@ log = logging.getLogger("study_time.socket")
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 MAX_USER_AGENT = 256
 
+#: Replies a client may leave unread (queued in our memory because the kernel's
+#: socket buffers are already full) before the connection is dropped. A client
+#: that reads gets each reply in microseconds and never has more than one or two
+#: queued; one that never reads would otherwise make the server buffer every
+#: reply without bound. About 150 bytes a reply: a few KB per connection at most.
+MAX_UNREAD_REPLIES = 32
+
+
+def _ignore_failure(future: Future) -> None:
+    """A reply lost with its connection is not an error: the close is handled in on_close."""
+    if not future.cancelled():
+        future.exception()
+
 
 class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
     """One learner studying one course over one connection."""
@@ -43,6 +57,7 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         self.service = service
         self.session: Session | None = None
         self.bucket: TokenBucket | None = None
+        self._unread = 0  # replies written while earlier ones were still queued in our memory
 
     async def open(self) -> None:
         """Validate the ids, take over the (user, course), and announce the session.
@@ -56,11 +71,18 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         self.bucket = TokenBucket(settings.flood_rate, settings.flood_burst, now)
         service.connections.add(self)
         try:
+            # strip=False: Tornado would otherwise trim whitespace (and control
+            # characters, which it turns into spaces), so " alice\x00" would be
+            # credited to "alice". An id is validated exactly as it was sent.
             user_id, course_id = protocol.parse_ids(
-                self.get_query_argument("userId", None), self.get_query_argument("courseId", None)
+                self.get_query_argument("userId", None, strip=False),
+                self.get_query_argument("courseId", None, strip=False),
             )
         except ValueError as exc:
             self.refuse(refusal("invalid_params", str(exc)))
+            return
+        except HTTPError:  # a query argument that is not UTF-8 (Tornado raises 400 for it)
+            self.refuse(refusal("invalid_params", "userId and courseId must be UTF-8 text"))
             return
         if not await self.authenticate(user_id, course_id):
             return
@@ -111,6 +133,14 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
             course_id,
             session.session_id,
             session.remote_addr,
+            extra={
+                "event": "session_opened",
+                "user": user_id,
+                "course": course_id,
+                "session": session.session_id,
+                "remote": session.remote_addr,
+                "total_seconds": session.study_time,
+            },
         )
         self.send(
             protocol.connected(
@@ -142,6 +172,13 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
                 self.request.remote_ip,
                 exc.code,
                 exc.reason,
+                extra={
+                    "event": "auth_refused",
+                    "user": user_id,
+                    "course": course_id,
+                    "remote": self.request.remote_ip,
+                    "reason": exc.code,
+                },
             )
             self.refuse(refusal(exc.code, exc.reason))
             return False
@@ -198,11 +235,13 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
             heartbeat = protocol.parse_client_message(message)
         except ProtocolError as exc:
             if exc.code == "invalid_timestamp":
+                service.metrics.heartbeats["invalid_timestamp"].inc()
                 self.send(protocol.heartbeat_error(exc.code, exc.message, session.study_time))
             else:
                 self.send(protocol.error(exc.code, exc.message))
             return
         verdict = service.tracker.heartbeat(session, now, heartbeat.timestamp)
+        service.metrics.heartbeats[verdict.value].inc()
         if verdict is Verdict.ACCEPTED:
             service.writer.changed(session)
             self.send(protocol.heartbeat_ok(session.study_time))
@@ -245,21 +284,42 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
 
     def refuse(self, why: Refusal) -> None:
         """Tell the client why in an ``error`` message, then close with the matching code."""
+        self.service.metrics.refused(why.code)
         self.send(protocol.error(why.code, why.message))
         self.close(why.close_code, why.reason)
 
     def send(self, message: dict) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
+        # The stream is "writing" while bytes wait in our memory because the
+        # kernel's socket buffer is full: the client is not reading. Count the
+        # replies written meanwhile, and drop a client that lets them pile up.
+        if self.ws_connection.stream.writing():  # type: ignore[attr-defined]
+            self._unread += 1
+            if self._unread > MAX_UNREAD_REPLIES:
+                self._drop_slow_reader()
+                return
+        else:
+            self._unread = 0
         with contextlib.suppress(WebSocketClosedError):
-            self.write_message(_dumps(message)).add_done_callback(_closed_is_fine)
+            # The write's task fails if the connection dies before the reply is
+            # sent; retrieve that so asyncio does not log it as an ERROR.
+            self.write_message(_dumps(message)).add_done_callback(_ignore_failure)
 
+    def _drop_slow_reader(self) -> None:
+        """End the session as a lost connection and drop the TCP connection.
 
-def _closed_is_fine(future: asyncio.Future) -> None:
-    """Retrieve a write's WebSocketClosedError: a client that went away mid-reply is no fault.
-
-    Left unretrieved, asyncio logs each one at ERROR ("Task exception was never
-    retrieved"); the benchmarks' connection resets produced thousands.
-    """
-    if not future.cancelled():
-        future.exception()
+        No close frame: it would only queue behind the unread replies.
+        """
+        service = self.service
+        session = self.session
+        service.metrics.slow_readers.inc()
+        log.warning(
+            "dropping a connection that does not read its replies user=%s course=%s remote=%s",
+            session.user_id if session else None,
+            session.course_id if session else None,
+            self.request.remote_ip,
+        )
+        if session is not None and service.tracker.end(session, service.clock(), EndReason.CONNECTION_LOST):
+            service.session_ended(session)
+        self.ws_connection.stream.close()  # type: ignore[union-attr]

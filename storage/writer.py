@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from tracking.session import Session, SessionRecord
 
@@ -36,10 +37,15 @@ class SessionWriter:
         self.max_unsaved = max_unsaved
         self._dirty: dict[str, Session] = {}  # live sessions changed since the last flush
         self._pending: dict[str, SessionRecord] = {}  # snapshots not yet written
+        # session ids in _pending by (user, course): opening a session reads
+        # its total, and must not scan every snapshot waiting here to do it.
+        self._pending_by_key: dict[tuple[str, str], set[str]] = {}
         self._durable: dict[str, float] = {}  # credit known to be in the store, by session
         self._lock = asyncio.Lock()  # one flush at a time; reads wait for it
         self._failing_since: float | None = None
         self._full_logged = False
+        #: Called after each write to the store with (snapshots, seconds taken, succeeded).
+        self.on_checkpoint: Callable[[int, float, bool], None] | None = None
 
     # Called synchronously by the handler; these never block or fail.
 
@@ -50,7 +56,7 @@ class SessionWriter:
     def ended(self, session: Session) -> None:
         """A session ended: its final snapshot is written at the next flush."""
         self._dirty.pop(session.session_id, None)
-        self._pending[session.session_id] = session.record()
+        self._set_pending(session.record())
 
     @property
     def unsaved(self) -> int:
@@ -78,9 +84,8 @@ class SessionWriter:
         """
         async with self._lock:
             total = await self.store.total_seconds(user_id, course_id)
-            for record in self._pending.values():
-                if record.user_id == user_id and record.course_id == course_id:
-                    total += record.seconds - self._durable.get(record.session_id, 0.0)
+            for session_id in self._pending_by_key.get((user_id, course_id), ()):
+                total += self._pending[session_id].seconds - self._durable.get(session_id, 0.0)
             return total
 
     async def flush(self) -> bool:
@@ -90,28 +95,32 @@ class SessionWriter:
             # in between: 19,000 at once held it for tens of milliseconds. Sessions
             # changing meanwhile are marked in the new dict, for the next flush.
             dirty, self._dirty = self._dirty, {}
-            for n, (session_id, session) in enumerate(dirty.items(), 1):
-                self._pending[session_id] = session.record()
+            for n, session in enumerate(dirty.values(), 1):
+                self._set_pending(session.record())
                 if n % SNAPSHOT_SLICE == 0:
                     await asyncio.sleep(0)
             if not self._pending:
                 return True
             batch = list(self._pending.values())
+            started = time.perf_counter()
             try:
                 await self.store.save(batch)
             except StoreUnavailable as exc:
+                self._checkpointed(len(batch), started, False)
                 self._note_failure(exc)
                 return False
             except Exception as exc:  # a store bug must not stop the flushing
+                self._checkpointed(len(batch), started, False)
                 log.exception("unexpected error writing %d sessions", len(batch))
                 self._note_failure(exc)
                 return False
+            self._checkpointed(len(batch), started, True)
             self._note_success(len(batch))
             for record in batch:
                 # A session that changed again while the batch was in flight
                 # has a newer snapshot waiting: keep that one.
                 if self._pending.get(record.session_id) is record:
-                    del self._pending[record.session_id]
+                    self._drop_pending(record)
                 if record.is_open:
                     self._durable[record.session_id] = record.seconds
                 else:
@@ -129,6 +138,22 @@ class SessionWriter:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _set_pending(self, record: SessionRecord) -> None:
+        self._pending[record.session_id] = record
+        self._pending_by_key.setdefault((record.user_id, record.course_id), set()).add(record.session_id)
+
+    def _drop_pending(self, record: SessionRecord) -> None:
+        del self._pending[record.session_id]
+        key = (record.user_id, record.course_id)
+        ids = self._pending_by_key[key]
+        ids.discard(record.session_id)
+        if not ids:
+            del self._pending_by_key[key]
+
+    def _checkpointed(self, sessions: int, started: float, ok: bool) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(sessions, time.perf_counter() - started, ok)
 
     def _note_failure(self, exc: Exception) -> None:
         if self._failing_since is None:

@@ -118,3 +118,19 @@ def browser():
     from tests.browser import chromium
 
     yield from chromium()
+
+
+@pytest.fixture
+def mongo_url(mongodb_server, mongodb_database) -> str:
+    """The URL of this test's own database on the test MongoDB server."""
+    return mongodb_url(mongodb_server, mongodb_database)
+
+
+@pytest.fixture
+def mongo_db(mongodb_server, mongodb_database):
+    """A plain synchronous PyMongo handle on the test database, as a reporting tool would use."""
+    from pymongo import MongoClient
+
+    client = MongoClient(mongodb_server, tz_aware=True)
+    yield client[mongodb_database]
+    client.close()

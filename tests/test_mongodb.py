@@ -11,13 +11,11 @@ from datetime import UTC, datetime
 
 import pytest
 import tornado.netutil
-from pymongo import MongoClient
 
 from server import Service
 from storage import StoreError, open_store
 from storage.mongodb import SESSIONS, MongoStore
 from storage.writer import SessionWriter
-from tests.conftest import mongodb_url
 from tests.helpers import Client, fast_settings, wait_for
 from tests.tcpproxy import TcpProxy
 from tests.test_store_contract import record
@@ -51,19 +49,6 @@ TOTAL_PER_DAY_IN_COURSE = [
 
 
 @pytest.fixture
-def mongo_url(mongodb_server, mongodb_database) -> str:
-    return mongodb_url(mongodb_server, mongodb_database)
-
-
-@pytest.fixture
-def raw_db(mongodb_server, mongodb_database):
-    """A plain synchronous PyMongo handle on the test database, as a reporting tool would use."""
-    client = MongoClient(mongodb_server, tz_aware=True)
-    yield client[mongodb_database]
-    client.close()
-
-
-@pytest.fixture
 def mongo_store(io_loop, mongo_url):
     store = open_store(mongo_url)
     io_loop.run_sync(store.open)
@@ -80,23 +65,23 @@ def test_a_url_without_a_database_is_a_start_up_error_that_hides_the_url():
 
 
 @pytest.mark.gen_test
-async def test_documents_use_bson_dates_and_the_indexes_exist(mongo_store, raw_db):
+async def test_documents_use_bson_dates_and_the_indexes_exist(mongo_store, mongo_db):
     await mongo_store.save([record(seconds=12.5, started=DAY1, ended=False)])
-    doc = raw_db[SESSIONS].find_one()
+    doc = mongo_db[SESSIONS].find_one()
     assert doc["startedAt"] == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     assert doc["creditedUntil"] == datetime(2026, 3, 1, 9, 0, 12, 500000, tzinfo=UTC)
     assert doc["endedAt"] is None
     assert doc["day"] == "2026-03-01"
     assert doc["seconds"] == 12.5
     assert doc["processId"] == mongo_store.process_id
-    names = {i["name"] for i in raw_db[SESSIONS].list_indexes()}
+    names = {i["name"] for i in mongo_db[SESSIONS].list_indexes()}
     assert {"user_course_started", "course_started", "open_by_process"} <= names
     for collection in ("study_leases", "study_takeovers", "study_processes"):
-        assert len(list(raw_db[collection].list_indexes())) >= 2, collection
+        assert len(list(mongo_db[collection].list_indexes())) >= 2, collection
 
 
 @pytest.mark.gen_test
-async def test_the_documented_reporting_queries_run_on_the_schema(mongo_store, raw_db):
+async def test_the_documented_reporting_queries_run_on_the_schema(mongo_store, mongo_db):
     await mongo_store.save(
         [
             record("u1", "c1", seconds=100.5, started=DAY1),
@@ -105,15 +90,15 @@ async def test_the_documented_reporting_queries_run_on_the_schema(mongo_store, r
             record("u1", "c2", seconds=7.25, started=DAY1),
         ]
     )
-    assert list(raw_db[SESSIONS].aggregate(TOTAL_PER_LEARNER_IN_COURSE)) == [
+    assert list(mongo_db[SESSIONS].aggregate(TOTAL_PER_LEARNER_IN_COURSE)) == [
         {"_id": "u1", "seconds": 150.5},
         {"_id": "u2", "seconds": 30.0},
     ]
-    assert list(raw_db[SESSIONS].aggregate(TOTAL_PER_COURSE_FOR_LEARNER)) == [
+    assert list(mongo_db[SESSIONS].aggregate(TOTAL_PER_COURSE_FOR_LEARNER)) == [
         {"_id": "c1", "seconds": 150.5},
         {"_id": "c2", "seconds": 7.25},
     ]
-    assert list(raw_db[SESSIONS].aggregate(TOTAL_PER_DAY_IN_COURSE)) == [
+    assert list(mongo_db[SESSIONS].aggregate(TOTAL_PER_DAY_IN_COURSE)) == [
         {"_id": "2026-03-01", "seconds": 100.5},
         {"_id": "2026-03-02", "seconds": 80.0},
     ]

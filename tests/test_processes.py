@@ -14,10 +14,9 @@ import sys
 import time
 
 import pytest
-from pymongo import MongoClient
 
 from storage.mongodb import LEASES, PROCESSES, SESSIONS
-from tests.conftest import ROOT, mongodb_url
+from tests.conftest import ROOT
 from tests.helpers import FAST, Client, ServerProcess, wait_for
 
 MS = 0.0011  # stored times are rounded to the millisecond
@@ -28,25 +27,15 @@ def server_args(url: str, **overrides) -> list[str]:
     return [f"--store={url}", *(f"--{k.replace('_', '-')}={v}" for k, v in settings.items())]
 
 
-@pytest.fixture
-def db_url(mongodb_server, mongodb_database) -> str:
-    return mongodb_url(mongodb_server, mongodb_database)
-
-
-@pytest.fixture
-def db(mongodb_server, mongodb_database):
-    client = MongoClient(mongodb_server, tz_aware=True)
-    yield client[mongodb_database]
-    client.close()
-
-
 def sessions(db, **query) -> list[dict]:
     return list(db[SESSIONS].find(query).sort("startedAt", 1))
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_connection_on_another_process_replaces_the_first_without_double_counting(db_url, db):
-    with ServerProcess(*server_args(db_url)) as a, ServerProcess(*server_args(db_url)) as b:
+async def test_a_connection_on_another_process_replaces_the_first_without_double_counting(
+    mongo_url, mongo_db
+):
+    with ServerProcess(*server_args(mongo_url)) as a, ServerProcess(*server_args(mongo_url)) as b:
         first = await Client.connect(a.url, "u1", "c1")
         await first.connected()
         # The first client heartbeats as fast as allowed throughout, so the
@@ -82,7 +71,7 @@ async def test_a_connection_on_another_process_replaces_the_first_without_double
         await second.close()
 
         def settled():
-            docs = sessions(db, userId="u1", courseId="c1")
+            docs = sessions(mongo_db, userId="u1", courseId="c1")
             return len(docs) == 2 and all(d["endedAt"] is not None for d in docs) and docs
 
         old, new = await wait_for(settled, timeout=10, message="both sessions saved")
@@ -96,12 +85,12 @@ async def test_a_connection_on_another_process_replaces_the_first_without_double
         )
         # The second client was told the first session's credit up to the takeover.
         assert hello["studyTime"] == int(old["seconds"])
-        await wait_for(lambda: db[LEASES].count_documents({}) == 0, message="the lease released")
+        await wait_for(lambda: mongo_db[LEASES].count_documents({}) == 0, message="the lease released")
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_killed_process_is_cleaned_up_by_another(db_url, db):
-    args = server_args(db_url, process_timeout=1.5)
+async def test_a_killed_process_is_cleaned_up_by_another(mongo_url, mongo_db):
+    args = server_args(mongo_url, process_timeout=1.5)
     with ServerProcess(*args) as a, ServerProcess(*args) as b:
         client = await Client.connect(a.url, "u1", "c1")
         await client.connected()
@@ -109,20 +98,20 @@ async def test_a_killed_process_is_cleaned_up_by_another(db_url, db):
             await client.heartbeat()
             await asyncio.sleep(0.2)
         await wait_for(
-            lambda: (docs := sessions(db, userId="u1")) and docs[0]["heartbeats"] == 3,
+            lambda: (docs := sessions(mongo_db, userId="u1")) and docs[0]["heartbeats"] == 3,
             message="the checkpoint",
         )
         a.kill()
         (doc,) = await wait_for(
-            lambda: (docs := sessions(db, userId="u1")) and docs[0]["endReason"] and docs,
+            lambda: (docs := sessions(mongo_db, userId="u1")) and docs[0]["endReason"] and docs,
             timeout=15,
             message="process B to close A's session",
         )
         assert doc["endReason"] == "server_lost"
         assert doc["endedAt"] == doc["creditedUntil"]
         assert doc["seconds"] == pytest.approx(0.4, abs=0.2)  # three heartbeats 0.2 s apart
-        await wait_for(lambda: db[LEASES].count_documents({}) == 0, message="A's lease freed")
-        await wait_for(lambda: db[PROCESSES].count_documents({}) == 1, message="A's record removed")
+        await wait_for(lambda: mongo_db[LEASES].count_documents({}) == 0, message="A's lease freed")
+        await wait_for(lambda: mongo_db[PROCESSES].count_documents({}) == 1, message="A's record removed")
         again = await Client.connect(b.url, "u1", "c1")
         assert (await again.connected())["studyTime"] == int(doc["seconds"])
         await again.close()
@@ -130,11 +119,11 @@ async def test_a_killed_process_is_cleaned_up_by_another(db_url, db):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_processes_2_serves_on_one_port_and_stops_gracefully(db_url, db):
-    server = ServerProcess("--processes=2", *server_args(db_url)).start()
+async def test_processes_2_serves_on_one_port_and_stops_gracefully(mongo_url, mongo_db):
+    server = ServerProcess("--processes=2", *server_args(mongo_url)).start()
     try:
         await wait_for(lambda: server.log.count("listening on") == 2, message="both processes")
-        await wait_for(lambda: db[PROCESSES].count_documents({}) == 2, message="both registered")
+        await wait_for(lambda: mongo_db[PROCESSES].count_documents({}) == 2, message="both registered")
         clients = []
         for i in range(6):
             client = await Client.connect(server.url, f"u{i}", "c1")
@@ -149,11 +138,11 @@ async def test_processes_2_serves_on_one_port_and_stops_gracefully(db_url, db):
         assert server.wait() == 0
     finally:
         server.__exit__()
-    docs = sessions(db)
+    docs = sessions(mongo_db)
     assert len(docs) == 6
     assert {d["endReason"] for d in docs} == {"server_shutdown"}
-    assert db[PROCESSES].count_documents({}) == 0
-    assert db[LEASES].count_documents({}) == 0
+    assert mongo_db[PROCESSES].count_documents({}) == 0
+    assert mongo_db[LEASES].count_documents({}) == 0
 
 
 def test_the_sqlite_store_refuses_several_processes(tmp_path):

@@ -67,6 +67,9 @@ _CLOSE_FOR_ERROR: dict[str, tuple[CloseCode, str]] = {
     "server_shutdown": (CloseCode.GOING_AWAY, "server shutting down"),
 }
 
+#: Every error code a :class:`Refusal` can carry.
+REFUSAL_CODES = tuple(_CLOSE_FOR_ERROR)
+
 
 class ProtocolError(Exception):
     """A client message the server answers with an error, keeping the connection open.

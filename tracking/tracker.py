@@ -48,6 +48,8 @@ class Tracker:
         # session_id -> session, in deadline order (see the module docstring).
         self._by_deadline: OrderedDict[str, Session] = OrderedDict()
         self._now = float("-inf")
+        #: Every second credited by this tracker, fractions included (a metric).
+        self.credited_seconds = 0.0
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -181,11 +183,13 @@ class Tracker:
         gap = until - session.credited_until
         if gap <= 0:
             return
+        credit = min(gap, self.heartbeat_timeout)
         # Credit is kept to the microsecond (the clock's own resolution at
         # today's epoch): rounding the running sum stops float error from
         # accumulating over thousands of heartbeats, while no real fraction
         # of a second is ever dropped.
-        session.seconds = round(session.seconds + min(gap, self.heartbeat_timeout), 6)
+        session.seconds = round(session.seconds + credit, 6)
+        self.credited_seconds += credit
         session.credited_until = until
 
     def _forget(self, session: Session) -> None:

@@ -1,0 +1,180 @@
+"""The service's Prometheus metrics, served at ``/metrics``.
+
+Each :class:`Metrics` owns its own ``CollectorRegistry`` (tests run several
+services in one process, and the global registry would mix them up).
+
+The hot path stays cheap: every labelled child is bound once here, so a
+heartbeat costs one dict lookup and one counter increment, never a label
+allocation. Values the service already knows (open connections, sessions
+waiting to be written, credit given) are read at scrape time through
+callbacks, costing nothing per heartbeat.
+
+This module knows only strings and numbers; the service passes its end
+reasons and refusal codes in, so metrics stay independent of ``tracking/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+#: Heartbeat outcomes, the ``status`` label of ``study_time_heartbeats_total``.
+HEARTBEAT_STATUSES = ("accepted", "too_frequent", "invalid_timestamp", "expired")
+
+#: Refusal codes that end a session for a lifecycle reason. They are counted in
+#: ``study_time_sessions_closed_total`` (timeout, replaced, server_shutdown), not
+#: as refusals.
+SESSION_END_CODES = frozenset({"heartbeat_timeout", "replaced", "server_shutdown"})
+
+#: Checkpoint latency buckets in seconds: a local SQLite batch takes
+#: milliseconds, a remote store tens of them, an outage up to its timeout.
+CHECKPOINT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+#: The text format ``render`` produces (0.0.4 is what every Prometheus version
+#: scrapes; every name here is a classic one, so nothing needs 1.0.0).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+# The ``*_created`` series (when each counter was created) double the output and
+# say nothing a scraper needs; Prometheus derives resets from the values.
+disable_created_metrics()
+
+
+class _CallbackCounter(Collector):
+    """A counter whose value a callback reads at scrape time (the count lives elsewhere)."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation)
+
+
+class Metrics:
+    """Every metric of one service, with its children bound in advance."""
+
+    def __init__(self, *, end_reasons: Iterable[str], refusal_codes: Iterable[str]) -> None:
+        self.registry = registry = CollectorRegistry()
+        heartbeats = Counter(
+            "study_time_heartbeats",
+            "Heartbeats received, by outcome (accepted earns credit; the others do not).",
+            ["status"],
+            registry=registry,
+        )
+        #: status -> bound child; ``heartbeats["accepted"].inc()`` on the hot path.
+        self.heartbeats = {status: heartbeats.labels(status) for status in HEARTBEAT_STATUSES}
+        self._sessions_closed = Counter(
+            "study_time_sessions_closed",
+            "Sessions ended, by end reason (the end_reason of the study record).",
+            ["reason"],
+            registry=registry,
+        )
+        self.sessions_closed = {reason: self._sessions_closed.labels(reason) for reason in end_reasons}
+        self._refusals = Counter(
+            "study_time_auth_refusals",
+            "Connections or messages refused with an error and a close code, by error code"
+            " (invalid_params 4400, unauthorized 4401, forbidden 4403, too_many_messages 4429,"
+            " store_unavailable 1013, ...).",
+            ["reason"],
+            registry=registry,
+        )
+        self.refusals = {
+            code: self._refusals.labels(code) for code in refusal_codes if code not in SESSION_END_CODES
+        }
+        self.checkpoint_seconds = Histogram(
+            "study_time_checkpoint_seconds",
+            "Time to write one batch of session snapshots to the store (successful or not).",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=registry,
+        )
+        self.checkpoint_failures = Counter(
+            "study_time_checkpoint_failures",
+            "Checkpoints the store did not take (the snapshots are kept and retried).",
+            registry=registry,
+        )
+        self.checkpoint_sessions = Counter(
+            "study_time_checkpoint_sessions",
+            "Session snapshots written to the store by successful checkpoints.",
+            registry=registry,
+        )
+        self.slow_readers = Counter(
+            "study_time_slow_reader_drops",
+            "Connections dropped because the client stopped reading its replies.",
+            registry=registry,
+        )
+        self._gauges: dict[str, Gauge] = {}
+        self._gauge(
+            "study_time_open_connections", "WebSocket connections open now (with or without a session)."
+        )
+        self._gauge("study_time_live_sessions", "Sessions open now (at most one per learner and course).")
+        self._gauge(
+            "study_time_unsaved_sessions",
+            "Sessions whose latest credit is not yet in the store (waiting for the next checkpoint).",
+        )
+
+    def watch(
+        self,
+        *,
+        open_connections: Callable[[], float],
+        live_sessions: Callable[[], float],
+        unsaved_sessions: Callable[[], float],
+        credited_seconds: Callable[[], float],
+    ) -> None:
+        """Read these values from the service at scrape time."""
+        self._gauges["study_time_open_connections"].set_function(open_connections)
+        self._gauges["study_time_live_sessions"].set_function(live_sessions)
+        self._gauges["study_time_unsaved_sessions"].set_function(unsaved_sessions)
+        self.registry.register(
+            _CallbackCounter(
+                "study_time_credited_seconds",
+                "Seconds of study time credited to learners by this process, fractions included.",
+                credited_seconds,
+            )
+        )
+
+    def session_closed(self, reason: str) -> None:
+        child = self.sessions_closed.get(reason)
+        if child is None:  # a reason added after start-up: bind it once
+            child = self.sessions_closed[reason] = self._sessions_closed.labels(reason)
+        child.inc()
+
+    def refused(self, code: str) -> None:
+        """Count a refusal by its error code, unless it is a session's lifecycle end."""
+        child = self.refusals.get(code)
+        if child is None:
+            if code in SESSION_END_CODES:
+                return
+            child = self.refusals[code] = self._refusals.labels(code)
+        child.inc()
+
+    def checkpoint(self, sessions: int, seconds: float, ok: bool) -> None:
+        """Record one write of ``sessions`` snapshots to the store that took ``seconds``."""
+        self.checkpoint_seconds.observe(seconds)
+        if ok:
+            self.checkpoint_sessions.inc(sessions)
+        else:
+            self.checkpoint_failures.inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def _gauge(self, name: str, documentation: str) -> None:
+        self._gauges[name] = Gauge(name, documentation, registry=self.registry)

@@ -1,0 +1,137 @@
+"""Fuzzing (hypothesis): message parsing, and the query parameters through a real server.
+
+The parsers may only ever return a value or raise their documented error;
+the server may only ever answer an upgrade with a session or with 4400.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import struct
+from datetime import datetime
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import ServerProcess
+from tests.rawws import CLOSE, TEXT, query, sync_upgrade
+from tracking.protocol import Heartbeat, ProtocolError, parse_client_message, parse_ids, parse_timestamp
+
+ID_CHARS = set(string.ascii_letters + string.digits + "_.:@-")
+
+
+def is_valid_id(value: str | None) -> bool:
+    """The documented id rule, written independently of the regex under test."""
+    return value is not None and 1 <= len(value) <= 128 and all(c in ID_CHARS for c in value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=12,
+)
+ids = st.none() | st.text() | st.text(alphabet="".join(sorted(ID_CHARS)), max_size=140)
+timestamps = st.one_of(
+    json_values,
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    st.text(alphabet="0123456789-:T.Z+ ", max_size=70),
+)
+
+
+@settings(deadline=None)  # no timing luck on a loaded machine
+@given(st.one_of(st.text(), st.binary(), json_values.map(json.dumps)))
+def test_any_frame_parses_or_raises_protocol_error(frame):
+    try:
+        result = parse_client_message(frame)
+    except ProtocolError as exc:
+        assert exc.code in {"invalid_json", "unknown_type", "binary_not_supported", "invalid_timestamp"}
+        assert len(exc.message) < 200  # what is echoed back stays short
+    else:
+        assert isinstance(result, Heartbeat)
+
+
+@settings(deadline=None)  # no timing luck on a loaded machine
+@given(timestamps)
+def test_any_heartbeat_parses_or_raises_protocol_error(timestamp):
+    message = json.dumps({"type": "heartbeat", "timestamp": timestamp})
+    try:
+        result = parse_client_message(message)
+    except ProtocolError as exc:
+        assert exc.code == "invalid_timestamp"
+    else:
+        assert isinstance(result.timestamp, datetime)
+
+
+@settings(deadline=None)  # no timing luck on a loaded machine
+@given(json_values)
+def test_parse_timestamp_accepts_only_strings(value):
+    try:
+        result = parse_timestamp(value)
+    except ProtocolError:
+        return
+    assert isinstance(value, str) and isinstance(result, datetime)
+
+
+@settings(deadline=None)  # no timing luck on a loaded machine
+@given(ids, ids)
+def test_parse_ids_never_accepts_an_invalid_id(user, course):
+    try:
+        result = parse_ids(user, course)
+    except ValueError as exc:
+        assert not (is_valid_id(user) and is_valid_id(course))
+        assert "userId" in str(exc) or "courseId" in str(exc)
+    else:
+        assert result == (user, course)
+        assert is_valid_id(user) and is_valid_id(course)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/study_time.db"
+    with ServerProcess(f"--store={store}", "--flood-rate=0") as process:
+        yield process
+        assert process.proc.poll() is None, "the server died:\n" + process.log
+    assert " ERROR " not in process.log and "Traceback" not in process.log, process.log
+
+
+id_bytes = st.one_of(
+    st.none(),
+    st.binary(max_size=140),
+    st.text(max_size=140).map(str.encode),
+    st.text(alphabet="".join(sorted(ID_CHARS)), min_size=1, max_size=130).map(str.encode),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(id_bytes, id_bytes)
+# Found by this test: Tornado trims ids and turns control characters into
+# spaces, so these were credited to "u1" and "c1".
+@example(b" u1", b"c1")
+@example(b"u1", b"\x00c1")
+@example(b"u1\x80", b"c1")
+def test_any_query_gets_a_session_or_4400(server, user, course):
+    status, frames = sync_upgrade(server.port, f"/api/study-time?{query(user, course)}")
+    assert status == 101
+    expected_valid = all(
+        value is not None and _utf8(value) is not None and is_valid_id(_utf8(value))
+        for value in (user, course)
+    )
+    assert frames, "the server dropped the connection without an answer"
+    opcode, payload = frames[0]
+    assert opcode == TEXT
+    first = json.loads(payload)
+    if expected_valid:
+        assert first["type"] == "connected"
+    else:
+        assert first == {**first, "type": "error", "code": "invalid_params"}
+        assert frames[-1][0] == CLOSE and struct.unpack("!H", frames[-1][1][:2])[0] == 4400
+
+
+def _utf8(value: bytes) -> str | None:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
