@@ -34,6 +34,11 @@ class Store(ABC):
     #: Whether several server processes may share this store.
     supports_many_processes = False
 
+    #: The most records the writer passes to one :meth:`save` (None: no limit).
+    #: A store whose writes run on a thread sets it, so that the IOLoop gets
+    #: the GIL between slices of a large checkpoint.
+    save_slice: int | None = None
+
     @abstractmethod
     async def open(self) -> None:
         """Connect, and create the schema and indexes if they are missing (idempotent)."""

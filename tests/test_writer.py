@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import math
+
 import pytest
 
 from storage import StoreUnavailable
@@ -22,6 +25,7 @@ class FaultyStore:
         self.down = False
         self.saved_records = 0
         self.save_calls = 0
+        self.gc_enabled_during_save: list[bool] = []
 
     def __getattr__(self, name):
         attr = getattr(self.store, name)
@@ -32,6 +36,7 @@ class FaultyStore:
             if self.down:
                 raise StoreUnavailable("outage (test)")
             if name == "save":
+                self.gc_enabled_during_save.append(gc.isenabled())
                 self.save_calls += 1
                 self.saved_records += len(args[0])
             return await attr(*args, **kwargs)
@@ -133,3 +138,22 @@ async def test_drain_gives_up_after_its_timeout_when_the_store_stays_down(faulty
     assert not await writer.drain(0.2)
     faulty.down = False
     assert await writer.drain(1.0)
+
+
+@pytest.mark.gen_test
+async def test_a_large_checkpoint_is_written_in_the_store_s_slices_with_the_collector_paused(
+    faulty, tracker, clock
+):
+    writer = SessionWriter(faulty)
+    n = 2_500
+    for i in range(n):
+        session, _ = tracker.open(f"u{i}", "c1", clock(), session_id=f"s{i}")
+        writer.changed(session)
+    assert gc.isenabled()
+    assert await writer.flush()
+    slice_size = faulty.store.save_slice or n
+    assert faulty.save_calls == math.ceil(n / slice_size)
+    assert faulty.saved_records == n
+    assert faulty.gc_enabled_during_save == [False] * faulty.save_calls
+    assert gc.isenabled()
+    assert len(await faulty.store.sessions(course_id="c1")) == n
