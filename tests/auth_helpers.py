@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.helpers import ROOT, Client
+from tests.helpers import Client, run_server
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
 
@@ -117,13 +116,7 @@ def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict:
 
 def tokens(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python server.py tokens ARGS`` for real."""
-    result = subprocess.run(
-        [sys.executable, "server.py", "tokens", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_server("tokens", *args)
     if check:
         assert result.returncode == 0, result.stderr
     return result

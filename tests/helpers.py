@@ -145,6 +145,18 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, mess
         await asyncio.sleep(interval)
 
 
+def run_server(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python server.py ARGS`` to completion (start-up errors, CLI subcommands)."""
+    return subprocess.run(
+        [sys.executable, "server.py", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class ServerProcess:
     """``python server.py`` in a real child process, for signal and crash tests."""
 

@@ -9,11 +9,9 @@ proves the selection works. Skips without Chromium, except under CI=true.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
+from tests.auth_helpers import tokens
 from tests.browser import WAIT_MS
-from tests.helpers import ROOT, ServerProcess
+from tests.helpers import ServerProcess
 
 # Opens the socket and resolves with what the page saw: the selected
 # subprotocol, the first message, and the close code (1006 when the upgrade
@@ -31,14 +29,7 @@ OPEN_SOCKET = """
 
 def test_a_browser_authenticates_by_subprotocol_and_query_and_origins_are_enforced(browser, tmp_path):
     tokens_file = tmp_path / "tokens.json"
-    token = subprocess.run(
-        [sys.executable, "server.py", "tokens", "create", "--user", "u1", "--tokens-file", str(tokens_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    token = tokens("create", "--user", "u1", "--tokens-file", str(tokens_file)).stdout.strip()
     store = f"--store=sqlite:///{tmp_path}/db"
     with ServerProcess(store.replace("/db", "/other.db")) as lms:
         lms_origin = f"http://127.0.0.1:{lms.port}"

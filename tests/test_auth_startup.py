@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
 
 from settings import Settings, SettingsError, from_sources, is_loopback
-from tests.helpers import ROOT, Client, ServerProcess
+from tests.helpers import Client, ServerProcess, run_server
 
 
 def start(*args: str) -> subprocess.CompletedProcess:
     """Run ``python server.py ARGS`` expecting it to refuse to start."""
-    return subprocess.run(
-        [sys.executable, "server.py", "--port=0", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_server("--port=0", *args)
 
 
 def test_none_on_a_public_address_refuses_to_start(tmp_path):

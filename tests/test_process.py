@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from storage import open_store
-from tests.helpers import ROOT, Client, ServerProcess
+from tests.helpers import Client, ServerProcess, run_server
 
 FAST_ARGS = (
     "--heartbeat-interval=0.4",
@@ -110,19 +108,6 @@ async def test_a_crash_loses_at_most_one_checkpoint_and_restart_recovers_open_se
         again = await Client.connect(restarted.url)
         assert (await again.connected())["studyTime"] == int(record.seconds)
         await again.close()
-
-
-def run_server(*args: str, env: dict | None = None, timeout: float = 15) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "server.py", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.mark.parametrize(

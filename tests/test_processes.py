@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from storage.mongodb import LEASES, PROCESSES, SESSIONS
-from tests.conftest import ROOT
-from tests.helpers import FAST, Client, ServerProcess, wait_for
+from tests.helpers import FAST, Client, ServerProcess, run_server, wait_for
 
 MS = 0.0011  # stored times are rounded to the millisecond
 
@@ -146,13 +143,7 @@ async def test_processes_2_serves_on_one_port_and_stops_gracefully(mongo_url, mo
 
 
 def test_the_sqlite_store_refuses_several_processes(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "server.py", "--port=0", "--processes=2", f"--store=sqlite:///{tmp_path}/x.db"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_server("--port=0", "--processes=2", f"--store=sqlite:///{tmp_path}/x.db")
     assert result.returncode == 1
     assert "SQLite store serves one process" in result.stderr
     assert "--processes=1 or a mongodb:// store" in result.stderr
@@ -162,13 +153,7 @@ def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_pat
     from tests.ferretdb import free_port
 
     url = f"mongodb://127.0.0.1:{free_port()}/study?serverSelectionTimeoutMS=300"
-    result = subprocess.run(
-        [sys.executable, "server.py", "--port=0", "--processes=2", f"--store={url}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_server("--port=0", "--processes=2", f"--store={url}")
     assert result.returncode == 1
     assert result.stderr.count("cannot start: cannot use the MongoDB store") == 2
     assert "restarting" not in result.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import uuid
 from datetime import datetime
 from urllib.parse import urlencode
@@ -17,7 +15,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from reports.params import Window
 from reports.source import Scope, open_report_source
 from reports.split import in_window
-from tests.helpers import ROOT, Client, wait_for
+from tests.helpers import Client, run_server, wait_for
 from tracking.session import SessionRecord
 
 
@@ -285,13 +283,10 @@ async def test_sqlite_report_queries_search_the_indexes(store, store_url, store_
 
 def test_the_cli_prints_tables_and_csv_from_the_store(store, store_url, io_loop):
     io_loop.run_sync(lambda: store.save(HISTORY))
-    run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "server.py", "report", *args, f"--store={store_url}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def run(*args: str):
+        return run_server("report", *args, f"--store={store_url}")
+
     # The server's store is open (and locked) here: the CLI still reads it.
     table = run("learner", "u1", "--tz=Asia/Shanghai")
     assert table.returncode == 0, table.stderr
