@@ -9,7 +9,7 @@ import time
 import pytest
 
 from storage import open_store
-from tests.helpers import Client, ServerProcess, run_server
+from tests.helpers import Client, ServerProcess, run_server, wait_for
 
 FAST_ARGS = (
     "--heartbeat-interval=0.4",
@@ -27,6 +27,10 @@ async def records(url: str, **filters):
         return await store.sessions(**filters)
     finally:
         await store.close()
+
+
+async def _heartbeats_stored(url: str, at_least: int) -> bool:
+    return any(r.heartbeats >= at_least for r in await records(url))
 
 
 @pytest.fixture
@@ -95,7 +99,11 @@ async def test_a_crash_loses_at_most_one_checkpoint_and_restart_recovers_open_se
         # Credit the client was told about, to the microsecond, is what the
         # server held in memory at the kill; at most one flush interval of it
         # may be lost.
-        await asyncio.sleep(flush * 2)  # let at least one checkpoint land
+        # Wait for a checkpoint holding all six heartbeats to land, so the
+        # kill comes between checkpoints rather than before the first.
+        await wait_for(
+            lambda: _heartbeats_stored(db_url, 6), timeout=10, message="a checkpoint with six heartbeats"
+        )
         credited_at_kill = (await client.heartbeat())["studyTime"]
         server.kill()
     assert seen <= credited_at_kill
