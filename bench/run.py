@@ -225,6 +225,7 @@ class Run:
                 argv += ["--min-heartbeat-interval=0", "--flood-rate=0"]
             if processes != 1:
                 argv.append(f"--processes={processes}")
+            argv += getattr(self.args, "ours_arg", None) or []
         elif kind == "tornado":
             argv = [PYTHON, os.path.join(BENCH, "bare_tornado.py"), str(port), str(processes)]
         elif kind == "node":
@@ -826,6 +827,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and generators to cores")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, databases)")
     parser.add_argument("--output", help="results file (default bench/results/latest-{quick,full}.json)")
+    parser.add_argument(
+        "--ours-arg",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help="an extra server.py setting for ours, e.g. --ours-arg=--flush-interval=60 (repeatable)",
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.stages:
