@@ -15,9 +15,17 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from handlers.study_time import text_frame
 from tests.helpers import ServerProcess
-from tests.rawws import CLOSE, TEXT, query, sync_upgrade
-from tracking.protocol import Heartbeat, ProtocolError, parse_client_message, parse_ids, parse_timestamp
+from tests.rawws import CLOSE, TEXT, parse_frame, query, sync_upgrade
+from tracking.protocol import (
+    Heartbeat,
+    ProtocolError,
+    heartbeat_ok,
+    parse_client_message,
+    parse_ids,
+    parse_timestamp,
+)
 
 ID_CHARS = set(string.ascii_letters + string.digits + "_.:@-")
 
@@ -63,6 +71,26 @@ def test_any_heartbeat_parses_or_raises_protocol_error(timestamp):
         assert exc.code == "invalid_timestamp"
     else:
         assert isinstance(result.timestamp, datetime)
+
+
+@given(st.integers(min_value=0, max_value=2**63))
+def test_heartbeat_reply_is_the_text_the_json_encoder_gives(study_time):
+    # heartbeat_ok formats its text by hand (the hot path); it must stay JSON.
+    expected = {"type": "heartbeat_response", "status": "success", "studyTime": study_time}
+    assert heartbeat_ok(study_time) == json.dumps(expected, separators=(",", ":"))
+
+
+@given(st.text(max_size=300))
+@example("x" * 125)
+@example("x" * 126)
+@example("é" * 63)  # 126 bytes from 63 characters: the length is in bytes
+@example("x" * 0xFFFF)
+@example("x" * 0x10000)
+def test_reply_frames_are_single_unmasked_text_frames(message):
+    data = text_frame(message)
+    assert data[0] == 0x81  # FIN, no RSV bits (no compression), opcode text
+    assert not data[1] & 0x80  # a server never masks
+    assert parse_frame(data) == (TEXT, message.encode(), b"")
 
 
 @settings(deadline=None)  # no timing luck on a loaded machine

@@ -1,7 +1,7 @@
 """The wire protocol: ids, client messages, server messages and close codes.
 
 Everything here is pure: parsing takes text and returns a value or a
-:class:`ProtocolError`; building returns the dict the handler serialises.
+:class:`ProtocolError`; building returns the JSON text the handler sends.
 ``docs/protocol.md`` is the human-readable form of this module and must be
 kept in step with it.
 """
@@ -136,36 +136,48 @@ def parse_client_message(text: str | bytes) -> Heartbeat:
     return Heartbeat(parse_timestamp(message.get("timestamp")))
 
 
-# Server messages. Each returns the dict the handler sends as JSON text.
+# Server messages. Each returns the compact JSON text the handler sends.
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def connected(session_id: str, study_time: int, interval: float, timeout: float) -> dict:
-    return {
-        "type": "connected",
-        "status": "success",
-        "sessionId": session_id,
-        "studyTime": study_time,
-        "heartbeatInterval": _seconds(interval),
-        "heartbeatTimeout": _seconds(timeout),
-    }
+def connected(session_id: str, study_time: int, interval: float, timeout: float) -> str:
+    return _encode(
+        {
+            "type": "connected",
+            "status": "success",
+            "sessionId": session_id,
+            "studyTime": study_time,
+            "heartbeatInterval": _seconds(interval),
+            "heartbeatTimeout": _seconds(timeout),
+        }
+    )
 
 
-def heartbeat_ok(study_time: int) -> dict:
-    return {"type": "heartbeat_response", "status": "success", "studyTime": study_time}
+def heartbeat_ok(study_time: int) -> str:
+    """The reply to every accepted heartbeat: the one message on the hot path.
+
+    Formatted directly rather than through the JSON encoder (a quarter of the
+    reply's cost under load): an int needs no escaping, and the text is the
+    same the encoder produces, which the tests check.
+    """
+    return f'{{"type":"heartbeat_response","status":"success","studyTime":{study_time:d}}}'
 
 
-def heartbeat_error(code: str, message: str, study_time: int) -> dict:
-    return {
-        "type": "heartbeat_response",
-        "status": "error",
-        "code": code,
-        "message": message,
-        "studyTime": study_time,
-    }
+def heartbeat_error(code: str, message: str, study_time: int) -> str:
+    return _encode(
+        {
+            "type": "heartbeat_response",
+            "status": "error",
+            "code": code,
+            "message": message,
+            "studyTime": study_time,
+        }
+    )
 
 
-def error(code: str, message: str) -> dict:
-    return {"type": "error", "status": "error", "code": code, "message": message}
+def error(code: str, message: str) -> str:
+    return _encode({"type": "error", "status": "error", "code": code, "message": message})
 
 
 def _seconds(value: float) -> int | float:
