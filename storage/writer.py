@@ -27,7 +27,8 @@ from .base import Store, StoreUnavailable
 
 log = logging.getLogger("study_time.store")
 
-#: Session snapshots taken per IOLoop iteration during a flush.
+#: Session snapshots taken per IOLoop iteration during a flush (and, for a
+#: store that writes in slices, written before the next are taken).
 SNAPSHOT_SLICE = 1000
 
 
@@ -118,23 +119,41 @@ class SessionWriter:
             # in between: 19,000 at once held it for tens of milliseconds. Sessions
             # changing meanwhile are marked in the new dict, for the next flush.
             dirty, self._dirty = self._dirty, {}
-            for n, session in enumerate(dirty.values(), 1):
+            sliced = self.store.save_slice is not None
+            live = iter(dirty.values())
+            for n, session in enumerate(live, 1):
                 self._set_pending(session.record())
-                if n % SNAPSHOT_SLICE == 0:
+                if n % SNAPSHOT_SLICE:
+                    continue
+                if not sliced:
                     await asyncio.sleep(0)
-            if not self._pending:
-                return True
-            batch = list(self._pending.values())
-            # Written in slices when the store asks for it (Store.save_slice):
-            # SQLite's thread holds the GIL while it binds rows, so one
-            # 19,000-row transaction held up the IOLoop for much of its 0.6 s.
-            # Each slice's bookkeeping is applied as soon as it lands, so a
-            # failure part-way keeps only the unwritten slices waiting.
-            size = self.store.save_slice or len(batch)
-            for start in range(0, len(batch), size):
-                if not await self._save(batch[start : start + size]):
+                # A store that writes in slices gets each one as soon as it is
+                # taken, so a checkpoint holds one slice of snapshots at a time,
+                # not one per session: 19,000 at once raised the process's memory
+                # high-water mark by 1.5 KB a connection (docs/performance.md).
+                elif not await self._write_pending():
+                    # Nothing is lost: what was not yet taken waits as snapshots,
+                    # as if the store had failed before the flush began.
+                    for rest in live:
+                        self._set_pending(rest.record())
                     return False
+            return await self._write_pending()
+
+    async def _write_pending(self) -> bool:
+        """Write every waiting snapshot, in the store's slices; False if the store failed."""
+        if not self._pending:
             return True
+        batch = list(self._pending.values())
+        # Written in slices when the store asks for it (Store.save_slice):
+        # SQLite's thread holds the GIL while it binds rows, so one
+        # 19,000-row transaction held up the IOLoop for much of its 0.6 s.
+        # Each slice's bookkeeping is applied as soon as it lands, so a
+        # failure part-way keeps only the unwritten slices waiting.
+        size = self.store.save_slice or len(batch)
+        for start in range(0, len(batch), size):
+            if not await self._save(batch[start : start + size]):
+                return False
+        return True
 
     async def _save(self, batch: list[SessionRecord]) -> bool:
         started = time.perf_counter()
