@@ -4,9 +4,9 @@
 
 Runs ``server.main`` unchanged, except that the store it opens has its
 ``save`` wrapped to count the records passed to it (the "store writes" of
-scenario 4). The counts go to ``$BENCH_STORE_STATS.<pid>`` as JSON after each
-save, so each forked process reports its own. Production code knows nothing
-of this.
+scenario 4), and the writer's checkpoints are timed and counted. The counts
+go to ``$BENCH_STORE_STATS.<pid>`` as JSON after each checkpoint, so each
+forked process reports its own. Production code knows nothing of this.
 """
 
 from __future__ import annotations
@@ -21,10 +21,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import server
 from storage import Store
+from storage.writer import SessionWriter
 
 
 def counting(store: Store, stats_path: str | None) -> Store:
-    """Wrap ``store.save`` (an instance attribute, so any store class works)."""
+    """Count store writes: records per ``save`` call, and per checkpoint (``SessionWriter.flush``).
+
+    A checkpoint may be several saves (``Store.save_slice``), so the rate of
+    store writes is counted per checkpoint; the slowest single save is kept too.
+    """
     inner_save = store.save
     gc_pauses: list[tuple[float, int, float]] = []  # (when, generation, seconds) of slow collections
     started_gc = [0.0]
@@ -37,21 +42,36 @@ def counting(store: Store, stats_path: str | None) -> Store:
 
     gc.callbacks.append(on_gc)
     saves: list[tuple[float, int, float]] = []  # (when, records, seconds taken) of each save
-    last_dump = [0.0]
+    checkpoints: list[tuple[float, int, float]] = []  # (when it began, records, seconds taken)
+    saved = [0]  # records saved so far
+
+    def dump() -> None:
+        if not stats_path:
+            return
+        path = f"{stats_path}.{os.getpid()}"
+        with open(path + ".tmp", "w") as f:
+            stats = {"saves": saves[-1000:], "checkpoints": checkpoints[-1000:], "gc": gc_pauses[-1000:]}
+            json.dump(stats, f)
+        os.replace(path + ".tmp", path)
 
     async def save(records):  # type: ignore[no-untyped-def]
         started = time.monotonic()
         await inner_save(records)
+        saved[0] += len(records)
         saves.append((time.time(), len(records), time.monotonic() - started))
-        # A checkpoint is several saves (Store.save_slice): write the stats at
-        # most once a second, so the measuring does not load the IOLoop.
-        if stats_path and time.monotonic() - last_dump[0] >= 1.0:
-            last_dump[0] = time.monotonic()
-            path = f"{stats_path}.{os.getpid()}"
-            with open(path + ".tmp", "w") as f:
-                json.dump({"saves": saves[-1000:], "gc": gc_pauses[-1000:]}, f)
-            os.replace(path + ".tmp", path)
 
+    inner_flush = SessionWriter.flush
+
+    async def flush(writer: SessionWriter) -> bool:
+        began, started, before = time.time(), time.monotonic(), saved[0]
+        try:
+            return await inner_flush(writer)
+        finally:
+            if saved[0] > before:
+                checkpoints.append((began, saved[0] - before, time.monotonic() - started))
+                dump()  # once per checkpoint: every flush interval
+
+    SessionWriter.flush = flush  # type: ignore[method-assign]
     store.save = save  # type: ignore[method-assign]
     return store
 

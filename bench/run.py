@@ -389,26 +389,25 @@ def store_stats(prefix: str | None) -> dict[int, dict]:
 def store_rate(prefix: str | None, since: float, until: float, flush_interval: float = 5.0) -> dict:
     """Store writes (records passed to ``Store.save``) during a window, from ours' counters.
 
-    Flushes run every ``flush_interval``, so a window of a few seconds holds
-    one or two: the rate is the records per flush in the window divided by
-    the flush interval, and ``max_batch`` shows the bound (at most one record
-    per connection per flush) directly.
+    Checkpoints run every ``flush_interval``, so a window of a few seconds
+    holds one or two: the rate is the records per checkpoint begun in the
+    window divided by the flush interval, and ``max_batch`` (the most records
+    in one checkpoint) shows the bound — at most one record per connection
+    per flush — directly. A checkpoint may be several saves
+    (``Store.save_slice``); ``save_max_s`` is the slowest single save.
     """
-    saves = [
-        (when, n, took)
-        for stats in store_stats(prefix).values()
-        for when, n, took in stats["saves"]
-        if since <= when <= until
-    ]
-    if not saves:
+    stats = store_stats(prefix)
+    checkpoints = [c for s in stats.values() for c in s.get("checkpoints", []) if since <= c[0] <= until]
+    saves = [c for s in stats.values() for c in s["saves"] if since <= c[0] <= until]
+    if not checkpoints:
         return {"store_writes_per_s": None, "store_max_batch": None, "store_save_max_s": None}
-    # Several processes flush independently: per process, records per flush / interval.
-    per_process = len(store_stats(prefix)) or 1
-    records = sum(n for _, n, _ in saves)
+    # Several processes flush independently: per process, records per checkpoint / interval.
+    per_process = len(stats) or 1
+    records = sum(n for _, n, _ in checkpoints)
     return {
-        "store_writes_per_s": round(records / len(saves) * per_process / flush_interval, 1),
-        "store_max_batch": max(n for _, n, _ in saves),
-        "store_save_max_s": round(max(took for _, _, took in saves), 3),
+        "store_writes_per_s": round(records / len(checkpoints) * per_process / flush_interval, 1),
+        "store_max_batch": max(n for _, n, _ in checkpoints),
+        "store_save_max_s": round(max((took for _, _, took in saves), default=0.0), 3),
     }
 
 
