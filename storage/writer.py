@@ -129,8 +129,8 @@ class SessionWriter:
                     await asyncio.sleep(0)
                 # A store that writes in slices gets each one as soon as it is
                 # taken, so a checkpoint holds one slice of snapshots at a time,
-                # not one per session: 19,000 at once raised the process's memory
-                # high-water mark by 1.5 KB a connection (docs/performance.md).
+                # not one per session: 19,000 at once kept RSS about 0.6 KB a
+                # connection higher (docs/performance.md).
                 elif not await self._write_pending():
                     # Nothing is lost: what was not yet taken waits as snapshots,
                     # as if the store had failed before the flush began.
