@@ -60,6 +60,10 @@ class SessionWriter:
         self.store = store
         self.max_unsaved = max_unsaved
         self._dirty: dict[str, Session] = {}  # live sessions changed since the last flush
+        # Sessions a running flush has taken off _dirty and not yet snapshotted:
+        # with a slicing store that lasts several writes, during which they are
+        # still unsaved, and may end.
+        self._taking: dict[str, Session] = {}
         self._pending: dict[str, SessionRecord] = {}  # snapshots not yet written
         # session ids in _pending by (user, course): opening a session reads
         # its total, and must not scan every snapshot waiting here to do it.
@@ -80,16 +84,28 @@ class SessionWriter:
     def ended(self, session: Session) -> None:
         """A session ended: its final snapshot is written at the next flush."""
         self._dirty.pop(session.session_id, None)
+        # A running flush must not snapshot it again: once this final snapshot
+        # is written, a second one would be counted as credit still waiting.
+        self._taking.pop(session.session_id, None)
         self._set_pending(session.record())
 
     @property
     def unsaved(self) -> int:
         """Sessions whose latest state is not yet in the store."""
-        return len(self._pending) + sum(1 for sid in self._dirty if sid not in self._pending)
+        pending, dirty = self._pending, self._dirty
+        return (
+            len(pending)
+            + sum(1 for sid in dirty if sid not in pending)
+            + sum(1 for sid in self._taking if sid not in pending and sid not in dirty)
+        )
 
     def is_saved(self, session_id: str) -> bool:
         """Whether nothing of this session is waiting to be written."""
-        return session_id not in self._pending and session_id not in self._dirty
+        return (
+            session_id not in self._pending
+            and session_id not in self._dirty
+            and session_id not in self._taking
+        )
 
     @property
     def full(self) -> bool:
@@ -118,26 +134,35 @@ class SessionWriter:
             # Snapshots are taken in slices, letting the IOLoop answer heartbeats
             # in between: 19,000 at once held it for tens of milliseconds. Sessions
             # changing meanwhile are marked in the new dict, for the next flush.
-            dirty, self._dirty = self._dirty, {}
+            self._taking, self._dirty = self._dirty, {}
             sliced = self.store.save_slice is not None
-            live = iter(dirty.values())
-            for n, session in enumerate(live, 1):
-                self._set_pending(session.record())
-                if n % SNAPSHOT_SLICE:
-                    continue
-                if not sliced:
-                    await asyncio.sleep(0)
-                # A store that writes in slices gets each one as soon as it is
-                # taken, so a checkpoint holds one slice of snapshots at a time,
-                # not one per session: 19,000 at once kept RSS about 0.6 KB a
-                # connection higher (docs/performance.md).
-                elif not await self._write_pending():
-                    # Nothing is lost: what was not yet taken waits as snapshots,
-                    # as if the store had failed before the flush began.
-                    for rest in live:
-                        self._set_pending(rest.record())
-                    return False
-            return await self._write_pending()
+            try:
+                taken = 0
+                while self._taking:
+                    _, session = self._taking.popitem()
+                    self._set_pending(session.record())
+                    taken += 1
+                    if taken % SNAPSHOT_SLICE:
+                        continue
+                    if not sliced:
+                        await asyncio.sleep(0)
+                    # A store that writes in slices gets each one as soon as it is
+                    # taken, so a checkpoint holds one slice of snapshots at a time,
+                    # not one per session: 19,000 at once kept RSS about 0.6 KB a
+                    # connection higher (docs/performance.md).
+                    elif not await self._write_pending():
+                        # Nothing is lost: what was not yet taken waits as snapshots,
+                        # as if the store had failed before the flush began.
+                        while self._taking:
+                            self._set_pending(self._taking.popitem()[1].record())
+                        return False
+                return await self._write_pending()
+            finally:
+                # Only if the flush itself was cancelled: the untaken sessions
+                # are marked changed again, for the next one.
+                for session_id, session in self._taking.items():
+                    self._dirty.setdefault(session_id, session)
+                self._taking = {}
 
     async def _write_pending(self) -> bool:
         """Write every waiting snapshot, in the store's slices; False if the store failed."""

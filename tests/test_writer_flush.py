@@ -27,7 +27,7 @@ async def test_changes_during_a_sliced_flush_are_kept(store):
     flushing = asyncio.ensure_future(writer.flush())
     await asyncio.sleep(0)  # the flush has taken its first slice and yielded
     assert not flushing.done()
-    early, late = sessions[0], sessions[-1]  # snapshotted before / after this point
+    late, early = sessions[0], sessions[-1]  # snapshotted after / before this point (taken from the end)
     for session in (early, late):
         tracker.heartbeat(session, 10.0)
         writer.changed(session)
