@@ -196,6 +196,11 @@ class Run:
         self.ramp_deadline = 10.0 if args.quick else RAMP_DEADLINE
         self.servers = args.servers.split(",") if getattr(args, "servers", None) else list(SERVERS)
         self.mongodb_url: str | None = None
+        # ours checkpoints every 5 s (server.py's default) unless --ours-arg says otherwise.
+        self.flush_interval = 5.0
+        for setting in getattr(args, "ours_arg", None) or []:
+            if setting.startswith("--flush-interval="):
+                self.flush_interval = float(setting.split("=", 1)[1])
         self.ferretdb: Child | None = None
 
     def start_server(
@@ -445,7 +450,7 @@ def hold_run(run: Run, kind: str, stages: Sequence[int], *, interval: float, mea
                     "rss_per_conn_kb": round((rss - rss0) / max(1, m["open"]), 2),
                     "server_cpu": round((cpu_b - cpu_a) / m["seconds"], 3),
                     "replies_per_s": round(m["replies"] / m["seconds"], 1),
-                    **store_rate(stats, since, time.time()),
+                    **store_rate(stats, since, time.time(), run.flush_interval),
                     **{k: m[k] for k in ("p50_ms", "p99_ms", "fairness", "per_conn_min", "per_conn_max")},
                     **{k: m[k] for k in ("loadgen_cpu", "error_replies", "skipped", "close_codes")},
                 }
@@ -482,7 +487,7 @@ def loop_run(run: Run, kind: str, conns: int, seconds: float, **server: Any) -> 
             "replies_per_s": round(m["replies"] / m["seconds"], 1),
             "server_cpu": round((cpu_b - cpu_a) / m["seconds"], 3),
             "rss_mb": round(rss / 1024, 1),
-            **store_rate(stats, since, time.time()),
+            **store_rate(stats, since, time.time(), run.flush_interval),
             **{k: m[k] for k in ("p50_ms", "p99_ms", "fairness", "per_conn_min", "per_conn_max")},
             **{k: m[k] for k in ("loadgen_cpu", "error_replies", "close_codes")},
         }
