@@ -2,7 +2,8 @@
 
 Heartbeats only mark their session dirty (a dict assignment); every
 ``--flush-interval`` :meth:`SessionWriter.flush` writes one snapshot per
-changed session in a single batch. So store writes per second are at most
+changed session: a checkpoint, in one batch or in the store's slices
+(``Store.save_slice``). So store writes per second are at most
 live sessions / flush interval, however fast heartbeats arrive, and a crash
 loses at most one interval of credit per session (counting rule 5).
 
