@@ -49,11 +49,9 @@ TOTAL_PER_DAY_IN_COURSE = [
 
 
 @pytest.fixture
-def mongo_store(io_loop, mongo_url):
-    store = open_store(mongo_url)
-    io_loop.run_sync(store.open)
-    yield store
-    io_loop.run_sync(store.close)
+def store_kind() -> str:
+    """Every test here is about the MongoDB store: conftest's ``store`` is that one."""
+    return "mongodb"
 
 
 def test_a_url_without_a_database_is_a_start_up_error_that_hides_the_url():
@@ -65,15 +63,15 @@ def test_a_url_without_a_database_is_a_start_up_error_that_hides_the_url():
 
 
 @pytest.mark.gen_test
-async def test_documents_use_bson_dates_and_the_indexes_exist(mongo_store, mongo_db):
-    await mongo_store.save([record(seconds=12.5, started=DAY1, ended=False)])
+async def test_documents_use_bson_dates_and_the_indexes_exist(store, mongo_db):
+    await store.save([record(seconds=12.5, started=DAY1, ended=False)])
     doc = mongo_db[SESSIONS].find_one()
     assert doc["startedAt"] == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     assert doc["creditedUntil"] == datetime(2026, 3, 1, 9, 0, 12, 500000, tzinfo=UTC)
     assert doc["endedAt"] is None
     assert doc["day"] == "2026-03-01"
     assert doc["seconds"] == 12.5
-    assert doc["processId"] == mongo_store.process_id
+    assert doc["processId"] == store.process_id
     names = {i["name"] for i in mongo_db[SESSIONS].list_indexes()}
     assert {"user_course_started", "course_started", "open_by_process"} <= names
     for collection in ("study_leases", "study_takeovers", "study_processes"):
@@ -81,8 +79,8 @@ async def test_documents_use_bson_dates_and_the_indexes_exist(mongo_store, mongo
 
 
 @pytest.mark.gen_test
-async def test_the_documented_reporting_queries_run_on_the_schema(mongo_store, mongo_db):
-    await mongo_store.save(
+async def test_the_documented_reporting_queries_run_on_the_schema(store, mongo_db):
+    await store.save(
         [
             record("u1", "c1", seconds=100.5, started=DAY1),
             record("u1", "c1", seconds=50, started=DAY2),
@@ -106,7 +104,7 @@ async def test_the_documented_reporting_queries_run_on_the_schema(mongo_store, m
 
 @pytest.mark.gen_test
 async def test_a_checkpoint_whose_reply_is_lost_is_retried_without_counting_twice(
-    mongodb_server, mongodb_database, mongo_store
+    mongodb_server, mongodb_database, store
 ):
     """The write reaches the server, the reply does not: the writer keeps the
     snapshot and writes it again at the next flush, which changes nothing."""
@@ -122,18 +120,18 @@ async def test_a_checkpoint_whose_reply_is_lost_is_retried_without_counting_twic
         proxy.drop_reply_to("insert")  # the first snapshot is inserted, its reply lost
         assert await writer.flush() is False
         assert proxy.dropped == ["insert"]
-        assert len(await mongo_store.sessions()) == 1  # it did reach the store
+        assert len(await store.sessions()) == 1  # it did reach the store
         assert await writer.flush() is True  # the retry
         tracker.heartbeat(session, 1020.0)
         writer.changed(session)
         proxy.drop_reply_to("update")  # a checkpoint applied, its reply lost
         assert await writer.flush() is False
-        (stored,) = await mongo_store.sessions()
+        (stored,) = await store.sessions()
         assert stored.seconds == 20
         assert await writer.flush() is True
         assert await writer.total_seconds("u1", "c1") == 20
-        assert await mongo_store.total_seconds("u1", "c1") == 20
-        assert len(await mongo_store.sessions()) == 1
+        assert await store.total_seconds("u1", "c1") == 20
+        assert len(await store.sessions()) == 1
     finally:
         await via_proxy.close()
         await proxy.close()
@@ -141,7 +139,7 @@ async def test_a_checkpoint_whose_reply_is_lost_is_retried_without_counting_twic
 
 @pytest.mark.gen_test(timeout=90)
 async def test_an_outage_under_load_loses_nothing_and_refuses_new_connections(
-    mongodb_server, mongodb_database, mongo_store
+    mongodb_server, mongodb_database, store
 ):
     """The store is cut off for 12 s while 20 clients heartbeat: they keep getting
     correct totals from memory, new connections get 1013, and once it is back
@@ -191,7 +189,7 @@ async def test_an_outage_under_load_loses_nothing_and_refuses_new_connections(
         await wait_for(lambda: service.writer.unsaved == 0, timeout=10, message="the flush")
         for user in users:
             # The last answer was sent from memory; the store now holds that credit.
-            assert int(await mongo_store.total_seconds(user, "c1")) == seen[user]
+            assert int(await store.total_seconds(user, "c1")) == seen[user]
             assert seen[user] >= 12
         again = await Client.connect(base, "latecomer", "c1")
         assert (await again.connected())["studyTime"] == 0
