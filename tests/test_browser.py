@@ -509,13 +509,18 @@ async () => {
 """
 
 
-def test_the_client_backs_off_with_jitter_and_stops_for_good_on_final_closes(context, serve):
-    server = serve()
+def fake_socket_page(context, server):
+    """A page of ``server`` with the client on a FakeSocket, its clock moving only when told."""
     page = context.new_page()
     page.clock.install()
     page.goto(f"{server.http_url}/healthz")
-    page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))  # from now on time moves only when told
+    page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))
     page.evaluate(FAKE_SOCKET)
+    return page
+
+
+def test_the_client_backs_off_with_jitter_and_stops_for_good_on_final_closes(context, serve):
+    page = fake_socket_page(context, serve())
     url = page.evaluate("FakeSocket.made[0].url")
     assert url == "ws://study-time.invalid/api/study-time?userId=u1&courseId=c1&token=t%26k"
     delays = []
@@ -558,12 +563,7 @@ def test_the_client_backs_off_with_jitter_and_stops_for_good_on_final_closes(con
 
 
 def test_the_display_ticks_between_replies_and_never_runs_backwards(context, serve):
-    server = serve()
-    page = context.new_page()
-    page.clock.install()
-    page.goto(f"{server.http_url}/healthz")
-    page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))  # from now on time moves only when told
-    page.evaluate(FAKE_SOCKET)
+    page = fake_socket_page(context, serve())
     page.evaluate(
         """() => FakeSocket.made[0].say({type: "connected", status: "success", sessionId: "s",
               studyTime: 100, heartbeatInterval: 30, heartbeatTimeout: 60})"""
