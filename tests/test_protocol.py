@@ -7,6 +7,7 @@ and flushes use short real intervals with bounded waits.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -301,8 +302,6 @@ async def test_heartbeats_keep_the_session_alive_past_the_timeout(start_service)
     client = await Client.connect(service.url)
     await client.connected()
     # 8 heartbeats 0.3s apart span 2.4s: three timeouts, and the session survives.
-    import asyncio
-
     seen = []
     for _ in range(8):
         await asyncio.sleep(0.3)
