@@ -38,4 +38,7 @@ echo "$VERSION" >"$build/src/build/version/version.txt"
 mkdir -p "$gobin"
 (cd "$build/src" && GOFLAGS=-mod=mod go build -o "$gobin/ferretdb.new" ./cmd/ferretdb)
 mv "$gobin/ferretdb.new" "$gobin/ferretdb"
-"$gobin/ferretdb" --version | head -1 >&2
+# Print the version without a pipe into `head`: under pipefail, `head` exiting
+# first would kill `ferretdb --version` with SIGPIPE and fail the build (141).
+version_text="$("$gobin/ferretdb" --version)"
+echo "ensure-ferretdb: built ${version_text%%$'\n'*}" >&2
