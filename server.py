@@ -159,10 +159,12 @@ class Service:
                 session.connection.refuse(  # type: ignore[union-attr]
                     refusal("replaced", "a newer connection for this user and course took over")
                 )
-            elif self.tracker.cap(session, at):
+            else:
                 # It ended here after the takeover instant: write it again
                 # without the overlap, so no second counts twice.
-                self.writer.ended(session)
+                stored = session.seconds
+                if self.tracker.cap(session, at):
+                    self.writer.corrected(session, stored)
         if result.presumed_dead:
             for session in self.tracker:
                 if self.tracker.end(session, now, EndReason.SERVER_LOST):

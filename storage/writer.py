@@ -90,6 +90,18 @@ class SessionWriter:
         self._taking.pop(session.session_id, None)
         self._set_pending(session.record())
 
+    def corrected(self, session: Session, stored_seconds: float) -> None:
+        """An ended session's credit was cut back (:meth:`Tracker.cap`): write it again.
+
+        ``stored_seconds`` is the credit it had before the cut. The writer
+        forgets what the store holds for a session once its final snapshot
+        has landed, so the caller says it: totals read before the correction
+        lands then count the session once, at its corrected credit.
+        """
+        if session.session_id not in self._pending:
+            self._durable[session.session_id] = stored_seconds
+        self.ended(session)
+
     @property
     def unsaved(self) -> int:
         """Sessions whose latest state is not yet in the store."""
@@ -196,15 +208,19 @@ class SessionWriter:
             return False
         self._checkpointed(len(batch), started, True)
         self._note_success(len(batch))
+        # What the store holds for a session is remembered while it may still
+        # change (it is open) or a newer snapshot of it is waiting: totals add
+        # only the waiting snapshot's difference from it. An ended session with
+        # nothing waiting is forgotten, so this stays as small as the live set.
         for record in batch:
-            # A session that changed again while the batch was in flight
-            # has a newer snapshot waiting: keep that one.
             if self._pending.get(record.session_id) is record:
                 self._drop_pending(record)
-            if record.is_open:
-                self._durable[record.session_id] = record.seconds
-            else:
-                self._durable.pop(record.session_id, None)
+                if not record.is_open:
+                    self._durable.pop(record.session_id, None)
+                    continue
+            # Open, or changed again while the batch was in flight (the newer
+            # snapshot stays waiting): the store now holds this one.
+            self._durable[record.session_id] = record.seconds
         return True
 
     async def drain(self, timeout: float) -> bool:

@@ -213,3 +213,62 @@ async def test_a_session_ending_during_a_sliced_checkpoint_is_counted_once(fault
     stored = {r.session_id: r for r in await faulty.store.sessions(course_id="c1")}
     assert all(stored[s.session_id].seconds == 20 for s in sessions)
     assert all(stored[s.session_id].end_reason == "client_closed" for s in ending)
+
+
+@pytest.mark.gen_test
+async def test_a_stored_session_capped_after_a_takeover_elsewhere_counts_once_before_the_next_flush(
+    faulty, tracker, clock
+):
+    # Another process took the (user, course) over at t=40, but this one
+    # heard of it only after the session had ended here at t=45 and its
+    # final snapshot was stored: it is capped and written again. Until that
+    # correction lands, the total is the corrected credit, not both copies.
+    writer = SessionWriter(faulty)
+    session, _ = tracker.open("u1", "c1", clock(), session_id="a")
+    writer.changed(session)
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    writer.changed(session)
+    clock.advance(15)
+    tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(session)
+    assert await writer.flush()
+    assert await writer.total_seconds("u1", "c1") == 45
+    stored = session.seconds
+    assert tracker.cap(session, session.started_at + 40)
+    writer.corrected(session, stored)
+    assert await writer.total_seconds("u1", "c1") == 40
+    assert await writer.flush()
+    assert await writer.total_seconds("u1", "c1") == 40
+    assert await faulty.store.total_seconds("u1", "c1") == 40
+
+
+@pytest.mark.gen_test
+async def test_a_session_corrected_while_its_final_snapshot_is_being_written_counts_once(
+    faulty, tracker, clock
+):
+    writer = SessionWriter(faulty)
+    session, _ = tracker.open("u1", "c1", clock(), session_id="a")
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    writer.changed(session)
+    assert await writer.flush()  # 30 s stored, the session still open
+    clock.advance(15)
+    tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(session)
+    totals = []
+
+    def correct_during_the_write(save_number: int) -> None:
+        if save_number == 2:  # the final snapshot (45 s) is on its way to the store
+            stored = session.seconds
+            tracker.cap(session, session.started_at + 40)
+            writer.corrected(session, stored)
+
+    faulty.before_save = correct_during_the_write
+    assert await writer.flush()
+    faulty.before_save = None
+    totals.append(await writer.total_seconds("u1", "c1"))  # 45 stored, the 40 s correction waiting
+    assert await writer.flush()
+    totals.append(await writer.total_seconds("u1", "c1"))
+    assert totals == [40, 40]
+    assert await faulty.store.total_seconds("u1", "c1") == 40
