@@ -112,6 +112,7 @@ class Metrics:
             "study_time_auth_refusals",
             "Connections or messages refused with an error and a close code, by error code"
             " (invalid_params 4400, unauthorized 4401, forbidden 4403, too_many_messages 4429,"
+            " too_many_sessions 4430, too_many_connections 4431,"
             " store_unavailable 1013, ...).",
             ["reason"],
             registry=registry,

@@ -38,6 +38,7 @@ from storage import Store, StoreError, StoreUnavailable, open_store
 from storage.coordination import coordinator_for
 from storage.writer import SessionWriter
 from tracking.clock import Clock, WallClock
+from tracking.limits import KeyedLimit
 from tracking.protocol import REFUSAL_CODES, refusal
 from tracking.session import EndReason, Session
 from tracking.tracker import Tracker
@@ -78,7 +79,9 @@ class Service:
         self.auth = build_authenticator(settings)
         self.clock = clock or WallClock()
         self.store = store if store is not None else open_store(settings.store)
-        self.tracker = Tracker(settings.heartbeat_timeout, settings.min_heartbeat_interval)
+        self.tracker = Tracker(
+            settings.heartbeat_timeout, settings.min_heartbeat_interval, settings.max_sessions_per_user
+        )
         self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
         self.coordinator = coordinator_for(
             self.store,
@@ -88,6 +91,8 @@ class Service:
         )
         self.reports = Reports(open_report_source(settings.store))
         self.connections: set[StudyTimeSocket] = set()
+        #: Open connections per client address (``request.remote_ip``), against the cap.
+        self.connections_per_address = KeyedLimit(settings.max_connections_per_address)
         self.metrics = Metrics(end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES)
         self.metrics.watch(
             open_connections=lambda: len(self.connections),

@@ -215,6 +215,19 @@ class Settings:
     flood_burst: float = setting(
         20.0, non_negative_number, "messages a connection may send at once above --flood-rate"
     )
+    max_sessions_per_user: int = setting(
+        20,
+        non_negative_int,
+        "live sessions one learner (userId) may have across courses in this process; more are"
+        " refused with 4430 (0 = no limit). Reconnecting to a course already open does not count",
+    )
+    max_connections_per_address: int = setting(
+        200,
+        non_negative_int,
+        "open WebSocket connections from one client address in this process; more are refused"
+        " with 4431 (0 = no limit). The address is the proxy's client with --trust-proxy-headers;"
+        " a school or office behind one NAT address needs it above its learners' open tabs",
+    )
     max_unsaved_sessions: int = setting(
         100_000,
         positive_int,

@@ -223,6 +223,8 @@ class Run:
             argv = [PYTHON, os.path.join(BENCH, "ours.py"), f"--port={port}", f"--store={url}"]
             # A slow store must not hold every run's teardown for the default 5 s.
             argv.append("--shutdown-timeout=2")
+            # Thousands of connections from a few loopback addresses: no per-address cap.
+            argv.append("--max-connections-per-address=0")
             if mode == "hold":
                 # Half the interval: a beat answered late must not make the next one too_frequent.
                 argv += ["--heartbeat-interval=5", "--min-heartbeat-interval=2.5"]

@@ -61,6 +61,7 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         self.session: Session | None = None
         self.bucket: TokenBucket | None = None
         self._unread = 0  # replies written while earlier ones were still queued in our memory
+        self._counted_address: str | None = None  # counted in service.connections_per_address
 
     async def open(self) -> None:
         """Validate the ids, take over the (user, course), and announce the session.
@@ -73,6 +74,8 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
         now = service.clock()
         self.bucket = TokenBucket(settings.flood_rate, settings.flood_burst, now)
         service.connections.add(self)
+        if not self.count_address():
+            return
         try:
             # strip=False: Tornado would otherwise trim whitespace (and control
             # characters, which it turns into spaces), so " alice\x00" would be
@@ -96,6 +99,19 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
             self.refuse(refusal("store_unavailable", "too much study time is waiting for the store"))
             return
 
+        if not service.tracker.admits(user_id, course_id):
+            self.refuse_over_cap(
+                refusal(
+                    "too_many_sessions",
+                    f"this learner already has {settings.max_sessions_per_user} sessions open"
+                    " in other courses; close one and try again",
+                ),
+                "--max-sessions-per-user",
+                user=user_id,
+                course=course_id,
+            )
+            return
+        # No await between the check and the opening: nothing can take the slot meanwhile.
         session, replaced = service.tracker.open(
             user_id,
             course_id,
@@ -275,12 +291,62 @@ class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
     def on_close(self) -> None:
         service = self.service
         service.forget_connection(self)
+        self.uncount_address()
         session = self.session
         if session is not None and session.is_open:
             # A close frame from the client is a clean end; none is a lost connection.
             reason = EndReason.CLIENT_CLOSED if self.close_code is not None else EndReason.CONNECTION_LOST
             if service.tracker.end(session, service.clock(), reason):
                 service.session_ended(session)
+
+    def count_address(self) -> bool:
+        """Count this connection against its address's cap, or refuse it (4431) when full.
+
+        Counted before the ids and the credential are looked at, so an address
+        over its cap costs no authentication work; released in :meth:`on_close`
+        however the connection ends (refused, replaced, timed out, dropped).
+        """
+        service = self.service
+        address = self.request.remote_ip or ""
+        if service.connections_per_address.full(address):
+            self.refuse_over_cap(
+                refusal(
+                    "too_many_connections",
+                    f"{service.settings.max_connections_per_address} connections from this address"
+                    " are open already; try again later",
+                ),
+                "--max-connections-per-address",
+            )
+            return False
+        service.connections_per_address.add(address)
+        self._counted_address = address
+        return True
+
+    def uncount_address(self) -> None:
+        if self._counted_address is not None:
+            self.service.connections_per_address.remove(self._counted_address)
+            self._counted_address = None
+
+    def refuse_over_cap(
+        self, why: Refusal, setting: str, user: str | None = None, course: str | None = None
+    ) -> None:
+        """Refuse a connection over one of the caps, with a log line naming the setting."""
+        log.info(
+            "refused user=%s course=%s remote=%s code=%s (see %s)",
+            user,
+            course,
+            self.request.remote_ip,
+            why.code,
+            setting,
+            extra={
+                "event": "over_cap",
+                "user": user,
+                "course": course,
+                "remote": self.request.remote_ip,
+                "reason": why.code,
+            },
+        )
+        self.refuse(why)
 
     def end(self, now: float, reason: EndReason, why: Refusal) -> None:
         """End this connection's session for ``reason`` and close with ``why``."""

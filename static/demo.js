@@ -1,6 +1,8 @@
 // The demo page: a StudyTimeClient behind a form, a big timer, a log, and a
 // reports view. Query parameters prefill the form (server, userId, courseId,
-// lang, pause=0, maxRetryDelay in ms, autoconnect=1); never the token.
+// lang, pause=0, maxRetryDelay in ms, autoconnect=1); never the token. A server
+// address on another host (from ?server= or typed) is shown as a warning, and
+// the token is sent there only once the user has ticked that they trust it.
 
 import { StudyTimeClient, Status, formatDuration } from "./study-time-client.js";
 
@@ -17,6 +19,10 @@ const TEXT = {
     courseId: "Course id",
     token: "Token",
     tokenHint: "only if the server asks for one",
+    crossHost: "The server address is another site, not the one this page came from:",
+    crossHostRisk: "The token you type is sent there. Continue only if you trust it.",
+    crossHostConfirm: (host) => `Send my token to ${host}`,
+    crossHostRequired: "Tick the box to send your token to the other site, or clear the token.",
     pause: "Pause while this page is hidden",
     connect: "Connect",
     disconnect: "Disconnect",
@@ -64,6 +70,8 @@ const TEXT = {
       forbidden: "forbidden: this token may not study this course",
       invalid_params: "invalid user id or course id",
       too_many_messages: "too many messages",
+      too_many_sessions: "too many courses open at once: close one, trying again later",
+      too_many_connections: "too many connections from this network, trying again later",
       message_too_big: "message too big",
       invalid_url: "invalid server address",
     },
@@ -80,6 +88,10 @@ const TEXT = {
     courseId: "课程 ID",
     token: "令牌",
     tokenHint: "服务器要求时才需填写",
+    crossHost: "服务器地址是另一个站点，不是本页面所在的站点：",
+    crossHostRisk: "你填写的令牌会发送到那里。只有信任该站点时才继续。",
+    crossHostConfirm: (host) => `将我的令牌发送到 ${host}`,
+    crossHostRequired: "请勾选确认后才能把令牌发送到其他站点，或清空令牌。",
     pause: "页面隐藏时暂停计时",
     connect: "连接",
     disconnect: "断开",
@@ -127,6 +139,8 @@ const TEXT = {
       forbidden: "禁止访问：此令牌无权学习该课程",
       invalid_params: "用户 ID 或课程 ID 无效",
       too_many_messages: "消息过多",
+      too_many_sessions: "同时打开的课程过多：请关闭一个，稍后自动重试",
+      too_many_connections: "此网络的连接过多，稍后自动重试",
       message_too_big: "消息过大",
       invalid_url: "服务器地址无效",
     },
@@ -160,6 +174,7 @@ function applyLanguage() {
     el.placeholder = text[el.dataset.i18nPlaceholder];
   }
   $("lang").textContent = text.switchTo;
+  renderCrossHost();
   renderStatus();
   renderLogEmpty();
   if (!$("view-reports").hidden) loadReports();
@@ -197,12 +212,59 @@ function httpBase(typed) {
   return `${url.protocol === "wss:" ? "https:" : "http:"}//${url.host}`;
 }
 
+// Another host. A link can prefill ?server= with any address, so a learner
+// could be led to type their token into a page that sends it elsewhere: the
+// page names the other host next to the token field and sends no token there
+// until the user has ticked that they trust that very host.
+
+let trustedHost = null; // the other host the user ticked; changing the address unticks
+
+/** The host the typed address points to when it is not this page's own (host:port), else null. */
+function otherHost(typed) {
+  let host;
+  try {
+    host = new URL(httpBase(typed)).host;
+  } catch {
+    return null; // an invalid address sends nothing; connect() says it is invalid
+  }
+  return host === location.host ? null : host;
+}
+
+/** Whether the token (if any) may go to the address typed: this page's host, or one the user ticked. */
+function tokenMayGo() {
+  const host = otherHost($("server").value);
+  return host === null || host === trustedHost || !$("token").value;
+}
+
+function renderCrossHost() {
+  const text = t();
+  const host = otherHost($("server").value);
+  if (host !== trustedHost) trustedHost = null; // the tick was for another address: ask again
+  $("cross-host").hidden = host === null;
+  const ok = $("cross-host-ok");
+  ok.checked = host !== null && host === trustedHost;
+  // The form's validity blocks Connect (with this message) while a token would go unconfirmed.
+  ok.setCustomValidity(tokenMayGo() ? "" : text.crossHostRequired);
+  if (host === null) return;
+  const strong = document.createElement("strong");
+  strong.textContent = host;
+  $("cross-host-text").replaceChildren(text.crossHost, " ", strong, document.createElement("br"), text.crossHostRisk);
+  $("cross-host-confirm").textContent = text.crossHostConfirm(host);
+}
+
+$("server").addEventListener("input", renderCrossHost);
+$("token").addEventListener("input", renderCrossHost);
+$("cross-host-ok").addEventListener("change", () => {
+  trustedHost = $("cross-host-ok").checked ? otherHost($("server").value) : null;
+  renderCrossHost();
+});
+
 // The live view.
 
 function connect() {
   disconnect();
   const form = $("settings");
-  if (!form.reportValidity()) return;
+  if (!form.reportValidity()) return; // includes an unconfirmed token for another host
   let url;
   try {
     url = socketUrl($("server").value);
@@ -361,6 +423,7 @@ async function loadReports() {
     setReportsState("error", text.kind.invalid_url);
     return;
   }
+  if (!tokenMayGo()) return setReportsState("confirm", text.crossHostRequired);
   const headers = { Accept: "application/json" };
   if ($("token").value) headers.Authorization = `Bearer ${$("token").value}`;
   const get = (path) => fetch(base + path, { headers, cache: "no-store" });
@@ -446,5 +509,5 @@ $("userId").value = params.get("userId") || "";
 $("courseId").value = params.get("courseId") || "";
 // No token from the query string: credentials do not belong in URLs (history, logs).
 if (params.get("pause") === "0") $("pause").checked = false;
-applyLanguage();
+applyLanguage(); // also shows the warning when ?server= names another host
 if (params.get("autoconnect") === "1" && $("userId").value && $("courseId").value) connect();

@@ -18,6 +18,8 @@ export const CloseCode = Object.freeze({
   HEARTBEAT_TIMEOUT: 4408,
   REPLACED: 4409, // another tab or device opened the same user and course
   TOO_MANY_MESSAGES: 4429,
+  TOO_MANY_SESSIONS: 4430, // the learner has too many courses open at once: retried later
+  TOO_MANY_CONNECTIONS: 4431, // too many connections from this address: retried later
 });
 
 /**
@@ -35,13 +37,16 @@ const KIND_BY_CODE = new Map([
   [CloseCode.HEARTBEAT_TIMEOUT, "timed_out"],
   [CloseCode.REPLACED, "replaced"],
   [CloseCode.TOO_MANY_MESSAGES, "too_many_messages"],
+  [CloseCode.TOO_MANY_SESSIONS, "too_many_sessions"],
+  [CloseCode.TOO_MANY_CONNECTIONS, "too_many_connections"],
 ]);
 
 // Closes after which trying again cannot help: the credential, the ids or the
 // client itself are wrong, or another tab took over (retrying would take it
 // back, and the two tabs would evict each other forever). Everything else --
 // network failures, 1001 restarts, 1013 "try later", 4408 timeouts after a
-// sleeping laptop -- is retried with backoff.
+// sleeping laptop, 4430/4431 caps that free up as other sessions close -- is
+// retried with backoff.
 const FINAL_CODES = new Set([
   CloseCode.MESSAGE_TOO_BIG,
   CloseCode.BAD_REQUEST,

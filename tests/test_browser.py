@@ -602,3 +602,73 @@ def test_the_display_ticks_between_replies_and_never_runs_backwards(context, ser
     stopped_at = page.evaluate("client.displayTime")
     page.clock.run_for(500)
     assert page.evaluate("client.displayTime") == stopped_at
+
+
+def test_a_server_address_on_another_host_is_named_and_gets_the_token_only_once_ticked(
+    context, serve, tmp_path
+):
+    page_server = serve()
+    # The other host accepts pages of the first (a real cross-host deployment would list it too).
+    other = serve(f"--store=sqlite:///{tmp_path}/other.db", f"--allowed-origins={page_server.http_url}")
+    other_host = f"127.0.0.1:{other.port}"
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    # A crafted link: the learner did not choose this address.
+    page.goto(f"{page_server.http_url}/?server={other_host}&userId=u1&courseId=c1")
+    warning = page.locator("#cross-host")
+    assert warning.is_visible()
+    assert other_host in warning.text_content()
+    assert "another site" in warning.text_content()
+    assert page.text_content("#cross-host-confirm") == f"Send my token to {other_host}"
+    assert not page.is_checked("#cross-host-ok")
+
+    page.fill("#token", "the-learners-token")
+    page.click("#connect")
+    assert page.evaluate("window.studyTimeClient") is None, "a socket was opened with the token"
+    assert page.evaluate("document.getElementById('cross-host-ok').validationMessage") == (
+        "Tick the box to send your token to the other site, or clear the token."
+    )
+    # The reports view does not send the token there either.
+    page.click("#tab-reports")
+    assert page.get_attribute("#reports-state", "data-state") == "confirm"
+    page.click("#tab-live")
+    # The warning speaks both languages.
+    page.click("#lang")
+    assert other_host in warning.text_content() and "令牌" in warning.text_content()
+    page.click("#lang")
+
+    # A tick trusts that host only: another address unticks it, this page's own hides the warning.
+    page.check("#cross-host-ok")
+    page.fill("#server", "127.0.0.1:1")
+    assert warning.is_visible() and not page.is_checked("#cross-host-ok")
+    page.fill("#server", "")
+    assert not warning.is_visible()
+    page.fill("#server", other_host)
+    assert warning.is_visible() and not page.is_checked("#cross-host-ok")
+
+    page.check("#cross-host-ok")
+    page.click("#connect")
+    wait_status(page, "connected")
+    assert page.evaluate("studyTimeClient.url").startswith(f"ws://{other_host}/")
+    assert "session opened user=u1 course=c1" in other.log
+    assert "session opened" not in page_server.log
+    assert_no_page_errors(page)
+
+
+def test_a_learner_over_the_session_cap_is_told_why_and_gets_in_once_a_course_closes(context, serve):
+    server = serve("--max-sessions-per-user=1")
+    first = open_demo(context, server, "capped", "c1")
+    wait_status(first, "connected")
+    second = open_demo(context, server, "capped", "c2", query="&maxRetryDelay=500")
+    second.wait_for_function(
+        "document.getElementById('reason-text').dataset.kind === 'too_many_sessions'", timeout=WAIT_MS
+    )
+    assert (
+        second.text_content("#reason-text") == "too many courses open at once: close one, trying again later"
+    )
+    assert second.text_content("#reason-detail").startswith("4430")
+    assert second.evaluate("studyTimeClient.lastClose.willReconnect") is True
+    first.click("#disconnect")
+    wait_status(second, "connected")
+    assert_no_page_errors(second)

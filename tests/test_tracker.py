@@ -247,3 +247,33 @@ def test_the_sweep_stops_at_the_first_unexpired_session(tracker, clock):
     tracker._by_deadline.values = CountingView  # type: ignore[method-assign]
     assert tracker.expire(clock()) == []
     assert visited == 1
+
+
+def test_the_per_learner_cap_counts_live_sessions_across_courses_and_not_replacements(clock):
+    tracker = Tracker(heartbeat_timeout=TIMEOUT, min_heartbeat_interval=MIN_INTERVAL, max_sessions_per_user=2)
+    first, _ = open_session(tracker, clock, course="c1")
+    open_session(tracker, clock, course="c2")
+    assert tracker.sessions_of("u1") == 2
+    assert not tracker.admits("u1", "c3")
+    assert tracker.admits("u2", "c3")  # another learner has slots of their own
+    assert tracker.admits("u1", "c1")  # a replacement ends the old session: no extra slot
+    clock.advance(1)
+    _, replaced = open_session(tracker, clock, course="c1")
+    assert replaced is first and tracker.sessions_of("u1") == 2
+    # Every way a session leaves frees its slot: an end, a timeout, a discarded opening.
+    tracker.end(tracker.get("u1", "c2"), clock(), EndReason.CLIENT_CLOSED)
+    assert tracker.sessions_of("u1") == 1 and tracker.admits("u1", "c3")
+    opening, _ = open_session(tracker, clock, course="c3")
+    tracker.discard(opening)
+    assert tracker.sessions_of("u1") == 1
+    clock.advance(TIMEOUT)
+    assert len(tracker.expire(clock())) == 1
+    assert tracker.sessions_of("u1") == 0 and len(tracker) == 0
+
+
+def test_a_cap_of_zero_means_no_cap(clock):
+    tracker = Tracker(heartbeat_timeout=TIMEOUT, min_heartbeat_interval=MIN_INTERVAL, max_sessions_per_user=0)
+    for n in range(50):
+        assert tracker.admits("u1", f"c{n}")
+        open_session(tracker, clock, course=f"c{n}")
+    assert tracker.sessions_of("u1") == 50

@@ -34,6 +34,10 @@ class CloseCode(IntEnum):
     HEARTBEAT_TIMEOUT = 4408
     REPLACED = 4409
     TOO_MANY_MESSAGES = 4429
+    # Caps on what is open at once (4429's neighbours, not HTTP statuses):
+    # unlike 4429 they say nothing wrong about the client, so it may retry later.
+    TOO_MANY_SESSIONS = 4430  # the learner has --max-sessions-per-user sessions open
+    TOO_MANY_CONNECTIONS = 4431  # the client address has --max-connections-per-address open
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,8 @@ _CLOSE_FOR_ERROR: dict[str, tuple[CloseCode, str]] = {
     "heartbeat_timeout": (CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"),
     "replaced": (CloseCode.REPLACED, "replaced by a new connection"),
     "too_many_messages": (CloseCode.TOO_MANY_MESSAGES, "too many messages"),
+    "too_many_sessions": (CloseCode.TOO_MANY_SESSIONS, "too many sessions open for this learner"),
+    "too_many_connections": (CloseCode.TOO_MANY_CONNECTIONS, "too many connections from this address"),
     "store_unavailable": (CloseCode.TRY_AGAIN_LATER, "store unavailable, try again later"),
     "server_shutdown": (CloseCode.GOING_AWAY, "server shutting down"),
 }

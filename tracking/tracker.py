@@ -9,6 +9,8 @@ implements the counting rules of ``docs/protocol.md``:
    heartbeat is earned only on a clean end (see :class:`EndReason`);
 3. one live session per (user, course): opening a second ends the first at
    the same instant, so no wall clock second is earned twice;
+   and at most ``max_sessions_per_user`` live sessions per learner across
+   courses (:meth:`Tracker.admits`; 0 means no cap);
 6. credit is kept to the microsecond, so fractions are carried, never rounded away.
 
 Timeouts are kept in an insertion-ordered dict. Every deadline is "last
@@ -25,6 +27,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from enum import Enum
 
+from .limits import KeyedLimit
 from .session import EndReason, Session
 
 
@@ -39,12 +42,16 @@ class Verdict(Enum):
 class Tracker:
     """Live sessions and their credit. Pure: no I/O, no clock of its own."""
 
-    def __init__(self, heartbeat_timeout: float, min_heartbeat_interval: float) -> None:
+    def __init__(
+        self, heartbeat_timeout: float, min_heartbeat_interval: float, max_sessions_per_user: int = 0
+    ) -> None:
         if heartbeat_timeout <= 0:
             raise ValueError("heartbeat_timeout must be positive")
         self.heartbeat_timeout = heartbeat_timeout
         self.min_heartbeat_interval = min_heartbeat_interval
         self._by_key: dict[tuple[str, str], Session] = {}
+        #: Live sessions per user_id, kept in step with ``_by_key``.
+        self._per_user = KeyedLimit(max_sessions_per_user)
         # session_id -> session, in deadline order (see the module docstring).
         self._by_deadline: OrderedDict[str, Session] = OrderedDict()
         self._now = float("-inf")
@@ -60,6 +67,18 @@ class Tracker:
     def get(self, user_id: str, course_id: str) -> Session | None:
         return self._by_key.get((user_id, course_id))
 
+    def sessions_of(self, user_id: str) -> int:
+        """How many live sessions ``user_id`` has, across courses."""
+        return self._per_user.count(user_id)
+
+    def admits(self, user_id: str, course_id: str) -> bool:
+        """Whether :meth:`open` for this (user, course) stays within the per-learner cap.
+
+        Replacing the learner's session for the same course always does: the
+        replaced session ends as the new one starts, so the count stays the same.
+        """
+        return (user_id, course_id) in self._by_key or not self._per_user.full(user_id)
+
     def open(
         self,
         user_id: str,
@@ -71,7 +90,11 @@ class Tracker:
         user_agent: str | None = None,
         connection: object = None,
     ) -> tuple[Session, Session | None]:
-        """Start a session; return it and the session it replaced, already ended, if any."""
+        """Start a session; return it and the session it replaced, already ended, if any.
+
+        The per-learner cap is the caller's to check first (:meth:`admits`),
+        so that it can refuse the connection with its own close code.
+        """
         now = self._advance(now)
         replaced = self._by_key.get((user_id, course_id))
         if replaced is not None:
@@ -87,6 +110,7 @@ class Tracker:
             connection=connection,
         )
         self._by_key[session.key] = session
+        self._per_user.add(user_id)
         self._by_deadline[session_id] = session
         return session, replaced
 
@@ -195,6 +219,7 @@ class Tracker:
     def _forget(self, session: Session) -> None:
         if self._by_key.get(session.key) is session:
             del self._by_key[session.key]
+            self._per_user.remove(session.user_id)
         self._by_deadline.pop(session.session_id, None)
 
     def _advance(self, now: float) -> float:
