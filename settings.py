@@ -269,6 +269,18 @@ class Settings:
     jwt_jwks_url: str | None = setting(
         None, url, "JWKS URL to fetch signing keys from (cached; https unless loopback)"
     )
+    jwt_jwks_lifespan: float = setting(
+        300.0,
+        seconds,
+        "seconds a fetched JWKS key set is trusted: a key removed from the published set stops"
+        " working when the set is next fetched, at the latest this long after the last fetch",
+    )
+    jwt_jwks_refetch_interval: float = setting(
+        10.0,
+        non_negative_seconds,
+        "a token naming a kid the JWKS key set lacks fetches the set again (key rotation),"
+        " at most once per this many seconds (also the wait after a failed fetch)",
+    )
     jwt_audience: str | None = setting(None, text, "required aud claim")
     jwt_issuer: str | None = setting(None, text, "required iss claim")
     jwt_leeway: float = setting(10.0, non_negative_seconds, "seconds of clock skew tolerated on exp/nbf/iat")
