@@ -287,3 +287,25 @@ async def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(tmp_path,
             assert error is not None and "signing key" in error["message"], error
         assert jwks.fetches == 1
         assert server.terminate() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_keys_past_their_lifespan_are_not_used_when_the_jwks_cannot_be_fetched(tmp_path, key):
+    token = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+    with (
+        JwksServer([jwk(key, "k1")]) as jwks,
+        ServerProcess(
+            *jwks_server_args(tmp_path, jwks, "--jwt-jwks-lifespan=0.5", "--jwt-jwks-refetch-interval=0.2")
+        ) as server,
+    ):
+        assert await session_error(server.url, token) is None
+        jwks.stop()  # the identity provider is unreachable from now on
+
+        async def unavailable() -> bool:
+            error = await session_error(server.url, token)
+            return error is not None and "unavailable" in error["message"]
+
+        await wait_for(unavailable, timeout=10, interval=0.1, message="keys unavailable")
+        assert server.terminate() == 0
+    assert "cannot fetch JWKS keys from --jwt-jwks-url http://127.0.0.1:" in server.log
+    assert "Traceback" not in server.log
