@@ -21,12 +21,14 @@ import tornado.netutil
 import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
+from tornado.routing import Rule
 
 import settings as settings_module
 import supervisor
 from auth import build_authenticator
 from handlers.base import log_request
 from handlers.health import HealthHandler
+from handlers.hosts import AllowedHosts, HostRefusedHandler, host_check_applies
 from handlers.ops import MetricsHandler, ReadyHandler
 from handlers.reports import ROUTES as REPORT_ROUTES
 from handlers.study_time import StudyTimeSocket
@@ -261,15 +263,20 @@ class Service:
 
 def make_app(service: Service) -> tornado.web.Application:
     settings = service.settings
+    routes: list = [
+        (r"/api/study-time", StudyTimeSocket, {"service": service}),
+        (r"/healthz", HealthHandler),
+        (r"/readyz", ReadyHandler, {"service": service}),
+        (r"/metrics", MetricsHandler, {"service": service}),
+        *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
+        (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
+    ]
+    if host_check_applies(settings):
+        # Every route only for an allowed Host; any other Host gets 403 (DNS rebinding, handlers/hosts.py).
+        hosts = AllowedHosts(settings.allowed_hosts)
+        routes = [Rule(hosts, routes), (r".*", HostRefusedHandler, {"hosts": hosts})]
     return tornado.web.Application(
-        [
-            (r"/api/study-time", StudyTimeSocket, {"service": service}),
-            (r"/healthz", HealthHandler),
-            (r"/readyz", ReadyHandler, {"service": service}),
-            (r"/metrics", MetricsHandler, {"service": service}),
-            *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
-            (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
-        ],
+        routes,
         websocket_max_message_size=settings.max_message_size,
         log_function=log_request,
     )

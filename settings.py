@@ -157,6 +157,26 @@ def origins(text: str) -> tuple[str, ...]:
     return values
 
 
+HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
+
+
+def host_names(text: str) -> tuple[str, ...]:
+    """Comma-separated host names or IP addresses, without scheme or port."""
+    values = tuple(item.strip().lower() for item in text.split(",") if item.strip())
+    if not values:
+        raise ValueError("expected at least one host name, such as study.example.lan")
+    for value in values:
+        try:
+            ipaddress.ip_address(value.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            if not HOST_NAME.fullmatch(value):
+                raise ValueError(
+                    f"expected host names or IP addresses without scheme or port, like"
+                    f" study.example.lan or 192.168.1.20, got {value!r}"
+                ) from None
+    return values
+
+
 def is_loopback(host: str) -> bool:
     """Whether listening on ``host`` keeps the server reachable from this machine only."""
     if host == "localhost":
@@ -270,7 +290,9 @@ class Settings:
         "who may connect: none (trust userId; loopback only), jwt, token, or package.module:ClassName",
     )
     allow_insecure_auth: bool = setting(
-        False, boolean, "allow --auth=none on a non-loopback --host (logs a warning)"
+        False,
+        boolean,
+        "allow --auth=none on a non-loopback --host or with --allowed-origins=* (logs a warning)",
     )
     jwt_algorithms: tuple[str, ...] = setting(
         ("HS256",), jwt_algorithms, "comma-separated JWT algorithms accepted (never none)"
@@ -282,6 +304,18 @@ class Settings:
     jwt_jwks_url: str | None = setting(
         None, url, "JWKS URL to fetch signing keys from (cached; https unless loopback)"
     )
+    jwt_jwks_lifespan: float = setting(
+        300.0,
+        seconds,
+        "seconds a fetched JWKS key set is trusted: a key removed from the published set stops"
+        " working when the set is next fetched, at the latest this long after the last fetch",
+    )
+    jwt_jwks_refetch_interval: float = setting(
+        10.0,
+        non_negative_seconds,
+        "a token naming a kid the JWKS key set lacks fetches the set again (key rotation),"
+        " at most once per this many seconds (also the wait after a failed fetch)",
+    )
     jwt_audience: str | None = setting(None, text, "required aud claim")
     jwt_issuer: str | None = setting(None, text, "required iss claim")
     jwt_leeway: float = setting(10.0, non_negative_seconds, "seconds of clock skew tolerated on exp/nbf/iat")
@@ -289,6 +323,13 @@ class Settings:
     jwt_roles_claim: str = setting("roles", text, "claim listing the token's roles (admin, teacher)")
     tokens_file: str = setting(
         "data/tokens.json", text, "JSON file of hashed API tokens for --auth=token (reloaded on change)"
+    )
+    allowed_hosts: tuple[str, ...] | None = setting(
+        None,
+        host_names,
+        "comma-separated host names or addresses (no port) this server answers to besides"
+        " loopback ones (localhost, *.localhost, 127.0.0.0/8, ::1); other Host headers get 403."
+        " Always checked under --auth=none (DNS rebinding); under other backends only when given",
     )
     allowed_origins: tuple[str, ...] | None = setting(
         None,
@@ -314,6 +355,14 @@ class Settings:
                 f"invalid --auth: 'none' trusts any userId, so it only listens on a loopback"
                 f" --host, not {self.host or 'every interface'!r}; choose --auth=jwt or --auth=token,"
                 " or accept the risk with --allow-insecure-auth"
+            )
+        every_origin = self.allowed_origins is not None and "*" in self.allowed_origins
+        if self.auth == "none" and every_origin and not self.allow_insecure_auth:
+            raise SettingsError(
+                "invalid --allowed-origins: '*' with --auth=none lets a page on any web site"
+                " record study time as any user from a learner's browser; list the origins that"
+                " may connect, choose --auth=jwt or --auth=token, or accept the risk with"
+                " --allow-insecure-auth"
             )
 
 

@@ -49,8 +49,14 @@ def build_authenticator(settings: Settings) -> Authenticator:
         if not is_loopback(settings.host):
             log.warning(
                 "--auth=none on --host=%s: anyone who can reach this port can record study time"
-                " as any user (allowed by --allow-insecure-auth)",
+                " as any user (allowed by --allow-insecure-auth); requests must still name this"
+                " server by a loopback name or one in --allowed-hosts",
                 settings.host or "every interface",
+            )
+        if settings.allowed_origins and "*" in settings.allowed_origins:
+            log.warning(
+                "--auth=none with --allowed-origins=*: a page on any web site can record study time"
+                " as any user (allowed by --allow-insecure-auth)"
             )
         return NoAuthenticator()
     if name == "jwt":

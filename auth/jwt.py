@@ -15,7 +15,6 @@ courses; ``--jwt-roles-claim`` (default ``roles``) carries roles.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from types import MappingProxyType
@@ -23,20 +22,18 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import jwt
-from jwt import PyJWKClient
 from jwt.algorithms import get_default_algorithms
 
 from settings import Settings, SettingsError, is_loopback
 
 from .base import Authenticator, AuthRequest, Identity, require_credential, unauthorized
+from .jwks import JwksKeys, JwksUnavailable, public_url
 
 log = logging.getLogger("study_time.auth")
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 #: RFC 7518 3.2: an HMAC key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
-#: How long fetched JWKS keys are trusted before they are fetched again.
-JWKS_LIFESPAN = 300.0
 JWKS_TIMEOUT = 5.0
 
 # Fixed, credential-free reasons for PyJWT's errors, most specific first.
@@ -61,7 +58,7 @@ class JwtAuthenticator(Authenticator):
         algorithms: Sequence[str],
         secret: str | None = None,
         public_key: bytes | None = None,
-        jwks_client: PyJWKClient | None = None,
+        jwks: JwksKeys | None = None,
         audience: str | None = None,
         issuer: str | None = None,
         leeway: float = 10.0,
@@ -72,7 +69,7 @@ class JwtAuthenticator(Authenticator):
         self.key_algorithms = [a for a in algorithms if a not in HMAC_ALGORITHMS]
         self.secret = secret
         self.public_key = public_key
-        self.jwks_client = jwks_client
+        self.jwks = jwks
         self.audience = audience
         self.issuer = issuer
         self.leeway = leeway
@@ -105,7 +102,7 @@ class JwtAuthenticator(Authenticator):
                 f"invalid {which}: given, but --jwt-algorithms={listed} lists no RS*/PS*/ES*/EdDSA algorithm"
             )
         public_key = _read_public_key(keyfile, keyed) if keyfile else None
-        jwks_client = None
+        jwks = None
         if jwks_url:
             host = urlsplit(jwks_url).hostname or ""
             if jwks_url.startswith("http://") and not is_loopback(host) and not settings.allow_insecure_auth:
@@ -113,15 +110,19 @@ class JwtAuthenticator(Authenticator):
                     "invalid --jwt-jwks-url: keys fetched over plain http can be replaced in transit;"
                     " use https (or --allow-insecure-auth)"
                 )
-            # PyJWKClient caches the key set for JWKS_LIFESPAN and refetches an
-            # unknown kid at most once per cooldown, so random kids cannot make
-            # us hammer the identity provider.
-            jwks_client = PyJWKClient(jwks_url, cache_keys=True, lifespan=JWKS_LIFESPAN, timeout=JWKS_TIMEOUT)
+            # Our own key cache, not PyJWKClient's: its per-kid cache never
+            # forgets a key the provider has withdrawn (see auth/jwks.py).
+            jwks = JwksKeys(
+                jwks_url,
+                lifespan=settings.jwt_jwks_lifespan,
+                min_refetch_interval=settings.jwt_jwks_refetch_interval,
+                timeout=JWKS_TIMEOUT,
+            )
         return cls(
             algorithms=algorithms,
             secret=secret,
             public_key=public_key,
-            jwks_client=jwks_client,
+            jwks=jwks,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             leeway=settings.jwt_leeway,
@@ -166,15 +167,16 @@ class JwtAuthenticator(Authenticator):
         )
 
     async def _verification_key(self, token: str, header: dict) -> Any:
-        if self.jwks_client is not None and (self.public_key is None or "kid" in header):
+        if self.jwks is not None and (self.public_key is None or "kid" in header):
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise unauthorized("the token names no signing key (kid)")
             try:
-                # urllib underneath: fetch off the event loop (cache hits are cheap either way).
-                signing_key = await asyncio.to_thread(self.jwks_client.get_signing_key_from_jwt, token)
-            except jwt.PyJWKClientConnectionError as exc:
-                log.warning("cannot fetch JWKS keys from --jwt-jwks-url: %s", exc)
+                signing_key = await self.jwks.key(kid)
+            except JwksUnavailable:
                 raise unauthorized("the signing keys are unavailable, try again later") from None
-            except jwt.PyJWTError:
-                raise unauthorized("the token's signing key is unknown") from None
+            if signing_key is None:
+                raise unauthorized("the token's signing key is unknown")
             return signing_key.key
         return self.public_key
 
@@ -202,10 +204,8 @@ class JwtAuthenticator(Authenticator):
             keys.append("secret")
         if self.public_key:
             keys.append("public key file")
-        if self.jwks_client:
-            parts = urlsplit(self.jwks_client.uri)  # no user:password@ or query in the log
-            port = f":{parts.port}" if parts.port else ""
-            keys.append(f"JWKS {parts.scheme}://{parts.hostname}{port}{parts.path}")
+        if self.jwks:
+            keys.append(f"JWKS {public_url(self.jwks.url)}, keys trusted {self.jwks.lifespan:g}s")
         algorithms = ",".join(self.hmac_algorithms + self.key_algorithms)
         return f"jwt ({algorithms}; {', '.join(keys)})"
 

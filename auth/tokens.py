@@ -23,6 +23,8 @@ secret-dependent string comparison to time.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -30,7 +32,7 @@ import os
 import secrets
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -146,6 +148,27 @@ def write_entries(path: str, entries: Iterable[TokenEntry]) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of the tokens file at ``path``.
+
+    The lock is ``flock`` on a separate ``PATH.lock`` file (created owner-only):
+    the tokens file itself is replaced on every write (:func:`write_entries`),
+    so a lock on it would be taken on an inode the next writer no longer
+    uses. The lock is released when the descriptor closes, also if the
+    process dies. The server only reads the file, and never needs the lock:
+    each write replaces it atomically.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class TokenAuthenticator(Authenticator):
@@ -271,38 +294,51 @@ def cli(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     path = getattr(args, "tokens_file_late", None) or args.tokens_file
 
-    try:
-        entries = read_entries(path) if os.path.exists(path) else []
-    except TokensFileError as exc:
-        print(f"server.py tokens: error: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "create":
-        token = new_token()
-        entry = TokenEntry(
-            id=secrets.token_hex(4),
-            sha256=hash_token(token),
-            user=args.user,
-            roles=frozenset(args.roles),
-            courses=None if args.courses is None else frozenset(args.courses),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-        write_entries(path, [*entries, entry])
-        print(
-            f"token {entry.id} for user {entry.user} stored in {path}; it is shown only once:",
-            file=sys.stderr,
-        )
-        print(token)
-        return 0
     if args.command == "list":
+        try:
+            entries = read_entries(path) if os.path.exists(path) else []
+        except TokensFileError as exc:
+            print(f"server.py tokens: error: {exc}", file=sys.stderr)
+            return 2
         for entry in entries:
             courses = "all" if entry.courses is None else ",".join(sorted(entry.courses))
             roles = ",".join(sorted(entry.roles)) or "-"
             print(f"{entry.id}\tuser={entry.user}\troles={roles}\tcourses={courses}\tcreated={entry.created}")
         return 0
-    kept = [entry for entry in entries if entry.id != args.id]
+    # create and revoke read, change and write the file: under the lock, so
+    # that a create racing a revoke cannot write the revoked token back.
+    with locked(path):
+        try:
+            entries = read_entries(path) if os.path.exists(path) else []
+        except TokensFileError as exc:
+            print(f"server.py tokens: error: {exc}", file=sys.stderr)
+            return 2
+        if args.command == "create":
+            return _create(path, entries, args)
+        return _revoke(path, entries, args.id)
+
+
+def _create(path: str, entries: list[TokenEntry], args: argparse.Namespace) -> int:
+    token = new_token()
+    entry = TokenEntry(
+        id=secrets.token_hex(4),
+        sha256=hash_token(token),
+        user=args.user,
+        roles=frozenset(args.roles),
+        courses=None if args.courses is None else frozenset(args.courses),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_entries(path, [*entries, entry])
+    print(f"token {entry.id} for user {entry.user} stored in {path}; it is shown only once:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _revoke(path: str, entries: list[TokenEntry], token_id: str) -> int:
+    kept = [entry for entry in entries if entry.id != token_id]
     if len(kept) == len(entries):
-        print(f"server.py tokens: error: no token with id {args.id!r} in {path}", file=sys.stderr)
+        print(f"server.py tokens: error: no token with id {token_id!r} in {path}", file=sys.stderr)
         return 1
     write_entries(path, kept)
-    print(f"revoked token {args.id}", file=sys.stderr)
+    print(f"revoked token {token_id}", file=sys.stderr)
     return 0

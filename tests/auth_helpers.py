@@ -105,6 +105,10 @@ class JwksServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop answering (the identity provider becomes unreachable); stopping twice is harmless."""
         self.server.shutdown()
         self.server.server_close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import jwt
 import pytest
 
@@ -18,7 +20,7 @@ from tests.auth_helpers import (
     rsa_key,
     unsigned,
 )
-from tests.helpers import Client
+from tests.helpers import Client, ServerProcess, wait_for
 
 JWT = dict(auth="jwt", jwt_secret=SECRET)
 
@@ -193,3 +195,117 @@ async def test_jwks_keys_are_fetched_once_and_cached(start_service, key):
         client = await Client.connect(service.url, headers=bearer(unknown))
         message = await refused(client, 4401, "unauthorized")
         assert "signing key" in message["message"]
+
+
+async def session_error(url: str, token: str) -> dict | None:
+    """Open a session with ``token``: None if it opened (then closed cleanly), else the error sent."""
+    client = await Client.connect(url, headers=bearer(token))
+    message = await client.recv()
+    if message is not None and message["type"] == "connected":
+        await client.close()
+        return None
+    code, _reason, messages = await client.closed()
+    assert code == 4401, (code, message, messages)
+    return message
+
+
+async def session_opens(url: str, token: str) -> bool:
+    return await session_error(url, token) is None
+
+
+async def session_refused(url: str, token: str) -> bool:
+    return await session_error(url, token) is not None
+
+
+def jwks_server_args(tmp_path, jwks: JwksServer, *args: str) -> list[str]:
+    return [
+        f"--store=sqlite:///{tmp_path}/study_time.db",
+        "--auth=jwt",
+        "--jwt-algorithms=RS256",
+        f"--jwt-jwks-url={jwks.url}",
+        *args,
+    ]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_key_removed_from_the_jwks_stops_working_as_soon_as_the_set_is_fetched_again(tmp_path, key):
+    old, new = key, rsa_key()
+    old_token = jwt.encode(claims("u1"), old, algorithm="RS256", headers={"kid": "old"})
+    new_token = jwt.encode(claims("u1"), new, algorithm="RS256", headers={"kid": "new"})
+    with (
+        JwksServer([jwk(old, "old")]) as jwks,
+        ServerProcess(
+            *jwks_server_args(tmp_path, jwks, "--jwt-jwks-lifespan=3600", "--jwt-jwks-refetch-interval=0.2")
+        ) as server,
+    ):
+        assert await session_error(server.url, old_token) is None
+        # The provider rotates: "new" replaces "old" (withdrawn, say because it leaked).
+        jwks.keys = [jwk(new, "new")]
+        # A token naming the unknown kid fetches the set again (once the refetch
+        # interval has passed since the last fetch) and opens its session.
+        await wait_for(lambda: session_opens(server.url, new_token), timeout=10, interval=0.1)
+        assert jwks.fetches >= 2
+        # The set fetched again no longer holds "old": its tokens are refused now,
+        # not after the hour-long lifespan or a restart.
+        error = await session_error(server.url, old_token)
+        assert error is not None and error["code"] == "unauthorized", error
+        assert "signing key" in error["message"]
+        assert server.terminate() == 0
+    assert "removed old" in server.log
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_removed_jwks_key_stops_working_within_the_lifespan_without_a_new_kid(tmp_path, key):
+    token = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+    with (
+        JwksServer([jwk(key, "k1"), jwk(rsa_key(), "k2")]) as jwks,
+        ServerProcess(
+            *jwks_server_args(tmp_path, jwks, "--jwt-jwks-lifespan=1", "--jwt-jwks-refetch-interval=3600")
+        ) as server,
+    ):
+        assert await session_error(server.url, token) is None
+        jwks.keys = [jwks.keys[1]]  # k1 withdrawn; nothing new appears to trigger a fetch
+        started = time.monotonic()
+        await wait_for(
+            lambda: session_refused(server.url, token), timeout=10, interval=0.1, message="k1 refused"
+        )
+        assert time.monotonic() - started < 1 + 5  # the lifespan, plus generous slack
+        assert jwks.fetches == 2  # one fetch at the end of the lifespan, whatever the refetch interval
+        assert server.terminate() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(tmp_path, key):
+    with (
+        JwksServer([jwk(key, "k1")]) as jwks,
+        ServerProcess(*jwks_server_args(tmp_path, jwks, "--jwt-jwks-refetch-interval=3600")) as server,
+    ):
+        assert await session_error(server.url, jwt.encode(claims("u1"), key, "RS256", {"kid": "k1"})) is None
+        for n in range(5):
+            forged = jwt.encode(claims("u1"), rsa_key(), algorithm="RS256", headers={"kid": f"made-up-{n}"})
+            error = await session_error(server.url, forged)
+            assert error is not None and "signing key" in error["message"], error
+        assert jwks.fetches == 1
+        assert server.terminate() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_keys_past_their_lifespan_are_not_used_when_the_jwks_cannot_be_fetched(tmp_path, key):
+    token = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+    with (
+        JwksServer([jwk(key, "k1")]) as jwks,
+        ServerProcess(
+            *jwks_server_args(tmp_path, jwks, "--jwt-jwks-lifespan=0.5", "--jwt-jwks-refetch-interval=0.2")
+        ) as server,
+    ):
+        assert await session_error(server.url, token) is None
+        jwks.stop()  # the identity provider is unreachable from now on
+
+        async def unavailable() -> bool:
+            error = await session_error(server.url, token)
+            return error is not None and "unavailable" in error["message"]
+
+        await wait_for(unavailable, timeout=10, interval=0.1, message="keys unavailable")
+        assert server.terminate() == 0
+    assert "cannot fetch JWKS keys from --jwt-jwks-url http://127.0.0.1:" in server.log
+    assert "Traceback" not in server.log

@@ -35,6 +35,39 @@ async def test_allow_insecure_auth_starts_and_warns(tmp_path):
     assert "WARNING" in server.log and "--auth=none on --host=0.0.0.0" in server.log
 
 
+def test_none_with_every_origin_allowed_refuses_to_start(tmp_path):
+    result = start("--allowed-origins=*", f"--store=sqlite:///{tmp_path}/db")
+    assert result.returncode == 2
+    assert "invalid --allowed-origins" in result.stderr and "--auth=none" in result.stderr
+    assert "--allow-insecure-auth" in result.stderr and "Traceback" not in result.stderr
+    # The same in the environment, and the origins listed one by one are fine.
+    result = run_server("--port=0", env={"STUDY_TIME_ALLOWED_ORIGINS": "https://lms.example.com,*"})
+    assert result.returncode == 2 and "invalid --allowed-origins" in result.stderr
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_none_with_every_origin_starts_with_allow_insecure_auth_and_warns(tmp_path):
+    with ServerProcess(
+        "--allowed-origins=*", "--allow-insecure-auth", f"--store=sqlite:///{tmp_path}/db"
+    ) as server:
+        client = await Client.connect(server.url, headers={"Origin": "https://elsewhere.example"})
+        await client.connected()
+        await client.close()
+        assert server.terminate() == 0
+    assert "WARNING" in server.log and "--auth=none with --allowed-origins=*" in server.log
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_none_with_listed_origins_starts(tmp_path):
+    with ServerProcess(
+        "--allowed-origins=https://lms.example.com", f"--store=sqlite:///{tmp_path}/db"
+    ) as server:
+        client = await Client.connect(server.url, headers={"Origin": "https://lms.example.com"})
+        await client.connected()
+        await client.close()
+        assert server.terminate() == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -46,6 +79,8 @@ async def test_allow_insecure_auth_starts_and_warns(tmp_path):
         (["--auth=no_such_module:Auth"], "invalid --auth: cannot import module"),
         (["--auth=not a backend"], "invalid --auth"),
         (["--allowed-origins=https://lms.example.com/path"], "invalid --allowed-origins"),
+        (["--allowed-hosts=http://study.example.lan"], "invalid --allowed-hosts"),
+        (["--allowed-hosts=study.example.lan:8080"], "invalid --allowed-hosts"),
         (
             ["--auth=jwt", "--jwt-algorithms=RS256", "--jwt-jwks-url=http://idp.example.com/jwks.json"],
             "invalid --jwt-jwks-url: keys fetched over plain http",

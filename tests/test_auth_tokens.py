@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
+from auth.tokens import TokenEntry, hash_token, new_token, read_entries, write_entries
 from tests.auth_helpers import bearer, create, refused, tokens
-from tests.helpers import Client
+from tests.helpers import ROOT, Client
 
 
 def token_id(path, user: str) -> str:
@@ -105,3 +108,43 @@ async def test_created_and_revoked_tokens_take_effect_without_a_restart(start_se
     path.unlink()
     client = await Client.connect(service.url, "u2", "c1", headers=bearer(second))
     await refused(client, 4401, "unauthorized")
+
+
+def test_concurrent_creates_and_revokes_lose_nothing_and_resurrect_nothing(tmp_path):
+    """Many ``tokens create`` and ``tokens revoke`` processes at once, on one file.
+
+    Without a lock, each reads the file, changes its copy and writes it back:
+    a create that read before a revoke wrote puts the revoked token back, and
+    two creates lose one of the tokens.
+    """
+    path = tmp_path / "tokens.json"
+    existing = [new_token() for _ in range(12)]
+    write_entries(
+        str(path),
+        [
+            TokenEntry(id=f"old{n}", sha256=hash_token(token), user=f"u{n}", roles=frozenset(), courses=None)
+            for n, token in enumerate(existing)
+        ],
+    )
+    command = [sys.executable, "server.py", "tokens"]
+    args = [["revoke", f"old{n}"] for n in range(12)] + [["create", "--user", f"new{n}"] for n in range(12)]
+    processes = [
+        subprocess.Popen(
+            [*command, *arg, "--tokens-file", str(path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for arg in args
+    ]
+    results = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0] * len(processes), results
+    created = [out.strip() for out, _err in results if out.strip()]
+    assert len(created) == 12
+    hashes = {entry.sha256 for entry in read_entries(str(path))}
+    assert {hash_token(token) for token in created} <= hashes, "a created token was lost"
+    assert not {hash_token(token) for token in existing} & hashes, "a revoked token came back"
+    assert len(hashes) == 12
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(f"{path}.lock").st_mode) == 0o600
