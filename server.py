@@ -25,7 +25,7 @@ from tornado.ioloop import PeriodicCallback
 import settings as settings_module
 import supervisor
 from auth import build_authenticator
-from handlers.base import log_request
+from handlers.base import StaticFiles, log_request
 from handlers.health import HealthHandler
 from handlers.ops import MetricsHandler, ReadyHandler
 from handlers.reports import ROUTES as REPORT_ROUTES
@@ -261,7 +261,7 @@ def make_app(service: Service) -> tornado.web.Application:
             (r"/readyz", ReadyHandler, {"service": service}),
             (r"/metrics", MetricsHandler, {"service": service}),
             *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
-            (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
+            (r"/(.*)", StaticFiles, {"path": STATIC_DIR, "default_filename": "index.html"}),
         ],
         websocket_max_message_size=settings.max_message_size,
         log_function=log_request,
