@@ -15,7 +15,10 @@ import logging
 from datetime import UTC, datetime
 
 # The attributes every LogRecord has; anything else came in through ``extra=``.
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +31,7 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,  # tells the workers of --processes apart
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in entry:
+            if key not in STANDARD_ATTRIBUTES and key not in entry:
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -26,7 +26,7 @@ from tornado.routing import Rule
 import settings as settings_module
 import supervisor
 from auth import build_authenticator
-from handlers.base import log_request
+from handlers.base import StaticFiles, log_request
 from handlers.health import HealthHandler
 from handlers.hosts import AllowedHosts, HostRefusedHandler, host_check_applies
 from handlers.ops import MetricsHandler, ReadyHandler
@@ -269,7 +269,7 @@ def make_app(service: Service) -> tornado.web.Application:
         (r"/readyz", ReadyHandler, {"service": service}),
         (r"/metrics", MetricsHandler, {"service": service}),
         *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
-        (r"/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR, "default_filename": "index.html"}),
+        (r"/(.*)", StaticFiles, {"path": STATIC_DIR, "default_filename": "index.html"}),
     ]
     if host_check_applies(settings):
         # Every route only for an allowed Host; any other Host gets 403 (DNS rebinding, handlers/hosts.py).

@@ -425,8 +425,15 @@ def from_sources(cli: Mapping[str, str | None], environ: Mapping[str, str]) -> S
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
-    """Log to stderr at ``level``, as text lines or as one JSON object per line."""
+    """Log to stderr at ``level``, as text lines or as one JSON object per line.
+
+    Every record passes :class:`redact.RedactingFilter` first, so no credential
+    reaches the output whoever logged it (Tornado's own loggers included).
+    """
+    from redact import RedactingFilter
+
     handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
     if log_format == "json":
         from jsonlog import JsonFormatter
 

@@ -1,27 +1,114 @@
-"""What every handler shares: logging that never prints a credential."""
+"""What every handler shares: logging that never prints a credential, and security headers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+from collections.abc import Iterator
+from types import TracebackType
 
-from tornado.web import RequestHandler
+from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 access_log = logging.getLogger("tornado.access")
+app_log = logging.getLogger("tornado.application")
+
+# Security headers (docs/operations.md, "Threat model").
+
+#: The demo page loads only its own scripts and styles (no inline code), and
+#: talks only to its own server: its reports over HTTP(S) and its socket over
+#: ws(s). ``'self'`` covers ws:/wss: of the page's host in browsers that follow
+#: CSP Level 3; the explicit ``ws://HOST wss://HOST`` covers the others.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
+    " connect-src 'self'{sockets}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",  # a ?token= in the page's URL never leaves in a Referer
+}
+#: Instead of Tornado's ``TornadoServer/<version>``.
+SERVER_HEADER = "study-time"
+# A Host that may be written into the policy: a name or address and a port, nothing else.
+_HOST = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 
 
-class RedactedLogMixin:
-    """Summarise requests by path only.
+def content_security_policy(host: str) -> str:
+    sockets = f" ws://{host} wss://{host}" if _HOST.fullmatch(host) else ""
+    return CONTENT_SECURITY_POLICY.format(sockets=sockets)
 
-    Credentials may travel in the query string (``?token=``), so no log line
-    may contain the URI's query. Tornado prints ``_request_summary()`` when it
-    logs an uncaught exception; this keeps that line free of the query too.
+
+class ServiceHandlerMixin:
+    """What every handler of the service inherits, first among its bases.
+
+    Requests are summarised by path only: credentials may travel in the query
+    string (``?token=``), so no log line may contain the URI's query. Tornado
+    prints ``_request_summary()`` when it logs an uncaught exception; this
+    keeps that line free of the query too.
+
+    Every response carries the security headers (:data:`SECURITY_HEADERS`,
+    the Content-Security-Policy) and a ``Server`` header without Tornado's
+    version. ``set_default_headers`` runs for each response and again when an
+    error replaces one, so refusals and error pages carry them too.
     """
 
     request: object
 
+    def set_default_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)  # type: ignore[attr-defined]
+        self.set_header("Content-Security-Policy", content_security_policy(self.request.host))  # type: ignore[attr-defined]
+        self.set_header("Server", SERVER_HEADER)  # type: ignore[attr-defined]
+
     def _request_summary(self) -> str:
         request = self.request
         return f"{request.method} {request.path} ({request.remote_ip})"  # type: ignore[attr-defined]
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Tornado's own version also prints ``repr(self.request)``, whose
+        # ``uri`` carries the query string: the summary says enough.
+        if isinstance(value, HTTPError):
+            super().log_exception(typ, value, tb)  # type: ignore[misc]
+            return
+        app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
+
+
+class StaticFiles(ServiceHandlerMixin, StaticFileHandler):
+    """``static/``, with every odd path answered 404 or 403 and logged once, by the access log.
+
+    Tornado's handler lets a NUL byte in the path (``/%00``, ``/index.html%00.js``)
+    reach the file system, which raises ``ValueError``: a 500 with a traceback
+    anyone can provoke. Its 403s (``/../settings.py``) also log a second line.
+    """
+
+    @classmethod
+    def get_absolute_path(cls, root: str, path: str) -> str:
+        if "\x00" in path:  # no file has one; the file system would raise ValueError
+            raise HTTPError(404)
+        with quiet_refusals():
+            return super().get_absolute_path(root, path)
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        with quiet_refusals():
+            return super().validate_absolute_path(root, absolute_path)
+
+
+@contextlib.contextmanager
+def quiet_refusals() -> Iterator[None]:
+    """Tornado's refusals without their log message (the access log line says enough); a path the
+    file system cannot look up is not found."""
+    try:
+        yield
+    except HTTPError as exc:
+        raise HTTPError(exc.status_code) from None
+    except ValueError:
+        raise HTTPError(404) from None
 
 
 def log_request(handler: RequestHandler) -> None:

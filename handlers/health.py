@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from tornado.web import RequestHandler
 
-from .base import RedactedLogMixin
+from .base import ServiceHandlerMixin
 
 
-class HealthHandler(RedactedLogMixin, RequestHandler):
+class HealthHandler(ServiceHandlerMixin, RequestHandler):
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.write({"status": "ok"})

@@ -27,7 +27,7 @@ from tornado.web import RequestHandler
 
 from settings import Settings, is_loopback
 
-from .base import RedactedLogMixin
+from .base import ServiceHandlerMixin
 
 log = logging.getLogger("study_time.hosts")
 
@@ -80,7 +80,7 @@ class AllowedHosts(Matcher):
         )
 
 
-class HostRefusedHandler(RedactedLogMixin, RequestHandler):
+class HostRefusedHandler(ServiceHandlerMixin, RequestHandler):
     """Every request whose Host :class:`AllowedHosts` did not match: 403 with a JSON error."""
 
     def initialize(self, hosts: AllowedHosts) -> None:

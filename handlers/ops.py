@@ -15,7 +15,7 @@ from tornado.web import RequestHandler
 from metrics import CONTENT_TYPE
 from storage import StoreUnavailable
 
-from .base import RedactedLogMixin
+from .base import ServiceHandlerMixin
 
 if TYPE_CHECKING:
     from server import Service
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 READY_TIMEOUT_SECONDS = 2.0
 
 
-class MetricsHandler(RedactedLogMixin, RequestHandler):
+class MetricsHandler(ServiceHandlerMixin, RequestHandler):
     def initialize(self, service: Service) -> None:
         self.service = service
 
@@ -35,7 +35,7 @@ class MetricsHandler(RedactedLogMixin, RequestHandler):
         self.write(self.service.metrics.render())
 
 
-class ReadyHandler(RedactedLogMixin, RequestHandler):
+class ReadyHandler(ServiceHandlerMixin, RequestHandler):
     def initialize(self, service: Service) -> None:
         self.service = service
 

@@ -24,7 +24,7 @@ from reports.params import ParameterError, Window
 from reports.source import Scope
 from storage.base import StoreUnavailable
 
-from .base import RedactedLogMixin
+from .base import ServiceHandlerMixin
 
 if TYPE_CHECKING:
     from server import Service
@@ -41,7 +41,7 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.parameter = status, code, message, parameter
 
 
-class ReportHandler(RedactedLogMixin, RequestHandler):
+class ReportHandler(ServiceHandlerMixin, RequestHandler):
     """What every report endpoint shares: parameters, authentication, errors and output."""
 
     def initialize(self, service: Service) -> None:

@@ -25,7 +25,7 @@ from tracking.ratelimit import TokenBucket
 from tracking.session import EndReason, Session
 from tracking.tracker import Verdict
 
-from .base import RedactedLogMixin
+from .base import ServiceHandlerMixin
 
 if TYPE_CHECKING:
     from server import Service
@@ -53,7 +53,7 @@ def text_frame(text: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, length) + payload
 
 
-class StudyTimeSocket(RedactedLogMixin, WebSocketHandler):
+class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
     """One learner studying one course over one connection."""
 
     def initialize(self, service: Service) -> None:

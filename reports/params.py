@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tracking.protocol import valid_id
@@ -73,17 +73,30 @@ def instant(value: str, parameter: str, tz: ZoneInfo, *, end_of_day: bool = Fals
     try:
         if _DATE.fullmatch(value):
             day = date.fromisoformat(value)
-            if end_of_day:
-                day += timedelta(days=1)
-            return datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=tz)
-        return parsed.timestamp()
-    except (ValueError, OverflowError, OSError):
+            parsed = datetime(day.year, day.month, day.day, tzinfo=tz)
+        else:
+            parsed = datetime.fromisoformat(value)
+    except ValueError:
         raise ParameterError(
             parameter, f"{parameter} must be an ISO 8601 date or time, such as 2024-01-31T08:00:00+08:00"
         ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    try:
+        if end_of_day and _DATE.fullmatch(value):
+            parsed = (parsed + timedelta(days=1)).replace(fold=0)
+        seconds = parsed.timestamp()
+        # The report writes its bounds back as times in ``tz``: refuse an
+        # instant that falls outside the years 1-9999 there or in UTC
+        # (0001-01-01 in Asia/Shanghai is still year 0 in UTC) rather than
+        # fail on it later.
+        datetime.fromtimestamp(seconds, tz)
+        datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise ParameterError(
+            parameter, f"{parameter} must fall within the years 1 to 9999, in UTC and in time zone {tz.key}"
+        ) from None
+    return seconds
 
 
 def window(start: str | None, end: str | None, tz: ZoneInfo) -> Window:

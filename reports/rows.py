@@ -108,16 +108,33 @@ def session(record: SessionRecord, tz: ZoneInfo) -> dict:
     }
 
 
+#: What a spreadsheet takes as the start of a formula (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: object) -> object:
+    """A CSV cell: text that a spreadsheet would evaluate is neutralised with a leading ``'``.
+
+    Ids may begin with ``-`` or ``@`` (``-A1:B2``, ``@SUM(1)``), so text
+    cells starting with a formula trigger get OWASP's single-quote prefix.
+    Numbers are written as numbers: they are never negative (seconds, counts
+    and ranks are >= 0), so no number starts with ``-``.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
     return value
 
 
 def csv_text(columns: Iterable[str], rows: Iterable[dict], *, header: bool) -> str:
-    """CSV lines (RFC 4180, CRLF) for ``rows``, with the header line first if asked."""
+    """CSV lines (RFC 4180, CRLF) for ``rows``, with the header line first if asked.
+
+    The one writer of CSV, for the HTTP endpoints and the CLI alike; every cell
+    goes through :func:`_cell`.
+    """
     out = io.StringIO()
     writer = csv.writer(out)
     columns = list(columns)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -25,6 +27,13 @@ from typing import TypeVar
 from tracking.session import EndReason, SessionRecord
 
 from .base import Store, StoreError, StoreUnavailable
+
+log = logging.getLogger("study_time.store")
+
+#: The database and the files SQLite and this store keep next to it. They
+#: hold learners' addresses and user agents: owner-only, whatever the umask.
+FILE_SUFFIXES = ("", "-wal", "-shm", ".lock")
+FILE_MODE = 0o600
 
 T = TypeVar("T")
 
@@ -102,6 +111,7 @@ class SQLiteStore(Store):
         return cls(url[len(prefix) :], exclusive=exclusive)
 
     async def open(self) -> None:
+        self._make_files_owner_only()
         if self.exclusive:
             self._take_file_lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -212,10 +222,35 @@ class SQLiteStore(Store):
         ).fetchall()
         return [SessionRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
 
+    def _make_files_owner_only(self) -> None:
+        """Create the database file 0600 before SQLite opens it; tighten existing files.
+
+        SQLite creates ``-wal`` and ``-shm`` with the permissions of the
+        database file (and corrects them for the umask), so a database file
+        created 0600 here makes every file of the store 0600. Files an older
+        version (or another tool) left readable by others are tightened, with
+        a warning saying so.
+        """
+        try:
+            # A directory created here is the owner's only; an existing one is left as it is.
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+            for suffix in FILE_SUFFIXES:
+                path = self.path + suffix
+                try:
+                    mode = stat.S_IMODE(os.stat(path).st_mode)
+                except FileNotFoundError:
+                    continue
+                if mode & 0o077:
+                    os.chmod(path, FILE_MODE)
+                    log.warning("%s was open to others (%o): made it owner-only (%o)", path, mode, FILE_MODE)
+            # os.open's mode is filtered by the umask, which cannot add bits to 0600.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+        except OSError as exc:
+            raise StoreError(f"cannot use {self.path}: {exc.strerror}") from exc
+
     def _take_file_lock(self) -> None:
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as exc:
             raise StoreError(f"cannot use {self.path}: {exc.strerror}") from exc
         try:

@@ -26,4 +26,14 @@ class Broken(Authenticator):
         raise RuntimeError("bug in the plugin")
 
 
+class Leaky(Authenticator):
+    """Fails on every request with an error quoting every credential it was given (a careless plugin)."""
+
+    async def authenticate(self, request: AuthRequest, user_id: str | None) -> Identity:
+        raise RuntimeError(
+            f"bug in the plugin: Authorization: {request.header('Authorization')}"
+            f" subprotocols={request.subprotocols} token={request.query_argument('token')}"
+        )
+
+
 not_a_class = 42

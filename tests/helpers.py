@@ -145,6 +145,35 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, mess
         await asyncio.sleep(interval)
 
 
+def raw_request(port: int, data: bytes, timeout: float = 10.0) -> tuple[int | None, dict[str, str], bytes]:
+    """Send ``data`` as it is (bytes no client library would write) and read the answer.
+
+    Returns the status (None if the server closed without answering), the
+    headers (names lower-cased) and the body: read until the server closes,
+    the body its Content-Length announces has come, or a 101 head has.
+    """
+    import socket
+
+    def parse(received: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+        head, _, body = received.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}
+        status = int(status_line.split()[1])
+        complete = status == 101 or len(body) >= int(headers.get("content-length", "-1"))
+        return status, headers, body, complete
+
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        while chunk := sock.recv(65536):
+            received += chunk
+            if b"\r\n\r\n" in received and parse(received)[3]:
+                break
+    if not received:
+        return None, {}, b""
+    return parse(received)[:3]
+
+
 def run_server(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run ``python server.py ARGS`` to completion (start-up errors, CLI subcommands)."""
     return subprocess.run(
@@ -162,9 +191,10 @@ class ServerProcess:
 
     LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 
-    def __init__(self, *args: str, env: dict | None = None) -> None:
+    def __init__(self, *args: str, env: dict | None = None, umask: int = -1) -> None:
         self.args = args
         self.env = {**os.environ, **(env or {})}
+        self.umask = umask  # -1: the test runner's
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.output: list[str] = []
@@ -177,6 +207,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            umask=self.umask,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -10,7 +10,7 @@ proves the selection works. Skips without Chromium, except under CI=true.
 from __future__ import annotations
 
 from tests.auth_helpers import tokens
-from tests.browser import WAIT_MS
+from tests.browser import HARNESS, WAIT_MS
 from tests.helpers import ServerProcess
 
 # Opens the socket and resolves with what the page saw: the selected
@@ -37,7 +37,7 @@ def test_a_browser_authenticates_by_subprotocol_and_query_and_origins_are_enforc
             store, "--auth=token", f"--tokens-file={tokens_file}", f"--allowed-origins={lms_origin}"
         ) as server:
             ws_url = f"{server.url}/api/study-time?userId=u1&courseId=c1"
-            page = browser.new_page()
+            page = browser.new_page(**HARNESS)
             page.set_default_timeout(WAIT_MS)
 
             # Same origin, credential as a subprotocol: selected, connected.

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.auth_helpers import SECRET, claims, hs256
-from tests.browser import WAIT_MS
+from tests.browser import HARNESS, WAIT_MS
 from tests.helpers import ROOT, ServerProcess
 
 OUTPUT = os.path.join(ROOT, "test-output")
@@ -46,7 +46,7 @@ INTERVAL_MS = 500
 @pytest.fixture
 def context(browser):
     """A fresh browser profile; more can be made with ``browser.new_context``."""
-    made = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 860})
+    made = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 860}, **HARNESS)
     yield made
     made.close()
 
@@ -195,8 +195,8 @@ def test_connecting_shows_the_time_growing_from_heartbeats(context, serve, db_pa
 
 def test_a_second_page_replaces_the_first_which_stops(browser, serve):
     server = serve()
-    first_ctx = browser.new_context(locale="en-US")
-    second_ctx = browser.new_context(locale="en-US")
+    first_ctx = browser.new_context(locale="en-US", **HARNESS)
+    second_ctx = browser.new_context(locale="en-US", **HARNESS)
     try:
         first = open_demo(first_ctx, server, "twice", "c1", query="&maxRetryDelay=300")
         wait_status(first, "connected")
@@ -319,7 +319,7 @@ def test_leaving_the_page_closes_cleanly_so_the_tail_is_credited(context, serve,
 
 def test_language_follows_the_browser_and_can_be_switched(browser, serve):
     server = serve()
-    zh = browser.new_context(locale="zh-CN")
+    zh = browser.new_context(locale="zh-CN", **HARNESS)
     try:
         page = zh.new_page()
         page.goto(f"{server.http_url}/")
@@ -362,7 +362,7 @@ def test_the_reports_view_shows_my_courses_and_the_leaderboard(browser, serve):
     server = serve()
     if not server_supports_reports(server):
         pytest.skip("needs the report endpoints of issue 5")
-    ctx = browser.new_context(locale="en-US")
+    ctx = browser.new_context(locale="en-US", **HARNESS)
     try:
         pages = [open_demo(ctx, server, user, "algebra") for user in ("alice", "bob")]
         for page in pages:
@@ -379,6 +379,35 @@ def test_the_reports_view_shows_my_courses_and_the_leaderboard(browser, serve):
         assert {alice.locator("#leaderboard tbody tr.me td").nth(1).text_content()} == {"alice"}
     finally:
         ctx.close()
+
+
+def test_the_demo_page_works_under_its_own_policy_and_connects_to_no_other_server(browser, serve, tmp_path):
+    server, other = serve(), serve(f"--store=sqlite:///{tmp_path}/other.db")
+    ctx = browser.new_context(locale="en-US")  # the policy enforced: no HARNESS, so no wait_for_function
+    try:
+        page = ctx.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        page.goto(f"{server.http_url}/?userId=alice&courseId=algebra")
+        page.click("#connect")
+        page.locator("#status[data-status='connected']").wait_for(state="attached", timeout=WAIT_MS)
+        page.click("#tab-reports")
+        page.locator("#reports-state[data-state='ok']").wait_for(state="attached", timeout=WAIT_MS)
+        assert page.locator("#courses tbody tr").count() == 1
+        assert not [line for line in console if "Content Security Policy" in line], console
+        # Another server's address, typed in (or given as ?server=): the browser refuses the socket.
+        page.click("#tab-live")
+        page.click("#disconnect")
+        page.fill("#server", f"127.0.0.1:{other.port}")
+        page.click("#connect")
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while not [line for line in console if "connect-src" in line]:
+            assert time.monotonic() < deadline, console
+            page.wait_for_timeout(50)
+    finally:
+        ctx.close()
+    assert other.terminate() == 0
+    assert "session opened" not in other.log
 
 
 # The original API document's JavaScript example, unmodified.
@@ -412,7 +441,7 @@ def test_the_api_documents_javascript_example_runs_unmodified(browser, serve):
     assert "ws://localhost:8080/api/study-time?userId=123&courseId=456" in code
     # The document's own intervals: heartbeat every 30 s, timeout 60 s, none sooner than 10 s.
     server = serve("--heartbeat-interval=30", "--heartbeat-timeout=60", "--min-heartbeat-interval=10")
-    ctx = browser.new_context()
+    ctx = browser.new_context(**HARNESS)
     try:
         page = ctx.new_page()
         logged: list[str] = []
@@ -452,7 +481,7 @@ def test_the_api_documents_javascript_example_runs_unmodified(browser, serve):
 def test_screenshots_of_the_demo_page(browser, serve, device, locale):
     name, viewport = device
     server = serve()
-    ctx = browser.new_context(locale=locale, viewport=viewport, is_mobile=name == "phone")
+    ctx = browser.new_context(locale=locale, viewport=viewport, is_mobile=name == "phone", **HARNESS)
     try:
         page = open_demo(ctx, server, "alice", "math-101")
         wait_status(page, "connected")

@@ -173,16 +173,39 @@ async def test_bad_parameters_get_a_400_naming_the_parameter(start_service):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_no_query_string_makes_a_report_fail_with_a_500(start_service):
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, example, given, settings
     from hypothesis import strategies as st
 
     service = await start_service()
     await service.store.save(HISTORY)
     names = st.sampled_from(["userId", "courseId", "tz", "from", "to", "limit", "offset", "format"])
+    # Any instant, including those at the edges of what a datetime holds,
+    # written in any offset: with any zone they get 200 or 400, never 500.
+    # Any instant, including those at the edges of what a datetime holds,
+    # written in any offset: with any zone they get 200 or 400, never 500.
+    moments = st.one_of(
+        st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+        st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(1, 1, 2)),
+        st.datetimes(min_value=datetime(9999, 12, 30), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    )
+    zones = st.sampled_from(
+        ["UTC", "Asia/Shanghai", "Pacific/Kiritimati", "Etc/GMT+12", "Etc/GMT-14", "Asia/Tokyo"]
+    )
+    instants = st.one_of(
+        moments.map(lambda moment: moment.date().isoformat()),
+        st.tuples(moments, st.sampled_from(["", "Z", "+14:00", "-14:00", "+05:45"])).map(
+            lambda pair: pair[0].isoformat() + pair[1]
+        ),
+    )
     values = st.one_of(
         st.text(max_size=40),
+        instants,
         st.sampled_from(
-            ["u1", "c1", "2024-02-01", "2024-02-01T00:00:00+08:00", "UTC", "Asia/Shanghai", "0", "10"]
+            [
+                *("u1", "c1", "2024-02-01", "2024-02-01T00:00:00+08:00", "UTC", "Asia/Shanghai", "0", "10"),
+                *("0001-01-01", "9999-12-31", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"),
+                *("Pacific/Kiritimati", "Etc/GMT+12", "America/St_Johns", "csv"),
+            ]
         ),
     )
     paths = st.sampled_from(
@@ -195,8 +218,21 @@ async def test_no_query_string_makes_a_report_fail_with_a_500(start_service):
     )
     cases = []
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(paths, st.dictionaries(names, values, max_size=6))
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(
+        paths,
+        st.one_of(
+            st.dictionaries(names, values, max_size=6),
+            # Range bounds alone: any from/to/tz, near the ends of the calendar too.
+            st.fixed_dictionaries(
+                {"userId": st.just("u1"), "courseId": st.just("c1")},
+                optional={"from": instants, "to": instants, "tz": zones, "format": st.just("csv")},
+            ),
+        ),
+    )
+    @example("/api/reports/daily", {"userId": "u1", "from": "0001-01-01", "tz": "Asia/Shanghai"})
+    @example("/api/reports/sessions", {"userId": "u1", "from": "0001-01-01T00:00:00+14:00"})
+    @example("/api/reports/courses/c1/learners", {"to": "9999-12-31T23:59:59-14:00", "format": "csv"})
     def collect(path, query):
         cases.append((path, query))
 
@@ -206,6 +242,76 @@ async def test_no_query_string_makes_a_report_fail_with_a_500(start_service):
         assert response.code in (200, 400), (path, query, response.code, response.body)
         if response.code == 400:
             assert "parameter" in body(response)["error"]
+
+
+# Bounds a datetime cannot show in the report's zone (or in UTC): year 0 or 10000 once converted.
+OUT_OF_RANGE = [
+    ({"from": "0001-01-01", "tz": "Asia/Shanghai"}, "from"),
+    ({"from": "0001-01-01T00:00:00+14:00"}, "from"),
+    ({"from": "0001-01-01T00:00:00", "tz": "Asia/Tokyo"}, "from"),
+    ({"to": "9999-12-31T23:59:59-14:00"}, "to"),
+    ({"to": "9999-12-31"}, "to"),  # a whole day: up to 10000-01-01
+    ({"to": "9999-12-31T20:00:00", "tz": "America/New_York"}, "to"),
+]
+ENDPOINTS = [
+    ("/api/reports/daily", {"userId": "u1"}),
+    ("/api/reports/sessions", {"userId": "u1"}),
+    ("/api/reports/courses/c1/learners", {}),
+    ("/api/reports/learners/u1/courses", {}),
+]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_bounds_outside_the_years_1_to_9999_get_a_400_on_every_report(start_service):
+    service = await start_service()
+    await service.store.save(HISTORY)
+    for path, base in ENDPOINTS:
+        for query, parameter in OUT_OF_RANGE:
+            for fmt in ("json", "csv"):
+                response = await get(service, path, **base, **query, format=fmt)
+                assert response.code == 400, (path, query, fmt, response.code, response.body)
+                error = body(response)["error"]
+                assert error["parameter"] == parameter and "years 1 to 9999" in error["message"], error
+        # The widest bounds that can be shown still work.
+        response = await get(service, path, **base, **{"from": "0001-01-02", "to": "9999-12-30"})
+        assert response.code == 200, (path, response.body)
+
+
+# Formula injection: ids are text a spreadsheet would evaluate.
+FORMULAS = ["-2-3", "@A1", "=1+1", "+x", "\tx", "\rx", "-A1:B2"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_csv_cells_a_spreadsheet_would_evaluate_are_neutralised_and_json_is_untouched(start_service):
+    service = await start_service()
+    # Ids the socket accepts (- @) and ones only another writer of the store could leave.
+    await service.store.save(
+        [rec(user, "c1", start=MIDNIGHT + i, seconds=60.0 + i) for i, user in enumerate(FORMULAS)]
+        + [
+            rec("-2-3", "@A1", start=MIDNIGHT, seconds=10.0),
+            rec("-2-3", "-A1:B2", start=MIDNIGHT, seconds=5.0),
+        ]
+    )
+
+    async def csv_rows(path: str, **query) -> list[dict]:
+        response = await get(service, path, **query, format="csv")
+        assert response.code == 200, response.body
+        return list(csv.DictReader(io.StringIO(response.body.decode(), newline="")))
+
+    board = await csv_rows("/api/reports/courses/c1/learners")
+    assert sorted(r["userId"] for r in board) == sorted("'" + user for user in FORMULAS)
+    assert all(r["seconds"].isdigit() and r["rank"].isdigit() for r in board)  # numbers stay numbers
+    sessions = await csv_rows("/api/reports/sessions", courseId="c1")
+    assert sorted(r["userId"] for r in sessions) == sorted("'" + user for user in FORMULAS)
+    assert all(r["courseId"] == "c1" and r["startedAt"][0].isdigit() for r in sessions)
+    courses = await csv_rows("/api/reports/learners/-2-3/courses")
+    assert sorted(r["courseId"] for r in courses) == ["'-A1:B2", "'@A1", "c1"]
+    assert {r["userId"] for r in courses} == {"'-2-3"}
+    mine = await csv_rows("/api/reports/sessions", userId="-2-3", courseId="@A1")
+    assert [(r["userId"], r["courseId"]) for r in mine] == [("'-2-3", "'@A1")]
+    # JSON carries the ids as they are.
+    learners = body(await get(service, "/api/reports/courses/c1/learners"))["learners"]
+    assert sorted(r["userId"] for r in learners) == sorted(FORMULAS)
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -316,6 +422,13 @@ def test_the_cli_prints_tables_and_csv_from_the_store(store, store_url, io_loop)
     assert len(sessions.stdout.splitlines()) == 3  # header, 05:00 and the open one
     bad = run("daily", "--user=u1", "--tz=Nowhere/Special")
     assert bad.returncode == 2 and "--tz" in bad.stderr
+    for kind in ("learner", "course", "daily", "sessions"):
+        target = {"learner": ["u1"], "course": ["c1"]}.get(kind, ["--user=u1"])
+        early = run(kind, *target, "--from=0001-01-01", "--tz=Asia/Shanghai", "--format=csv")
+        assert early.returncode == 2 and "--from" in early.stderr and "Traceback" not in early.stderr, early
+    io_loop.run_sync(lambda: store.save([rec("@A1", "c1", start=MIDNIGHT, seconds=1.0)]))
+    board = run("course", "c1", "--format=csv")
+    assert "'@A1" in [row["userId"] for row in csv.DictReader(io.StringIO(board.stdout))]
 
 
 # Authorization, through the socket's auth backend (JWT here).
