@@ -77,7 +77,7 @@ async def load(url: str, args) -> float:
     began = time.perf_counter()
     try:
         if url.startswith("mongodb"):
-            from storage.mongodb import SESSIONS
+            from storage.mongodb.store import SESSIONS
 
             collection = store.db[SESSIONS]
             for batch in batches(sessions(args.sessions, args.learners, args.days), 10_000):

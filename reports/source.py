@@ -116,13 +116,12 @@ class ReportSource(ABC):
 def open_report_source(url: str) -> ReportSource:
     """The report source for a ``--store`` URL (connects lazily)."""
     if url.startswith("sqlite:"):
-        from storage.sqlite import SQLiteStore
-
-        from .sqlite import SQLiteReports
+        from storage.sqlite.reports import SQLiteReports
+        from storage.sqlite.store import SQLiteStore
 
         return SQLiteReports(SQLiteStore.from_url(url).path)
     if url.startswith(("mongodb:", "mongodb+srv:")):
-        from .mongodb import MongoReports
+        from storage.mongodb.reports import MongoReports
 
         return MongoReports(url)
     scheme = url.split(":", 1)[0] if ":" in url else url[:20]

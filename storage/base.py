@@ -82,11 +82,11 @@ def open_store(url: str, *, server: bool = True) -> Store:
     sessions as their own.
     """
     if url.startswith("sqlite:"):
-        from .sqlite import SQLiteStore
+        from .sqlite.store import SQLiteStore
 
         return SQLiteStore.from_url(url, exclusive=server)
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        from .mongodb import MongoStore
+        from .mongodb.store import MongoStore
 
         return MongoStore.from_url(url)
     # Only the scheme is echoed: a database URL may carry a password.

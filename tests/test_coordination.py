@@ -7,7 +7,7 @@ import tornado.netutil
 
 from server import Service
 from storage import open_store
-from storage.mongodb import PROCESSES
+from storage.mongodb.store import PROCESSES
 from tests.conftest import mongodb_url
 from tests.helpers import Client, fast_settings, wait_for
 from tracking.clock import FakeClock

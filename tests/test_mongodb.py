@@ -14,7 +14,7 @@ import tornado.netutil
 
 from server import Service
 from storage import StoreError, open_store
-from storage.mongodb import SESSIONS, MongoStore
+from storage.mongodb.store import SESSIONS, MongoStore
 from storage.writer import SessionWriter
 from tests.helpers import Client, fast_settings, wait_for
 from tests.tcpproxy import TcpProxy

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from tracking.session import EndReason, SessionRecord
 
-from .base import Store, StoreError, StoreUnavailable
+from ..base import Store, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from storage.mongodb import SESSIONS, MongoStore, from_date, to_date
+from reports.params import Window
+from reports.source import GroupBy, GroupSum, ReportSource, Scope, Span
+from reports.split import micros
 from tracking.session import SessionRecord
 
-from .params import Window
-from .source import GroupBy, GroupSum, ReportSource, Scope, Span
-from .split import micros
+from .store import SESSIONS, MongoStore, from_date, to_date
 
 #: A report reads many documents; it may take longer than the store's default operation timeout.
 REPORT_TIMEOUT_MS = 300_000

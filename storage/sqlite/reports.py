@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from storage.base import StoreUnavailable
-from storage.sqlite import _COLUMNS
+from reports.params import Window
+from reports.source import GroupBy, GroupSum, ReportSource, Scope, Span
 from tracking.session import SessionRecord
 
-from .params import Window
-from .source import GroupBy, GroupSum, ReportSource, Scope, Span
+from ..base import StoreUnavailable
+from .store import _COLUMNS
 
 T = TypeVar("T")
 

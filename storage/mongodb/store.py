@@ -29,7 +29,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError, ConfigurationError, Op
 
 from tracking.session import EndReason, SessionRecord
 
-from .base import Store, StoreError, StoreUnavailable
+from ..base import Store, StoreError, StoreUnavailable
 
 SESSIONS = "study_sessions"
 LEASES = "study_leases"
@@ -226,7 +226,7 @@ class MongoStore(Store):
         """Close the open sessions of every process that is not alive; free what they held.
 
         A process is alive while its ``study_processes`` record has not
-        expired (see :mod:`storage.coordination`); sessions saved without a
+        expired (see :mod:`storage.mongodb.coordination`); sessions saved without a
         live owner (by a process that is gone, or by a store used outside a
         server) are orphans.
         """
