@@ -67,14 +67,3 @@ class Coordinator:
     async def poll(self, now: float) -> PollResult:
         """Refresh liveness, collect takeovers, release leases, reap dead processes."""
         return PollResult()
-
-
-def coordinator_for(store, writer, *, heartbeat_interval: float, process_timeout: float):
-    """The coordinator a store needs: a shared store gets a real one."""
-    if store.supports_many_processes:
-        from .mongodb.coordination import MongoCoordinator
-
-        return MongoCoordinator(
-            store, writer, heartbeat_interval=heartbeat_interval, process_timeout=process_timeout
-        )
-    return Coordinator()

@@ -30,7 +30,7 @@ from pymongo.errors import DuplicateKeyError
 
 from tracking.session import Session
 
-from ..base import Store, StoreUnavailable
+from ..base import StoreUnavailable
 from ..coordination import Coordinator, PollResult
 from ..writer import SessionWriter
 from .store import LEASES, PROCESSES, SESSIONS, TAKEOVERS, MongoStore, from_date, to_date
@@ -47,9 +47,8 @@ class MongoCoordinator(Coordinator):
     """Leases, takeover notices and process liveness in the MongoDB store."""
 
     def __init__(
-        self, store: Store, writer: SessionWriter, *, heartbeat_interval: float, process_timeout: float
+        self, store: MongoStore, writer: SessionWriter, *, heartbeat_interval: float, process_timeout: float
     ) -> None:
-        assert isinstance(store, MongoStore)
         self.store = store
         self.writer = writer
         self.process_id = store.process_id

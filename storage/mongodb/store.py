@@ -98,8 +98,6 @@ def database_name(url: str) -> str:
 class MongoStore(Store):
     """Study records in a MongoDB database shared by every server process."""
 
-    supports_many_processes = True
-
     def __init__(self, url: str) -> None:
         self._url = url
         self.database_name = database_name(url)
@@ -108,10 +106,6 @@ class MongoStore(Store):
         self.process_id = new_process_id()
         self._client: AsyncMongoClient | None = None
         self._db: AsyncDatabase | None = None
-
-    @classmethod
-    def from_url(cls, url: str) -> MongoStore:
-        return cls(url)
 
     @property
     def db(self) -> AsyncDatabase:

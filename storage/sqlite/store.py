@@ -78,6 +78,14 @@ WHERE excluded.rev > study_sessions.rev
 """
 
 
+def path_from_url(url: str) -> str:
+    """The file of ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///PATH")
+    return url[len(prefix) :]
+
+
 class SQLiteStore(Store):
     """Study records in a SQLite database file."""
 
@@ -92,14 +100,6 @@ class SQLiteStore(Store):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-
-    @classmethod
-    def from_url(cls, url: str, *, exclusive: bool = True) -> SQLiteStore:
-        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
-        prefix = "sqlite:///"
-        if not url.startswith(prefix) or len(url) == len(prefix):
-            raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///PATH")
-        return cls(url[len(prefix) :], exclusive=exclusive)
 
     async def open(self) -> None:
         if self.exclusive:
