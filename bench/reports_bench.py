@@ -77,12 +77,14 @@ async def load(url: str, args) -> float:
     began = time.perf_counter()
     try:
         if url.startswith("mongodb"):
-            from storage.mongodb.store import SESSIONS
+            from storage.mongodb.schema import SESSIONS, document_from_record
 
             collection = store.db[SESSIONS]
             for batch in batches(sessions(args.sessions, args.learners, args.days), 10_000):
                 # Plain inserts of the store's own documents: loading, not the upsert path.
-                await collection.insert_many([store._document(r) for r in batch], ordered=False)
+                await collection.insert_many(
+                    [document_from_record(r, store.process_id) for r in batch], ordered=False
+                )
         else:
             for batch in batches(sessions(args.sessions, args.learners, args.days), 50_000):
                 await store.save(batch)

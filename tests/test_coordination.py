@@ -7,7 +7,7 @@ import tornado.netutil
 
 from server import Service
 from storage.backends import backend_for
-from storage.mongodb.store import PROCESSES
+from storage.mongodb.schema import PROCESSES
 from tests.conftest import mongodb_url
 from tests.helpers import Client, fast_settings, wait_for
 from tracking.clock import FakeClock

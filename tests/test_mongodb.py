@@ -15,7 +15,8 @@ import tornado.netutil
 from server import Service
 from storage import StoreError
 from storage.backends import backend_for
-from storage.mongodb.store import SESSIONS, MongoStore
+from storage.mongodb.schema import SESSIONS
+from storage.mongodb.store import MongoStore
 from storage.writer import SessionWriter
 from tests.helpers import Client, fast_settings, wait_for
 from tests.tcpproxy import TcpProxy

@@ -33,7 +33,8 @@ from tracking.session import Session
 from ..base import StoreUnavailable
 from ..coordination import Coordinator, PollResult
 from ..writer import SessionWriter
-from .store import LEASES, PROCESSES, SESSIONS, TAKEOVERS, MongoStore, from_date, to_date
+from .schema import LEASES, PROCESSES, SESSIONS, TAKEOVERS, from_date, to_date
+from .store import MongoStore, errors
 
 log = logging.getLogger("study_time.coordination")
 
@@ -69,7 +70,7 @@ class MongoCoordinator(Coordinator):
         return to_date(now + self.process_timeout)
 
     async def start(self, now: float) -> None:
-        async with self.store._errors():
+        async with errors():
             await self._db[PROCESSES].update_one(
                 {"_id": self.process_id},
                 {
@@ -86,7 +87,7 @@ class MongoCoordinator(Coordinator):
 
     async def stop(self, *, saved: bool) -> None:
         try:
-            async with self.store._errors():
+            async with errors():
                 await self._db[LEASES].delete_many({"processId": self.process_id})
                 await self._db[TAKEOVERS].delete_many({"processId": self.process_id})
                 if saved:
@@ -103,7 +104,7 @@ class MongoCoordinator(Coordinator):
     async def claim(self, session: Session) -> float:
         now = session.started_at
         self._sessions[session.session_id] = session
-        async with self.store._errors():
+        async with errors():
             prior = await self._db[LEASES].find_one_and_update(
                 {"_id": lease_key(session.user_id, session.course_id)},
                 {
@@ -163,7 +164,7 @@ class MongoCoordinator(Coordinator):
     async def poll(self, now: float) -> PollResult:
         result = PollResult()
         try:
-            async with self.store._errors():
+            async with errors():
                 if not await self._refresh(now):
                     result.presumed_dead = True
                     return result

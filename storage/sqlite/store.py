@@ -25,55 +25,16 @@ from typing import TypeVar
 from tracking.session import EndReason, SessionRecord
 
 from ..base import Store, StoreError, StoreUnavailable
+from .schema import COLUMNS, SCHEMA, record_from_row
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "session_id",
-    "user_id",
-    "course_id",
-    "started_at",
-    "credited_until",
-    "seconds",
-    "heartbeats",
-    "rev",
-    "ended_at",
-    "end_reason",
-    "remote_addr",
-    "user_agent",
-    "last_client_time",
-)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS study_sessions (
-    session_id       TEXT PRIMARY KEY,
-    user_id          TEXT NOT NULL,
-    course_id        TEXT NOT NULL,
-    started_at       REAL NOT NULL,     -- server time, seconds since the epoch (UTC)
-    credited_until   REAL NOT NULL,     -- credit has been given up to this instant
-    seconds          REAL NOT NULL,     -- credit of this session, fractions included
-    heartbeats       INTEGER NOT NULL,  -- accepted heartbeats
-    rev              INTEGER NOT NULL,  -- snapshot revision: higher wins
-    ended_at         REAL,              -- NULL while the session is open
-    end_reason       TEXT,              -- NULL while open; see docs/protocol.md
-    remote_addr      TEXT,
-    user_agent       TEXT,
-    last_client_time TEXT               -- the client's last heartbeat timestamp, as sent
-);
-CREATE INDEX IF NOT EXISTS study_sessions_user_course
-    ON study_sessions (user_id, course_id, started_at);
-CREATE INDEX IF NOT EXISTS study_sessions_course_started
-    ON study_sessions (course_id, started_at);
-CREATE INDEX IF NOT EXISTS study_sessions_open
-    ON study_sessions (ended_at) WHERE ended_at IS NULL;
-"""
-
-# Built from the constant column list above, never from input.
+# Built from the constant column list (schema.py), never from input.
 _UPSERT = f"""
-INSERT INTO study_sessions ({", ".join(_COLUMNS)})
-VALUES ({", ".join("?" for _ in _COLUMNS)})
+INSERT INTO study_sessions ({", ".join(COLUMNS)})
+VALUES ({", ".join("?" for _ in COLUMNS)})
 ON CONFLICT (session_id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "session_id")}
+    {", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "session_id")}
 WHERE excluded.rev > study_sessions.rev
 """
 
@@ -130,7 +91,7 @@ class SQLiteStore(Store):
             # Built on the store's thread, not the IOLoop: at 19,000 sessions a
             # checkpoint's rows took ~40 ms of the loop, a stall every flush.
             nonlocal records
-            rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
+            rows = [tuple(getattr(r, c) for c in COLUMNS) for r in records]
             # Let go of the records before the IOLoop is told the write is done.
             # The executor's work item keeps this closure until the store's thread
             # next gets the GIL, which on a busy machine is after the writer has
@@ -207,10 +168,10 @@ class SQLiteStore(Store):
     def _select(self, where: str, params: tuple) -> list[SessionRecord]:
         # ``where`` is one of this module's constant clauses; values are bound parameters.
         rows = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM study_sessions {where} ORDER BY started_at, session_id",
+            f"SELECT {', '.join(COLUMNS)} FROM study_sessions {where} ORDER BY started_at, session_id",
             params,
         ).fetchall()
-        return [SessionRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def _take_file_lock(self) -> None:
         try:
