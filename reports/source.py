@@ -65,7 +65,8 @@ class ReportSource(ABC):
 
     Membership of a session in a range ``[start, end)`` is defined once, in
     :func:`reports.split.in_window`; every implementation must select
-    exactly those sessions (``tests/test_reports_store.py`` checks it).
+    exactly those sessions (``tests/test_reports.py``
+    ``test_contained_and_crossing_sessions_are_exactly_the_sessions_in_range`` checks it).
     """
 
     @abstractmethod

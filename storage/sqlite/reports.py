@@ -3,7 +3,7 @@
 The server's writer thread keeps its connection; reports run on a second
 thread with a ``mode=ro`` connection. The database is in WAL mode, so a long
 report neither blocks nor is blocked by checkpoints being written. Query
-plans (``EXPLAIN QUERY PLAN``, checked in tests/test_reports_store.py): the
+plans (``EXPLAIN QUERY PLAN``, checked in tests/test_reports.py): the
 course reports search ``study_sessions_course_started`` by ``course_id``,
 the learner reports ``study_sessions_user_course`` by ``user_id``.
 """
