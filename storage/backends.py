@@ -33,9 +33,9 @@ BACKENDS: dict[str, str] = {
 class Backend(ABC):
     """One kind of store, for one ``--store`` URL.
 
-    Building it validates the URL (a :class:`StoreError` that never echoes
-    it: a database URL may carry a password); nothing connects until a
-    store or report source it returns is opened.
+    Building it validates the URL (a :class:`StoreError`, which never echoes
+    a MongoDB URL: it may carry a password); nothing connects until a store
+    or report source it returns is opened.
     """
 
     #: Whether several server processes may share this store.
