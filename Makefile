@@ -25,6 +25,7 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev ferretdb browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 ## Soak test (opt-in, not in `make test`): thousands of connections churning for SOAK_SECONDS (default 600).
@@ -59,6 +60,7 @@ bench/node_modules/.ci: bench/package.json bench/package-lock.json
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.dev
 	$(PY) -m ruff format .

@@ -34,10 +34,9 @@ from handlers.reports import ROUTES as REPORT_ROUTES
 from handlers.study_time import StudyTimeSocket
 from metrics import Metrics
 from reports.service import Reports
-from reports.source import open_report_source
 from settings import Settings, SettingsError
-from storage import Store, StoreError, StoreUnavailable, open_store
-from storage.coordination import coordinator_for
+from storage import Store, StoreError, StoreUnavailable
+from storage.backends import backend_for
 from storage.writer import SessionWriter
 from tracking.clock import Clock, WallClock
 from tracking.limits import KeyedLimit
@@ -80,18 +79,19 @@ class Service:
         # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
         self.auth = build_authenticator(settings)
         self.clock = clock or WallClock()
-        self.store = store if store is not None else open_store(settings.store)
+        backend = backend_for(settings.store)
+        self.store = store if store is not None else backend.store()
         self.tracker = Tracker(
             settings.heartbeat_timeout, settings.min_heartbeat_interval, settings.max_sessions_per_user
         )
         self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
-        self.coordinator = coordinator_for(
+        self.coordinator = backend.coordinator(
             self.store,
             self.writer,
             heartbeat_interval=settings.heartbeat_interval,
             process_timeout=settings.process_timeout,
         )
-        self.reports = Reports(open_report_source(settings.store))
+        self.reports = Reports(backend.report_source())
         self.connections: set[StudyTimeSocket] = set()
         #: Open connections per client address (``request.remote_ip``), against the cap.
         self.connections_per_address = KeyedLimit(settings.max_connections_per_address)
@@ -339,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings_module.configure_logging(settings.log_level, settings.log_format)
     try:
         processes = supervisor.resolve(settings.processes)
-        if processes > 1 and not open_store(settings.store).supports_many_processes:
+        if processes > 1 and not backend_for(settings.store).supports_many_processes:
             raise StoreError(
                 f"--processes={settings.processes} starts {processes} processes, but the SQLite store"
                 " serves one process; use --processes=1 or a mongodb:// store"

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import server
 from storage import Store
+from storage.backends import Backend
 from storage.writer import SessionWriter
 
 
@@ -77,11 +78,18 @@ def counting(store: Store, stats_path: str | None) -> Store:
 
 
 def main() -> int:
-    real_open_store = server.open_store
+    real_backend_for = server.backend_for
     stats_path = os.environ.get("BENCH_STORE_STATS")
     if os.environ.get("BENCH_GC_YOUNG"):  # an experiment: another young-generation threshold
         server.GC_YOUNG_THRESHOLD = int(os.environ["BENCH_GC_YOUNG"])
-    server.open_store = lambda url, **kwargs: counting(real_open_store(url, **kwargs), stats_path)
+
+    def backend_for(url: str) -> Backend:
+        backend = real_backend_for(url)
+        real_store = backend.store
+        backend.store = lambda **kwargs: counting(real_store(**kwargs), stats_path)  # type: ignore[method-assign]
+        return backend
+
+    server.backend_for = backend_for
     return server.main(sys.argv[1:])
 
 

@@ -31,8 +31,8 @@ sys.path.insert(0, ROOT)
 
 from reports.params import Window  # noqa: E402
 from reports.service import Reports  # noqa: E402
-from reports.source import Scope, open_report_source  # noqa: E402
-from storage import open_store  # noqa: E402
+from reports.source import Scope  # noqa: E402
+from storage.backends import backend_for  # noqa: E402
 from tracking.session import SessionRecord  # noqa: E402
 
 START = 1_704_067_200.0  # 2024-01-01T00:00:00Z
@@ -72,17 +72,19 @@ def batches(iterable, size):
 
 
 async def load(url: str, args) -> float:
-    store = open_store(url)
+    store = backend_for(url).store()
     await store.open()
     began = time.perf_counter()
     try:
         if url.startswith("mongodb"):
-            from storage.mongodb import SESSIONS
+            from storage.mongodb.schema import SESSIONS, document_from_record
 
             collection = store.db[SESSIONS]
             for batch in batches(sessions(args.sessions, args.learners, args.days), 10_000):
                 # Plain inserts of the store's own documents: loading, not the upsert path.
-                await collection.insert_many([store._document(r) for r in batch], ordered=False)
+                await collection.insert_many(
+                    [document_from_record(r, store.process_id) for r in batch], ordered=False
+                )
         else:
             for batch in batches(sessions(args.sessions, args.learners, args.days), 50_000):
                 await store.save(batch)
@@ -92,7 +94,7 @@ async def load(url: str, args) -> float:
 
 
 async def measure(url: str, label: str, args) -> None:
-    reports = Reports(open_report_source(url))
+    reports = Reports(backend_for(url).report_source())
     tz = ZoneInfo("Asia/Shanghai")
     month = Window(START + 30 * 86400, START + 60 * 86400)
     cases = [

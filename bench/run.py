@@ -642,8 +642,8 @@ def mongodb_ready(run: Run) -> str | None:
     """Why the MongoDB scenarios cannot run, or None once a MongoDB URL is ready."""
     if run.mongodb_url:
         return None
-    if not os.path.exists(os.path.join(ROOT, "storage", "mongodb.py")):
-        return "the MongoDB store (issue 4, storage/mongodb.py) is not on this branch yet"
+    if not os.path.exists(os.path.join(ROOT, "storage", "mongodb", "store.py")):
+        return "the MongoDB store (issue 4, storage/mongodb/store.py) is not on this branch yet"
     if run.args.mongodb:
         run.mongodb_url = run.args.mongodb
         return None

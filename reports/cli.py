@@ -24,12 +24,13 @@ from typing import TextIO
 
 import settings as settings_module
 from settings import SettingsError
+from storage.backends import backend_for
 from storage.base import StoreError, StoreUnavailable
 
 from . import params, rows
 from .params import ParameterError
 from .service import Reports
-from .source import Scope, open_report_source
+from .source import Scope
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +89,7 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> int:
 async def run(args: argparse.Namespace, store_url: str, default_tz: str, out: TextIO) -> int:
     tz = params.timezone(args.tz or default_tz)
     window = params.window(args.start, args.end, tz)
-    reports = Reports(open_report_source(store_url))
+    reports = Reports(backend_for(store_url).report_source())
     try:
         if args.kind == "learner":
             user_id = params.identifier(args.user_id, "userId")

@@ -1,4 +1,4 @@
-"""The query interface reports need from a store, and how to open one for a ``--store`` URL.
+"""The query interface reports need from a store; each backend implements it (``storage/*/reports.py``).
 
 A report is computed in two parts so that the heavy part runs inside the
 database: sessions **contained** in the range are summed there (grouped by
@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
-from storage.base import StoreError
 from tracking.session import SessionRecord
 
 from .params import Window
@@ -66,7 +65,8 @@ class ReportSource(ABC):
 
     Membership of a session in a range ``[start, end)`` is defined once, in
     :func:`reports.split.in_window`; every implementation must select
-    exactly those sessions (``tests/test_reports_store.py`` checks it).
+    exactly those sessions (``tests/test_reports.py``
+    ``test_contained_and_crossing_sessions_are_exactly_the_sessions_in_range`` checks it).
     """
 
     @abstractmethod
@@ -111,19 +111,3 @@ class ReportSource(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release the connection."""
-
-
-def open_report_source(url: str) -> ReportSource:
-    """The report source for a ``--store`` URL (connects lazily)."""
-    if url.startswith("sqlite:"):
-        from storage.sqlite import SQLiteStore
-
-        from .sqlite import SQLiteReports
-
-        return SQLiteReports(SQLiteStore.from_url(url).path)
-    if url.startswith(("mongodb:", "mongodb+srv:")):
-        from .mongodb import MongoReports
-
-        return MongoReports(url)
-    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
-    raise StoreError(f"unsupported store URL scheme {scheme!r} for reports")

@@ -31,9 +31,6 @@ class StoreUnavailable(Exception):
 class Store(ABC):
     """Persistence for study records."""
 
-    #: Whether several server processes may share this store.
-    supports_many_processes = False
-
     #: The most records the writer passes to one :meth:`save` (None: no limit).
     #: A store whose writes run on a thread sets it, so that the IOLoop gets
     #: the GIL between slices of a large checkpoint.
@@ -72,25 +69,3 @@ class Store(ABC):
         self, *, user_id: str | None = None, course_id: str | None = None
     ) -> list[SessionRecord]:
         """Study records, optionally of one user and/or course, oldest first."""
-
-
-def open_store(url: str, *, server: bool = True) -> Store:
-    """The store for a ``--store`` URL (not yet opened).
-
-    ``server=False`` is for tools that only read or add records (reports,
-    tests) next to a running server: they do not claim the store's open
-    sessions as their own.
-    """
-    if url.startswith("sqlite:"):
-        from .sqlite import SQLiteStore
-
-        return SQLiteStore.from_url(url, exclusive=server)
-    if url.startswith(("mongodb://", "mongodb+srv://")):
-        from .mongodb import MongoStore
-
-        return MongoStore.from_url(url)
-    # Only the scheme is echoed: a database URL may carry a password.
-    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
-    raise StoreError(
-        f"unsupported store URL scheme {scheme!r}: expected sqlite:///PATH or mongodb://HOST:PORT/DBNAME"
-    )

@@ -104,9 +104,9 @@ def start_service(io_loop, store_url):
 @pytest.fixture
 def store(io_loop, store_url):
     """An opened store of each kind, closed after the test."""
-    from storage import open_store
+    from storage.backends import backend_for
 
-    opened = open_store(store_url)
+    opened = backend_for(store_url).store()
     io_loop.run_sync(opened.open)
     yield opened
     io_loop.run_sync(opened.close)

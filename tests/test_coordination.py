@@ -6,8 +6,8 @@ import pytest
 import tornado.netutil
 
 from server import Service
-from storage import open_store
-from storage.mongodb import PROCESSES
+from storage.backends import backend_for
+from storage.mongodb.schema import PROCESSES
 from tests.conftest import mongodb_url
 from tests.helpers import Client, fast_settings, wait_for
 from tracking.clock import FakeClock
@@ -53,7 +53,7 @@ async def test_a_process_presumed_dead_closes_its_connections_and_keeps_the_reco
     service = Service(fast_settings(store=url))
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     await service.start(sockets)
-    other = open_store(url)
+    other = backend_for(url).store()
     await other.open()
     try:
         client = await Client.connect(f"ws://127.0.0.1:{sockets[0].getsockname()[1]}", "u1", "c1")

@@ -13,8 +13,10 @@ import pytest
 import tornado.netutil
 
 from server import Service
-from storage import StoreError, open_store
-from storage.mongodb import SESSIONS, MongoStore
+from storage import StoreError
+from storage.backends import backend_for
+from storage.mongodb.schema import SESSIONS
+from storage.mongodb.store import MongoStore
 from storage.writer import SessionWriter
 from tests.helpers import Client, fast_settings, wait_for
 from tests.tcpproxy import TcpProxy
@@ -56,10 +58,10 @@ def store_kind() -> str:
 
 def test_a_url_without_a_database_is_a_start_up_error_that_hides_the_url():
     with pytest.raises(StoreError) as raised:
-        open_store("mongodb://admin:s3cret@127.0.0.1:1/")
+        backend_for("mongodb://admin:s3cret@127.0.0.1:1/").store()
     assert "--store" in str(raised.value)
     assert "s3cret" not in str(raised.value)
-    assert isinstance(open_store("mongodb+srv://cluster.example.com/study"), MongoStore)
+    assert isinstance(backend_for("mongodb+srv://cluster.example.com/study").store(), MongoStore)
 
 
 @pytest.mark.gen_test
@@ -110,7 +112,9 @@ async def test_a_checkpoint_whose_reply_is_lost_is_retried_without_counting_twic
     snapshot and writes it again at the next flush, which changes nothing."""
     port = int(mongodb_server.rsplit(":", 1)[1])
     proxy = await TcpProxy(port).start()
-    via_proxy = open_store(proxy.url(mongodb_database, "serverSelectionTimeoutMS=1000&socketTimeoutMS=3000"))
+    via_proxy = backend_for(
+        proxy.url(mongodb_database, "serverSelectionTimeoutMS=1000&socketTimeoutMS=3000")
+    ).store()
     await via_proxy.open()
     try:
         tracker = Tracker(heartbeat_timeout=60, min_heartbeat_interval=0)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from storage import open_store
+from storage.backends import backend_for
 from tests.helpers import Client, ServerProcess, run_server, wait_for
 
 FAST_ARGS = (
@@ -21,7 +21,7 @@ FAST_ARGS = (
 
 
 async def records(url: str, **filters):
-    store = open_store(url, server=False)
+    store = backend_for(url).store(server=False)
     await store.open()
     try:
         return await store.sessions(**filters)

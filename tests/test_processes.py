@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from storage.mongodb import LEASES, PROCESSES, SESSIONS
+from storage.mongodb.schema import LEASES, PROCESSES, SESSIONS
 from tests.helpers import FAST, Client, ServerProcess, run_server, wait_for
 
 MS = 0.0011  # stored times are rounded to the millisecond

@@ -13,8 +13,9 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from reports.params import Window
-from reports.source import Scope, open_report_source
+from reports.source import Scope
 from reports.split import in_window
+from storage.backends import backend_for
 from tests.helpers import Client, run_server, wait_for
 from tracking.session import SessionRecord
 
@@ -347,7 +348,7 @@ WINDOWS = [
 async def test_contained_and_crossing_sessions_are_exactly_the_sessions_in_range(store, store_url):
     zero = rec(start=MIDNIGHT + 86400, seconds=0.0)  # a session that earned nothing
     await store.save([*HISTORY, zero])
-    source = open_report_source(store_url)
+    source = backend_for(store_url).report_source()
     try:
         for window in WINDOWS:
             for scope in (Scope("u1", "c1"), Scope(course_id="c1"), Scope(user_id="u1")):
@@ -373,7 +374,7 @@ async def test_sqlite_report_queries_search_the_indexes(store, store_url, store_
     if store_kind != "sqlite":
         pytest.skip("the SQLite plan")
     await store.save(HISTORY)
-    source = open_report_source(store_url)
+    source = backend_for(store_url).report_source()
     try:
         window = Window(MIDNIGHT, MIDNIGHT + 86400)
         course = " ".join(await source.explain("contained", Scope(course_id="c1"), window))

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from storage import open_store
+from storage.backends import backend_for
 from tracking.session import SessionRecord
 
 T0 = 1_700_000_000.0
@@ -147,7 +147,7 @@ async def test_a_large_batch_is_written_whole(store):
 async def test_open_is_idempotent_and_data_survives_reopening(store, store_url):
     await store.save([record(seconds=7)])
     await store.close()
-    again = open_store(store_url)
+    again = backend_for(store_url).store()
     await again.open()
     try:
         await again.ping()

@@ -18,23 +18,26 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC
 
 from bson.codec_options import CodecOptions, DatetimeConversion
-from bson.datetime_ms import DatetimeMS
-from pymongo import AsyncMongoClient, IndexModel, UpdateOne
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, BulkWriteError, ConfigurationError, OperationFailure, PyMongoError
 
 from tracking.session import EndReason, SessionRecord
 
-from .base import Store, StoreError, StoreUnavailable
-
-SESSIONS = "study_sessions"
-LEASES = "study_leases"
-TAKEOVERS = "study_takeovers"
-PROCESSES = "study_processes"
+from ..base import Store, StoreError, StoreUnavailable
+from .schema import (
+    INDEXES,
+    LEASES,
+    PROCESSES,
+    SESSIONS,
+    TAKEOVERS,
+    document_from_record,
+    record_from_document,
+    to_date,
+)
 
 DUPLICATE_KEY = 11000
 INDEX_ATTEMPTS = 5
@@ -44,34 +47,6 @@ INDEX_ATTEMPTS = 5
 # connection string option of the same name wins. (Not timeoutMS: when set,
 # it replaces serverSelectionTimeoutMS as the bound on server selection.)
 DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000, "socketTimeoutMS": 10000}
-
-INDEXES: dict[str, list[IndexModel]] = {
-    SESSIONS: [
-        # "sessions of a user in a course" (totals, history); its userId prefix
-        # also serves "sessions of a user" across courses.
-        IndexModel([("userId", 1), ("courseId", 1), ("startedAt", 1)], name="user_course_started"),
-        # "sessions of a course in a time range"
-        IndexModel([("courseId", 1), ("startedAt", 1)], name="course_started"),
-        # "sessions still open" (endedAt is null), and those of one process
-        IndexModel([("endedAt", 1), ("processId", 1)], name="open_by_process"),
-    ],
-    LEASES: [IndexModel([("processId", 1)], name="process")],
-    TAKEOVERS: [IndexModel([("processId", 1)], name="process")],
-    PROCESSES: [IndexModel([("expiresAt", 1)], name="expires")],
-}
-
-
-def to_date(seconds: float) -> DatetimeMS:
-    """A server time as a BSON date (UTC, rounded to the millisecond)."""
-    return DatetimeMS(round(seconds * 1000))
-
-
-def from_date(value: Any) -> float:
-    return int(value) / 1000
-
-
-def utc_day(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
 
 
 def new_process_id() -> str:
@@ -98,20 +73,18 @@ def database_name(url: str) -> str:
 class MongoStore(Store):
     """Study records in a MongoDB database shared by every server process."""
 
-    supports_many_processes = True
-
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, socket_timeout_ms: int | None = None) -> None:
+        """``socket_timeout_ms`` replaces the default ``socketTimeoutMS`` (unless the URL sets it)."""
         self._url = url
         self.database_name = database_name(url)
         present = {key.lower() for key in _query_options(url)}
-        self._options = {k: v for k, v in DEFAULT_OPTIONS.items() if k.lower() not in present}
+        defaults = dict(DEFAULT_OPTIONS)
+        if socket_timeout_ms is not None:
+            defaults["socketTimeoutMS"] = socket_timeout_ms
+        self._options = {k: v for k, v in defaults.items() if k.lower() not in present}
         self.process_id = new_process_id()
         self._client: AsyncMongoClient | None = None
         self._db: AsyncDatabase | None = None
-
-    @classmethod
-    def from_url(cls, url: str) -> MongoStore:
-        return cls(url)
 
     @property
     def db(self) -> AsyncDatabase:
@@ -164,7 +137,7 @@ class MongoStore(Store):
         self._db = None
 
     async def ping(self) -> None:
-        async with self._errors():
+        async with errors():
             await self.db.command("ping")
 
     async def save(self, records: Sequence[SessionRecord]) -> None:
@@ -174,9 +147,9 @@ class MongoStore(Store):
         for record in records:  # a batch may repeat a session: its highest rev wins
             if record.session_id not in latest or record.rev > latest[record.session_id].rev:
                 latest[record.session_id] = record
-        docs = [self._document(r) for r in latest.values()]
+        docs = [document_from_record(r, self.process_id) for r in latest.values()]
         sessions = self.db[SESSIONS]
-        async with self._errors():
+        async with errors():
             # Upsert in two steps because FerretDB's reply to an upsert that
             # hits a duplicate key breaks PyMongo's bulk API. First update the
             # documents that exist and hold an older revision; a session that
@@ -199,10 +172,10 @@ class MongoStore(Store):
                 try:
                     await sessions.insert_many(missing, ordered=False)
                 except BulkWriteError as exc:
-                    errors = exc.details.get("writeErrors", [])
-                    if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    write_errors = exc.details.get("writeErrors", [])
+                    if any(e.get("code") != DUPLICATE_KEY for e in write_errors):
                         raise StoreUnavailable(
-                            f"MongoDB refused a write: {errors[0].get('errmsg')}"
+                            f"MongoDB refused a write: {write_errors[0].get('errmsg')}"
                         ) from None
 
     async def total_seconds(self, user_id: str, course_id: str) -> float:
@@ -210,13 +183,13 @@ class MongoStore(Store):
             {"$match": {"userId": user_id, "courseId": course_id}},
             {"$group": {"_id": None, "seconds": {"$sum": "$seconds"}}},
         ]
-        async with self._errors():
+        async with errors():
             rows = await (await self.db[SESSIONS].aggregate(pipeline)).to_list()
         return float(rows[0]["seconds"]) if rows else 0.0
 
     async def live_processes(self, now: float) -> list[str]:
         """The ids of the server processes whose liveness record has not expired at ``now``."""
-        async with self._errors():
+        async with errors():
             return [
                 d["_id"]
                 async for d in self.db[PROCESSES].find({"expiresAt": {"$gte": to_date(now)}}, {"_id": 1})
@@ -226,14 +199,14 @@ class MongoStore(Store):
         """Close the open sessions of every process that is not alive; free what they held.
 
         A process is alive while its ``study_processes`` record has not
-        expired (see :mod:`storage.coordination`); sessions saved without a
+        expired (see :mod:`storage.mongodb.coordination`); sessions saved without a
         live owner (by a process that is gone, or by a store used outside a
         server) are orphans.
         """
-        async with self._errors():
+        async with errors():
             live = await self.live_processes(now)
             orphan_filter = {"endedAt": None, "processId": {"$nin": live}}
-            orphans = [self._record(d) async for d in self.db[SESSIONS].find(orphan_filter)]
+            orphans = [record_from_document(d) async for d in self.db[SESSIONS].find(orphan_filter)]
             recovered = []
             for record in orphans:
                 # Guarded by rev: a checkpoint landing meanwhile wins, and the
@@ -272,63 +245,14 @@ class MongoStore(Store):
             query["userId"] = user_id
         if course_id is not None:
             query["courseId"] = course_id
-        async with self._errors():
+        async with errors():
             cursor = self.db[SESSIONS].find(query).sort([("startedAt", 1), ("_id", 1)])
-            return [self._record(d) async for d in cursor]
+            return [record_from_document(d) async for d in cursor]
 
-    # Mapping between records and documents.
 
-    def _document(self, r: SessionRecord) -> dict:
-        return {
-            "_id": r.session_id,
-            "userId": r.user_id,
-            "courseId": r.course_id,
-            "startedAt": to_date(r.started_at),
-            "creditedUntil": to_date(r.credited_until),
-            "endedAt": None if r.ended_at is None else to_date(r.ended_at),
-            # The same instants unrounded (BSON dates keep milliseconds), so
-            # the service reads back exactly the floats it wrote.
-            "exact": {"startedAt": r.started_at, "creditedUntil": r.credited_until, "endedAt": r.ended_at},
-            "day": utc_day(r.started_at),
-            "seconds": float(r.seconds),
-            "heartbeats": r.heartbeats,
-            "endReason": r.end_reason,
-            "remoteAddr": r.remote_addr,
-            "userAgent": r.user_agent,
-            "lastClientTime": r.last_client_time,
-            "rev": r.rev,
-            "processId": self.process_id,
-        }
-
-    @staticmethod
-    def _record(d: dict) -> SessionRecord:
-        exact = d.get("exact") or {}
-
-        def instant(name: str) -> float | None:
-            if d.get(name) is None:
-                return None
-            value = exact.get(name)
-            return float(value) if value is not None else from_date(d[name])
-
-        return SessionRecord(
-            session_id=d["_id"],
-            user_id=d["userId"],
-            course_id=d["courseId"],
-            started_at=instant("startedAt"),  # type: ignore[arg-type]
-            credited_until=instant("creditedUntil"),  # type: ignore[arg-type]
-            seconds=float(d["seconds"]),
-            heartbeats=int(d["heartbeats"]),
-            rev=int(d["rev"]),
-            ended_at=instant("endedAt"),
-            end_reason=d.get("endReason"),
-            remote_addr=d.get("remoteAddr"),
-            user_agent=d.get("userAgent"),
-            last_client_time=d.get("lastClientTime"),
-        )
-
-    @staticmethod
-    def _errors() -> _MapErrors:
-        return _MapErrors()
+def errors() -> _MapErrors:
+    """``async with errors():`` turns PyMongo's errors into :class:`StoreUnavailable`."""
+    return _MapErrors()
 
 
 class _MapErrors:

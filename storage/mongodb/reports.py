@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from storage.mongodb import SESSIONS, MongoStore, from_date, to_date
+from reports.params import Window
+from reports.source import GroupBy, GroupSum, ReportSource, Scope, Span
+from reports.split import micros
 from tracking.session import SessionRecord
 
-from .params import Window
-from .source import GroupBy, GroupSum, ReportSource, Scope, Span
-from .split import micros
+from .schema import SESSIONS, from_date, record_from_document, to_date
+from .store import MongoStore, errors
 
 #: A report reads many documents; it may take longer than the store's default operation timeout.
 REPORT_TIMEOUT_MS = 300_000
@@ -86,10 +87,7 @@ def span(d: dict) -> Span:
 
 class MongoReports(ReportSource):
     def __init__(self, url: str) -> None:
-        self._store = MongoStore(url)
-        # Unless the URL sets socketTimeoutMS itself (which MongoStore honours).
-        if "socketTimeoutMS" in self._store._options:
-            self._store._options["socketTimeoutMS"] = REPORT_TIMEOUT_MS
+        self._store = MongoStore(url, socket_timeout_ms=REPORT_TIMEOUT_MS)
         self._opened = False
 
     async def _sessions(self):
@@ -97,9 +95,6 @@ class MongoReports(ReportSource):
             await self._store.open()
             self._opened = True
         return self._store.db[SESSIONS]
-
-    def _errors(self):
-        return self._store._errors()
 
     def contained_pipeline(self, scope: Scope, window: Window, by: GroupBy, accumulator: dict) -> list[dict]:
         return [
@@ -109,7 +104,7 @@ class MongoReports(ReportSource):
 
     async def contained(self, scope: Scope, window: Window, by: GroupBy) -> list[GroupSum]:
         sessions = await self._sessions()
-        async with self._errors():
+        async with errors():
             # One accumulator per $group: FerretDB 1.24 computes only the first
             # accumulator of a group correctly (the others come back 0), so
             # the sums and the counts are two aggregations.
@@ -148,7 +143,7 @@ class MongoReports(ReportSource):
         field = _FIELD[by]
         sessions = await self._sessions()
         found: dict[str, tuple[float, float]] = {}
-        async with self._errors():
+        async with errors():
             for start in range(0, len(keys), 1000):
                 query = {
                     **scope_filter(scope),
@@ -168,13 +163,13 @@ class MongoReports(ReportSource):
         if edges is None:
             return []
         sessions = await self._sessions()
-        async with self._errors():
+        async with errors():
             return [span(d) async for d in sessions.find({**scope_filter(scope), **edges}, _SPAN_FIELDS)]
 
     async def spans(self, scope: Scope, window: Window, batch: int = 10_000) -> AsyncIterator[list[Span]]:
         sessions = await self._sessions()
         pipeline = [{"$match": {**scope_filter(scope), **in_window(window)}}, {"$project": _SPAN_FIELDS}]
-        async with self._errors():
+        async with errors():
             cursor = await sessions.aggregate(pipeline, batchSize=batch)
             rows: list[Span] = []
             async for d in cursor:
@@ -191,18 +186,18 @@ class MongoReports(ReportSource):
 
     async def records(self, scope: Scope, window: Window, limit: int, offset: int) -> list[SessionRecord]:
         sessions = await self._sessions()
-        async with self._errors():
+        async with errors():
             docs = await self._find(sessions, scope, window, offset).limit(limit).to_list(None)
-        return [MongoStore._record(d) for d in docs]
+        return [record_from_document(d) for d in docs]
 
     async def record_batches(
         self, scope: Scope, window: Window, offset: int = 0, batch: int = 1000
     ) -> AsyncIterator[list[SessionRecord]]:
         sessions = await self._sessions()
-        async with self._errors():
+        async with errors():
             rows: list[SessionRecord] = []
             async for d in self._find(sessions, scope, window, offset).batch_size(batch):
-                rows.append(MongoStore._record(d))
+                rows.append(record_from_document(d))
                 if len(rows) >= batch:
                     yield rows
                     rows = []
@@ -212,7 +207,7 @@ class MongoReports(ReportSource):
     async def explain(self, scope: Scope, window: Window, by: GroupBy = "user_id") -> dict:
         """The server's plan for the leaderboard aggregation (for tests and docs)."""
         await self._sessions()
-        async with self._errors():
+        async with errors():
             return await self._store.db.command(
                 "explain",
                 {

@@ -3,7 +3,7 @@
 The server's writer thread keeps its connection; reports run on a second
 thread with a ``mode=ro`` connection. The database is in WAL mode, so a long
 report neither blocks nor is blocked by checkpoints being written. Query
-plans (``EXPLAIN QUERY PLAN``, checked in tests/test_reports_store.py): the
+plans (``EXPLAIN QUERY PLAN``, checked in tests/test_reports.py): the
 course reports search ``study_sessions_course_started`` by ``course_id``,
 the learner reports ``study_sessions_user_course`` by ``user_id``.
 """
@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from storage.base import StoreUnavailable
-from storage.sqlite import _COLUMNS
+from reports.params import Window
+from reports.source import GroupBy, GroupSum, ReportSource, Scope, Span
 from tracking.session import SessionRecord
 
-from .params import Window
-from .source import GroupBy, GroupSum, ReportSource, Scope, Span
+from ..base import StoreUnavailable
+from .schema import COLUMNS, record_from_row
 
 T = TypeVar("T")
 
@@ -131,11 +131,11 @@ class SQLiteReports(ReportSource):
     async def records(self, scope: Scope, window: Window, limit: int, offset: int) -> list[SessionRecord]:
         clause, params = where(scope_clauses(scope), in_window(window))
         sql = (
-            f"SELECT {', '.join(_COLUMNS)} FROM study_sessions {clause}"
+            f"SELECT {', '.join(COLUMNS)} FROM study_sessions {clause}"
             " ORDER BY started_at, session_id LIMIT ? OFFSET ?"
         )
         rows = await self._run(lambda: self._db.execute(sql, (*params, limit, offset)).fetchall())
-        return [SessionRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     async def record_batches(
         self, scope: Scope, window: Window, offset: int = 0, batch: int = 1000
@@ -143,7 +143,7 @@ class SQLiteReports(ReportSource):
         # One cursor for the whole export: no OFFSET re-scans as the file grows.
         clause, params = where(scope_clauses(scope), in_window(window))
         sql = (
-            f"SELECT {', '.join(_COLUMNS)} FROM study_sessions {clause}"
+            f"SELECT {', '.join(COLUMNS)} FROM study_sessions {clause}"
             " ORDER BY started_at, session_id LIMIT -1 OFFSET ?"
         )
         cursor = await self._run(lambda: self._db.execute(sql, (*params, offset)))
@@ -152,7 +152,7 @@ class SQLiteReports(ReportSource):
                 rows = await self._run(lambda: cursor.fetchmany(batch))
                 if not rows:
                     return
-                yield [SessionRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+                yield [record_from_row(row) for row in rows]
         finally:
             await self._run(cursor.close)
 

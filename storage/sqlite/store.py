@@ -26,7 +26,8 @@ from typing import TypeVar
 
 from tracking.session import EndReason, SessionRecord
 
-from .base import Store, StoreError, StoreUnavailable
+from ..base import Store, StoreError, StoreUnavailable
+from .schema import COLUMNS, SCHEMA, record_from_row
 
 log = logging.getLogger("study_time.store")
 
@@ -37,54 +38,22 @@ FILE_MODE = 0o600
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "session_id",
-    "user_id",
-    "course_id",
-    "started_at",
-    "credited_until",
-    "seconds",
-    "heartbeats",
-    "rev",
-    "ended_at",
-    "end_reason",
-    "remote_addr",
-    "user_agent",
-    "last_client_time",
-)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS study_sessions (
-    session_id       TEXT PRIMARY KEY,
-    user_id          TEXT NOT NULL,
-    course_id        TEXT NOT NULL,
-    started_at       REAL NOT NULL,     -- server time, seconds since the epoch (UTC)
-    credited_until   REAL NOT NULL,     -- credit has been given up to this instant
-    seconds          REAL NOT NULL,     -- credit of this session, fractions included
-    heartbeats       INTEGER NOT NULL,  -- accepted heartbeats
-    rev              INTEGER NOT NULL,  -- snapshot revision: higher wins
-    ended_at         REAL,              -- NULL while the session is open
-    end_reason       TEXT,              -- NULL while open; see docs/protocol.md
-    remote_addr      TEXT,
-    user_agent       TEXT,
-    last_client_time TEXT               -- the client's last heartbeat timestamp, as sent
-);
-CREATE INDEX IF NOT EXISTS study_sessions_user_course
-    ON study_sessions (user_id, course_id, started_at);
-CREATE INDEX IF NOT EXISTS study_sessions_course_started
-    ON study_sessions (course_id, started_at);
-CREATE INDEX IF NOT EXISTS study_sessions_open
-    ON study_sessions (ended_at) WHERE ended_at IS NULL;
-"""
-
-# Built from the constant column list above, never from input.
+# Built from the constant column list (schema.py), never from input.
 _UPSERT = f"""
-INSERT INTO study_sessions ({", ".join(_COLUMNS)})
-VALUES ({", ".join("?" for _ in _COLUMNS)})
+INSERT INTO study_sessions ({", ".join(COLUMNS)})
+VALUES ({", ".join("?" for _ in COLUMNS)})
 ON CONFLICT (session_id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "session_id")}
+    {", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "session_id")}
 WHERE excluded.rev > study_sessions.rev
 """
+
+
+def path_from_url(url: str) -> str:
+    """The file of ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///PATH")
+    return url[len(prefix) :]
 
 
 class SQLiteStore(Store):
@@ -101,14 +70,6 @@ class SQLiteStore(Store):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-
-    @classmethod
-    def from_url(cls, url: str, *, exclusive: bool = True) -> SQLiteStore:
-        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
-        prefix = "sqlite:///"
-        if not url.startswith(prefix) or len(url) == len(prefix):
-            raise StoreError(f"invalid SQLite store URL {url!r}: expected sqlite:///PATH")
-        return cls(url[len(prefix) :], exclusive=exclusive)
 
     async def open(self) -> None:
         self._make_files_owner_only()
@@ -140,7 +101,7 @@ class SQLiteStore(Store):
             # Built on the store's thread, not the IOLoop: at 19,000 sessions a
             # checkpoint's rows took ~40 ms of the loop, a stall every flush.
             nonlocal records
-            rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
+            rows = [tuple(getattr(r, c) for c in COLUMNS) for r in records]
             # Let go of the records before the IOLoop is told the write is done.
             # The executor's work item keeps this closure until the store's thread
             # next gets the GIL, which on a busy machine is after the writer has
@@ -217,10 +178,10 @@ class SQLiteStore(Store):
     def _select(self, where: str, params: tuple) -> list[SessionRecord]:
         # ``where`` is one of this module's constant clauses; values are bound parameters.
         rows = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM study_sessions {where} ORDER BY started_at, session_id",
+            f"SELECT {', '.join(COLUMNS)} FROM study_sessions {where} ORDER BY started_at, session_id",
             params,
         ).fetchall()
-        return [SessionRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def _make_files_owner_only(self) -> None:
         """Create the database file 0600 before SQLite opens it; tighten existing files.

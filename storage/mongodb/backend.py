@@ -1,0 +1,35 @@
+"""The MongoDB backend: one database shared by any number of server processes."""
+
+from __future__ import annotations
+
+from ..backends import Backend
+from ..base import Store
+from ..writer import SessionWriter
+from .coordination import MongoCoordinator
+from .reports import MongoReports
+from .store import MongoStore, database_name
+
+
+class MongoBackend(Backend):
+    supports_many_processes = True
+
+    def __init__(self, url: str) -> None:
+        database_name(url)  # a URL without a usable database name is a start-up error
+        self._url = url
+
+    def store(self, *, server: bool = True) -> MongoStore:
+        # ``server`` makes no difference: opening a MongoDB store claims nothing
+        # (processes are told apart by their liveness records: coordination.py).
+        return MongoStore(self._url)
+
+    def report_source(self) -> MongoReports:
+        return MongoReports(self._url)
+
+    def coordinator(
+        self, store: Store, writer: SessionWriter, *, heartbeat_interval: float, process_timeout: float
+    ) -> MongoCoordinator:
+        if not isinstance(store, MongoStore):
+            raise TypeError(f"a MongoDB coordinator needs a MongoStore, not {type(store).__name__}")
+        return MongoCoordinator(
+            store, writer, heartbeat_interval=heartbeat_interval, process_timeout=process_timeout
+        )
