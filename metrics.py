@@ -35,11 +35,6 @@ from prometheus_client.registry import Collector
 #: Heartbeat outcomes, the ``status`` label of ``study_time_heartbeats_total``.
 HEARTBEAT_STATUSES = ("accepted", "too_frequent", "invalid_timestamp", "expired")
 
-#: Refusal codes that end a session for a lifecycle reason. They are counted in
-#: ``study_time_sessions_closed_total`` (timeout, replaced, server_shutdown), not
-#: as refusals.
-SESSION_END_CODES = frozenset({"heartbeat_timeout", "replaced", "server_shutdown"})
-
 #: Checkpoint latency buckets in seconds: a local SQLite batch takes
 #: milliseconds, a remote store tens of them, an outage up to its timeout.
 CHECKPOINT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -109,17 +104,15 @@ class Metrics:
         )
         self.sessions_closed = {reason: self._sessions_closed.labels(reason) for reason in end_reasons}
         self._refusals = Counter(
-            "study_time_auth_refusals",
-            "Connections or messages refused with an error and a close code, by error code"
-            " (invalid_params 4400, unauthorized 4401, forbidden 4403, too_many_messages 4429,"
-            " too_many_sessions 4430, too_many_connections 4431,"
-            " store_unavailable 1013, ...).",
+            "study_time_connections_refused",
+            "Connections refused before a session opened, with an error message and a close code,"
+            " by error code (invalid_params 4400, unauthorized 4401, forbidden 4403,"
+            " too_many_sessions 4430, too_many_connections 4431, store_unavailable 1013,"
+            " server_shutdown 1001). A session's end is counted in study_time_sessions_closed.",
             ["reason"],
             registry=registry,
         )
-        self.refusals = {
-            code: self._refusals.labels(code) for code in refusal_codes if code not in SESSION_END_CODES
-        }
+        self.refusals = {code: self._refusals.labels(code) for code in refusal_codes}
         self.checkpoint_seconds = Histogram(
             "study_time_checkpoint_seconds",
             "Time to write one batch of session snapshots to the store (successful or not).",
@@ -178,11 +171,9 @@ class Metrics:
         child.inc()
 
     def refused(self, code: str) -> None:
-        """Count a refusal by its error code, unless it is a session's lifecycle end."""
+        """Count a connection refused with error ``code`` before it had a session."""
         child = self.refusals.get(code)
-        if child is None:
-            if code in SESSION_END_CODES:
-                return
+        if child is None:  # a code added after start-up: bind it once
             child = self.refusals[code] = self._refusals.labels(code)
         child.inc()
 

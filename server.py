@@ -1,52 +1,35 @@
-"""study-time server: the entry point and the composition of the service.
+"""study-time server: the entry point.
 
 ``python server.py [--setting=value ...]`` starts the service; ``--help``
-lists every setting. SIGTERM or SIGINT shut it down gracefully: every open
-session is closed with 1001 and saved, and the process exits 0.
+lists every setting. It parses the settings, builds the service
+(``service.py``) and its web application (``handlers/app.py``), serves until
+SIGTERM or SIGINT, and shuts down gracefully: every open session is closed
+with 1001 and saved, and the process exits 0. ``report`` and ``tokens`` are
+subcommands.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import os
 import signal
 import socket
 import sys
 from collections.abc import Sequence
 
 import tornado.netutil
-import tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.ioloop import PeriodicCallback
-from tornado.routing import Rule
 
 import settings as settings_module
 import supervisor
-from auth import build_authenticator
-from handlers.base import StaticFiles, log_request
-from handlers.health import HealthHandler
-from handlers.hosts import AllowedHosts, HostRefusedHandler, host_check_applies
-from handlers.ops import MetricsHandler, ReadyHandler
-from handlers.reports import ROUTES as REPORT_ROUTES
-from handlers.study_time import StudyTimeSocket
-from metrics import Metrics
-from reports.service import Reports
+from handlers.app import make_app
+from service import Service
 from settings import Settings, SettingsError
-from storage import Store, StoreError, StoreUnavailable
+from storage import StoreError
 from storage.backends import backend_for
-from storage.writer import SessionWriter
-from tracking.clock import Clock, WallClock
-from tracking.limits import KeyedLimit
-from tracking.protocol import REFUSAL_CODES, refusal
-from tracking.session import EndReason, Session
-from tracking.tracker import Tracker
+from tracking.clock import Clock
 
 log = logging.getLogger("study_time")
-
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 # Python's cyclic garbage collector runs a young collection every 700 net
 # allocations of tracked objects; Tornado allocates several (a Task and
@@ -67,226 +50,19 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_READ_BUFFER_BYTES = 1024 * 1024
 
 
-class Service:
-    """The running service: tracker, writer, store, HTTP server and timers.
-
-    Tests build one in-process with short intervals and a temporary store;
-    :func:`main` builds one from the command line.
-    """
-
-    def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
-        self.settings = settings
-        # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
-        self.auth = build_authenticator(settings)
-        self.clock = clock or WallClock()
-        backend = backend_for(settings.store)
-        self.store = store if store is not None else backend.store()
-        self.tracker = Tracker(
-            settings.heartbeat_timeout, settings.min_heartbeat_interval, settings.max_sessions_per_user
-        )
-        self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
-        self.coordinator = backend.coordinator(
-            self.store,
-            self.writer,
-            heartbeat_interval=settings.heartbeat_interval,
-            process_timeout=settings.process_timeout,
-        )
-        self.reports = Reports(backend.report_source())
-        self.connections: set[StudyTimeSocket] = set()
-        #: Open connections per client address (``request.remote_ip``), against the cap.
-        self.connections_per_address = KeyedLimit(settings.max_connections_per_address)
-        self.metrics = Metrics(end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES)
-        self.metrics.watch(
-            open_connections=lambda: len(self.connections),
-            live_sessions=lambda: len(self.tracker),
-            unsaved_sessions=lambda: self.writer.unsaved,
-            credited_seconds=lambda: self.tracker.credited_seconds,
-        )
-        self.writer.on_checkpoint = self.metrics.checkpoint
-        self._no_connections = asyncio.Event()
-        self.shutting_down = False
-        self.app = make_app(self)
-        self.http_server: HTTPServer | None = None
-        self._timers: list[PeriodicCallback] = []
-
-    async def start(self, sockets: Sequence[socket.socket]) -> None:
-        """Open the store, close what a crash left open, and serve on ``sockets``."""
-        await self.store.open()
-        recovered = await self.store.recover(self.clock())
-        if recovered:
-            log.warning(
-                "closed %d sessions left open by a previous process (server_lost), keeping %.1fs of credit",
-                len(recovered),
-                sum(r.seconds for r in recovered),
-            )
-        try:
-            await self.coordinator.start(self.clock())
-        except StoreUnavailable as exc:
-            raise StoreError(f"cannot register this process in the store: {exc}") from exc
-        settings = self.settings
-        self.http_server = HTTPServer(
-            self.app,
-            xheaders=settings.trust_proxy_headers,
-            idle_connection_timeout=settings.http_idle_timeout,
-            body_timeout=settings.http_idle_timeout,
-            max_header_size=MAX_HEADER_BYTES,
-            max_body_size=MAX_BODY_BYTES,
-            max_buffer_size=MAX_READ_BUFFER_BYTES,
-        )
-        self.http_server.add_sockets(sockets)
-        self._timers = [
-            PeriodicCallback(self.sweep, settings.sweep_interval * 1000),
-            PeriodicCallback(self.writer.flush, settings.flush_interval * 1000),
-        ]
-        if self.coordinator.poll_interval is not None:
-            self._timers.append(PeriodicCallback(self.coordinate, self.coordinator.poll_interval * 1000))
-        for timer in self._timers:
-            timer.start()
-
-    async def opening_total(self, session: Session) -> float:
-        """Claim a new session's (user, course) and read the total it continues from.
-
-        Raises :class:`StoreUnavailable` (the connection is then refused with 1013).
-        """
-        try:
-            elsewhere = await self.coordinator.claim(session)
-            return await self.writer.total_seconds(session.user_id, session.course_id) + elsewhere
-        except StoreUnavailable:
-            self.coordinator.ended(session)
-            raise
-
-    async def coordinate(self) -> None:
-        """Act on what other processes did: takeovers of our sessions, our presumed death."""
-        now = self.clock()
-        result = await self.coordinator.poll(now)
-        for session, at in result.takeovers:
-            if session.is_open:
-                self.tracker.end(session, now, EndReason.REPLACED, credit_until=at)
-                self.session_ended(session)
-                session.connection.refuse(  # type: ignore[union-attr]
-                    refusal("replaced", "a newer connection for this user and course took over")
-                )
-            else:
-                # It ended here after the takeover instant: write it again
-                # without the overlap, so no second counts twice.
-                stored = session.seconds
-                if self.tracker.cap(session, at):
-                    self.writer.corrected(session, stored)
-        if result.presumed_dead:
-            for session in self.tracker:
-                if self.tracker.end(session, now, EndReason.SERVER_LOST):
-                    self.session_ended(session)
-                    session.connection.refuse(  # type: ignore[union-attr]
-                        refusal("store_unavailable", "this server lost the study record store, reconnect")
-                    )
-        if result.recovered:
-            log.warning(
-                "closed %d sessions of server processes presumed dead (server_lost), keeping %.1fs of credit",
-                len(result.recovered),
-                sum(r.seconds for r in result.recovered),
-            )
-
-    def sweep(self) -> None:
-        """End the sessions whose heartbeat deadline has passed (the tracker finds only those)."""
-        for session in self.tracker.expire(self.clock()):
-            self.session_ended(session)
-            session.connection.refuse(  # type: ignore[union-attr]
-                refusal("heartbeat_timeout", "no heartbeat within the heartbeat timeout")
-            )
-
-    def session_ended(self, session: Session) -> None:
-        """Record an ended session: queue its final snapshot and log it."""
-        self.writer.ended(session)
-        self.coordinator.ended(session)
-        self.metrics.session_closed(session.end_reason)  # type: ignore[arg-type]
-        log.info(
-            "session closed user=%s course=%s session=%s remote=%s reason=%s credited=%.3fs total=%ds",
-            session.user_id,
-            session.course_id,
-            session.session_id,
-            session.remote_addr,
-            session.end_reason,
-            session.seconds,
-            session.study_time,
-            extra={
-                "event": "session_closed",
-                "user": session.user_id,
-                "course": session.course_id,
-                "session": session.session_id,
-                "remote": session.remote_addr,
-                "reason": session.end_reason,
-                "credited_seconds": round(session.seconds, 3),
-                "total_seconds": session.study_time,
-            },
-        )
-
-    async def shutdown(self) -> bool:
-        """Close every session with 1001, save everything; return whether all was saved."""
-        self.shutting_down = True
-        if self.http_server is not None:
-            self.http_server.stop()
-        for timer in self._timers:
-            timer.stop()
-        now = self.clock()
-        for session in self.tracker:
-            if self.tracker.end(session, now, EndReason.SERVER_SHUTDOWN):
-                self.session_ended(session)
-                session.connection.refuse(  # type: ignore[union-attr]
-                    refusal("server_shutdown", "the server is shutting down, reconnect shortly")
-                )
-        saved = await self.writer.drain(self.settings.shutdown_timeout)
-        if not saved:
-            log.error(
-                "shutdown: the store did not take %d sessions within %gs (--shutdown-timeout)",
-                self.writer.unsaved,
-                self.settings.shutdown_timeout,
-            )
-        await self._wait_for_connections(CLOSE_GRACE_SECONDS)
-        if self.http_server is not None:
-            await self.http_server.close_all_connections()
-        await self.coordinator.stop(saved=saved)
-        await self.reports.close()
-        await self.store.close()
-        return saved
-
-    def forget_connection(self, handler: StudyTimeSocket) -> None:
-        self.connections.discard(handler)
-        if not self.connections:
-            self._no_connections.set()
-
-    async def _wait_for_connections(self, timeout: float) -> None:
-        if self.connections:
-            self._no_connections.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._no_connections.wait(), timeout)
-
-
-def make_app(service: Service) -> tornado.web.Application:
-    settings = service.settings
-    routes: list = [
-        (r"/api/study-time", StudyTimeSocket, {"service": service}),
-        (r"/healthz", HealthHandler),
-        (r"/readyz", ReadyHandler, {"service": service}),
-        (r"/metrics", MetricsHandler, {"service": service}),
-        *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
-        (r"/(.*)", StaticFiles, {"path": STATIC_DIR, "default_filename": "index.html"}),
-    ]
-    if host_check_applies(settings):
-        # Every route only for an allowed Host; any other Host gets 403 (DNS rebinding, handlers/hosts.py).
-        hosts = AllowedHosts(settings.allowed_hosts)
-        routes = [Rule(hosts, routes), (r".*", HostRefusedHandler, {"hosts": hosts})]
-    return tornado.web.Application(
-        routes,
-        websocket_max_message_size=settings.max_message_size,
-        log_function=log_request,
-    )
+async def start(
+    settings: Settings, sockets: Sequence[socket.socket], *, clock: Clock | None = None
+) -> Service:
+    """Build the service and its web application, and serve them on ``sockets``."""
+    service = Service(settings, clock=clock)
+    await service.start(sockets, make_app(service))
+    return service
 
 
 async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
     try:
-        service = Service(settings)
-        await service.start(sockets)
+        service = await start(settings, sockets)
     except SettingsError as exc:  # an auth setting the backend cannot work with
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 2

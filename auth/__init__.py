@@ -7,11 +7,10 @@ start-up. See ``docs/auth.md``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import logging
 
-from settings import Settings, SettingsError, is_loopback
+from importer import ImportFromStringError, import_from_string
+from settings import Settings, SettingsError
 
 from .base import (
     SUBPROTOCOL,
@@ -20,7 +19,6 @@ from .base import (
     AuthRequest,
     Identity,
     auth_request,
-    authorize,
     credential,
 )
 
@@ -31,45 +29,25 @@ __all__ = [
     "Authenticator",
     "Identity",
     "auth_request",
-    "authorize",
     "build_authenticator",
     "credential",
     "load_plugin",
 ]
 
-log = logging.getLogger("study_time.auth")
+#: The built-in backends, found by the same loader as a plugin's ``package.module:ClassName``.
+BUILT_IN: dict[str, str] = {
+    "none": "auth.none:NoAuthenticator",
+    "jwt": "auth.jwt:JwtAuthenticator",
+    "token": "auth.tokens:TokenAuthenticator",
+}
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
     """The backend ``--auth`` names, built from ``settings``; ``SettingsError`` names a bad setting."""
     name = settings.auth
-    if name == "none":
-        from .none import NoAuthenticator
-
-        if not is_loopback(settings.host):
-            log.warning(
-                "--auth=none on --host=%s: anyone who can reach this port can record study time"
-                " as any user (allowed by --allow-insecure-auth); requests must still name this"
-                " server by a loopback name or one in --allowed-hosts",
-                settings.host or "every interface",
-            )
-        if settings.allowed_origins and "*" in settings.allowed_origins:
-            log.warning(
-                "--auth=none with --allowed-origins=*: a page on any web site can record study time"
-                " as any user (allowed by --allow-insecure-auth)"
-            )
-        return NoAuthenticator()
-    if name == "jwt":
-        from .jwt import JwtAuthenticator
-
-        return JwtAuthenticator.from_settings(settings)
-    if name == "token":
-        from .tokens import TokenAuthenticator
-
-        return TokenAuthenticator.from_settings(settings)
-    plugin = load_plugin(name)
+    backend = load_plugin(BUILT_IN.get(name, name))
     try:
-        return plugin.from_settings(settings)
+        return backend.from_settings(settings)
     except SettingsError:
         raise
     except Exception as exc:
@@ -78,25 +56,19 @@ def build_authenticator(settings: Settings) -> Authenticator:
         ) from None
 
 
-def load_plugin(dotted: str) -> type[Authenticator]:
+def load_plugin(target: str) -> type[Authenticator]:
     """Import ``package.module:ClassName`` and check it implements :class:`Authenticator`."""
-    module_name, _, class_name = dotted.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or any error the module raises while importing
-        raise SettingsError(
-            f"invalid --auth: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise SettingsError(f"invalid --auth: module {module_name!r} has no {class_name!r}")
+        cls = import_from_string(target)
+    except ImportFromStringError as exc:
+        raise SettingsError(f"invalid --auth: {exc}") from None
     if not inspect.isclass(cls) or not issubclass(cls, Authenticator):
         raise SettingsError(
-            f"invalid --auth: {dotted} is not a subclass of auth.Authenticator (see docs/auth.md)"
+            f"invalid --auth: {target} is not a subclass of auth.Authenticator (see docs/auth.md)"
         )
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
-        raise SettingsError(f"invalid --auth: {dotted} does not implement {missing}")
+        raise SettingsError(f"invalid --auth: {target} does not implement {missing}")
     if not inspect.iscoroutinefunction(cls.authenticate):
-        raise SettingsError(f"invalid --auth: {dotted}.authenticate must be 'async def'")
+        raise SettingsError(f"invalid --auth: {target}.authenticate must be 'async def'")
     return cls

@@ -3,7 +3,7 @@
 A backend is an :class:`Authenticator`: built once from :class:`~settings.Settings`
 at start-up, then asked for each connection (and each report request) who is
 calling. It answers with an :class:`Identity` or raises :class:`AuthError`.
-What the identity may do is decided by :func:`authorize`, the same for every
+What the identity may do is decided by :mod:`auth.access`, the same for every
 backend, so a plugin only has to say *who*, never *what is allowed*.
 
 Nothing here may log or put a credential into an exception: reasons are
@@ -163,20 +163,6 @@ def require_credential(request: AuthRequest) -> str:
     return value
 
 
-def authorize(identity: Identity, user_id: str | None, course_id: str | None) -> None:
-    """Raise ``forbidden`` unless ``identity`` may act for ``user_id`` in ``course_id``.
-
-    Another learner's id needs the ``admin`` role; a course outside the
-    credential's ``courses`` is refused whatever the roles (a limited
-    credential stays limited). ``None`` skips that check (a report about a
-    whole course names no user).
-    """
-    if user_id is not None and identity.user_id != user_id and not identity.has_role(ADMIN):
-        raise forbidden("the credential belongs to another user")
-    if course_id is not None and identity.courses is not None and course_id not in identity.courses:
-        raise forbidden("the credential does not cover this course")
-
-
 class Authenticator(ABC):
     """The plugin interface: say who a request comes from.
 
@@ -199,7 +185,7 @@ class Authenticator(ABC):
         """Return who sent ``request`` or raise :class:`AuthError`.
 
         ``user_id`` is the ``userId`` the socket claims (None for report
-        requests). It is a hint, not a check: :func:`authorize` compares.
+        requests). It is a hint, not a check: :mod:`auth.access` compares.
         """
 
     def describe(self) -> str:

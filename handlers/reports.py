@@ -1,11 +1,14 @@
 """``/api/reports/...``: study time per learner, per course and per day, as JSON or CSV.
 
-Thin adapters: parameters are parsed by :mod:`reports.params`, access is
-decided by :mod:`reports.access`, the numbers come from
-:class:`reports.service.Reports`, the rows from :mod:`reports.rows`. Every
-refusal is a JSON ``{"error": {"code", "parameter", "message"}}`` body. CSV
-is written and flushed batch by batch, never built whole in memory. See
-docs/reports.md.
+Thin adapters on Tornado's hooks. :meth:`ReportHandler.prepare` does what
+every endpoint shares, once: the time zone, the window, the output format,
+who is asking and whether they may read what the endpoint covers (its
+:meth:`~ReportHandler.scope`). ``get`` then fetches the numbers from
+:class:`reports.service.Reports` and writes the rows of :mod:`reports.rows`.
+Every refusal is one error type, :class:`ApiError`, rendered in one place
+(:meth:`ReportHandler.write_error`) as ``{"error": {"code", "parameter",
+"message"}}``. CSV is written and flushed batch by batch, never built whole
+in memory. See docs/reports.md.
 """
 
 from __future__ import annotations
@@ -13,21 +16,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from tornado.web import HTTPError, RequestHandler
 
-from auth.base import AuthError, auth_request
-from reports import access, params, rows
+from auth import AuthError, Identity, auth_request
+from auth.access import may_read, visible
+from reports import params, rows
 from reports.params import ParameterError, Window
 from reports.source import Scope
-from storage.base import StoreUnavailable
+from service import Service, StoreUnavailable
 
 from .base import ServiceHandlerMixin
-
-if TYPE_CHECKING:
-    from server import Service
 
 log = logging.getLogger("study_time.reports")
 
@@ -35,90 +37,107 @@ log = logging.getLogger("study_time.reports")
 CSV_BATCH = 1000
 
 
-class ApiError(Exception):
+class ApiError(HTTPError):
+    """A report request refused: rendered as the JSON error body by :meth:`ReportHandler.write_error`.
+
+    An ``HTTPError`` with no log message, so Tornado logs nothing for it
+    beyond the access line.
+    """
+
     def __init__(self, status: int, code: str, message: str, parameter: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.parameter = status, code, message, parameter
+        super().__init__(status)
+        self.code, self.message, self.parameter = code, message, parameter
 
 
 class ReportHandler(ServiceHandlerMixin, RequestHandler):
-    """What every report endpoint shares: parameters, authentication, errors and output."""
+    """What every report endpoint shares: parameters, authorisation, errors and output."""
+
+    #: Whether a learner's course list drops the courses a limited credential does not cover.
+    filtered = False
+    #: Whether the endpoint takes ``limit`` and ``offset``.
+    paged = False
 
     def initialize(self, service: Service) -> None:
         self.service = service
-        self.reader: Any = None
+        self.reader: Identity
 
-    async def get(self, *path: str) -> None:
+    async def prepare(self) -> None:
+        """Parse the shared parameters and check access, before ``get`` runs."""
         try:
-            await self.report(*path)
+            self.scope = self.read_scope()
+            value = self.arg("tz")
+            self.tz: ZoneInfo = params.timezone(value if value else self.service.settings.report_timezone)
+            self.window: Window = params.window(self.arg("from"), self.arg("to"), self.tz)
+            self.fmt = params.output_format(self.arg("format"), self.request.headers.get("Accept"))
+            self.limit, self.offset = self.page() if self.paged else (None, 0)
         except ParameterError as exc:
-            self.fail(ApiError(400, "invalid_parameter", exc.message, exc.parameter))
-        except ApiError as exc:
-            self.fail(exc)
-        except StoreUnavailable as exc:
-            log.warning("report %s failed: store unavailable: %s", self.request.path, exc)
-            self.fail(
-                ApiError(503, "store_unavailable", "the study record store is unavailable, try again later")
-            )
+            raise ApiError(400, "invalid_parameter", exc.message, exc.parameter) from None
+        try:
+            self.reader = await self.service.identify(auth_request(self.request))
+            may_read(self.reader, self.scope.user_id, self.scope.course_id, filtered=self.filtered)
+        except AuthError as exc:
+            raise ApiError(401 if exc.code == "unauthorized" else 403, exc.code, exc.reason) from None
 
-    async def report(self, *path: str) -> None:
-        raise NotImplementedError
-
-    # Parameters.
+    def read_scope(self) -> Scope:
+        """Whose data the request covers, from its path and query (``ParameterError`` if invalid)."""
+        return query_scope(self)
 
     def arg(self, name: str) -> str | None:
         return self.get_query_argument(name, None)
 
-    def tz(self) -> ZoneInfo:
-        value = self.arg("tz")
-        return params.timezone(value if value else self.service.settings.report_timezone)
+    def page(self) -> tuple[int | None, int]:
+        """``limit``/``offset``; a CSV without them is the whole list."""
+        limit, offset = params.page(self.arg("limit"), self.arg("offset"))
+        if self.fmt == "csv" and self.arg("limit") in (None, ""):
+            return None, offset
+        return limit, offset
 
-    def window(self, tz: ZoneInfo) -> Window:
-        return params.window(self.arg("from"), self.arg("to"), tz)
+    def range_fields(self) -> dict:
+        return {"from": rows.iso(self.window.start, self.tz), "to": rows.iso(self.window.end, self.tz)}
 
-    def format(self) -> str:
-        return params.output_format(self.arg("format"), self.request.headers.get("Accept"))
+    # Errors: one type, rendered in one place.
 
-    # Authentication and access.
-
-    async def authorize(self, user_id: str | None, course_id: str | None, *, filtered: bool = False) -> None:
-        """Identify the caller with the socket's auth backend, then check access.
-
-        ``--auth=none`` identifies every report request as an ``admin``: all readable.
-        """
-        try:
-            self.reader = await self.service.auth.authenticate(auth_request(self.request), None)
-        except AuthError as exc:
-            raise ApiError(401 if exc.code == "unauthorized" else 403, exc.code, exc.reason) from None
-        try:
-            access.check(self.reader, user_id, course_id, filtered=filtered)
-        except access.Forbidden as exc:
-            raise ApiError(403, "forbidden", str(exc)) from None
-
-    # Output.
-
-    def fail(self, error: ApiError) -> None:
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         if self._headers_written:
-            # A CSV stream already under way cannot change its status: cut it off.
+            # A CSV stream already under way cannot change its status: cut it
+            # off, so that the client sees an incomplete download, not a short one.
             self.request.connection.close()  # type: ignore[union-attr]
             return
-        self.clear()
-        self.set_status(error.status)
-        body: dict[str, Any] = {"code": error.code, "message": error.message}
-        if error.parameter is not None:
-            body["parameter"] = error.parameter
-        if error.status == 401:
-            self.set_header("WWW-Authenticate", 'Bearer realm="study-time"')
-        self.send_json({"error": body})
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, StoreUnavailable):
+            log.warning("report %s failed: store unavailable: %s", self.request.path, value)
+            return
+        super().log_exception(typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # Whatever Tornado itself refuses (a query that is not UTF-8, ...) or
-        # an unexpected bug: still a JSON body, never an HTML page.
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, HTTPError) and status_code < 500:
-            self.send_json({"error": {"code": "bad_request", "message": exc.log_message or self._reason}})
-        else:
-            self.send_json({"error": {"code": "internal_error", "message": "the report failed"}})
+        if isinstance(exc, ApiError):
+            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if exc.parameter is not None:
+                error["parameter"] = exc.parameter
+            if status_code == 401:
+                self.set_header("WWW-Authenticate", 'Bearer realm="study-time"')
+        elif isinstance(exc, StoreUnavailable):
+            self.set_status(503)
+            error = {
+                "code": "store_unavailable",
+                "message": "the study record store is unavailable, try again later",
+            }
+        elif isinstance(exc, HTTPError) and status_code < 500:
+            # Whatever Tornado itself refuses (a query that is not UTF-8, ...).
+            error = {"code": "bad_request", "message": exc.log_message or self._reason}
+        else:  # an unexpected bug: still a JSON body, never an HTML page
+            error = {"code": "internal_error", "message": "the report failed"}
+        self.send_json({"error": error})
+
+    # Output.
 
     def send_json(self, body: dict) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -142,51 +161,56 @@ async def chunks(items: list[dict]) -> AsyncIterator[list[dict]]:
         yield items[start : start + CSV_BATCH]
 
 
-def paged(handler: ReportHandler, fmt: str) -> tuple[int | None, int]:
-    """``limit``/``offset``; a CSV without them is the whole list."""
-    limit, offset = params.page(handler.arg("limit"), handler.arg("offset"))
-    if fmt == "csv" and handler.arg("limit") in (None, ""):
-        return None, offset
-    return limit, offset
+def query_scope(handler: ReportHandler) -> Scope:
+    """``userId`` and/or ``courseId`` from the query: at least one."""
+    user_id = params.identifier(handler.arg("userId"), "userId", required=False)
+    course_id = params.identifier(handler.arg("courseId"), "courseId", required=False)
+    if user_id is None and course_id is None:
+        raise ParameterError("userId", "give userId, courseId or both")
+    return Scope(user_id, course_id)
 
 
 class LearnerCoursesHandler(ReportHandler):
     """``GET /api/reports/learners/{userId}/courses``: a learner's total per course."""
 
-    async def report(self, user_id: str) -> None:  # type: ignore[override]
-        user_id = params.identifier(user_id, "userId")  # type: ignore[assignment]
-        tz = self.tz()
-        window = self.window(tz)
-        fmt = self.format()
-        await self.authorize(user_id, None, filtered=True)
-        totals = await self.service.reports.learner_courses(user_id, window)
-        found = [rows.learner_course(user_id, t, tz) for t in totals if access.visible(self.reader, t.key)]
-        if fmt == "csv":
+    filtered = True
+
+    def read_scope(self) -> Scope:
+        return Scope(params.identifier(self.path_args[0], "userId"), None)
+
+    async def get(self, _: str) -> None:
+        user_id = self.scope.user_id
+        assert user_id is not None
+        totals = await self.service.reports.learner_courses(user_id, self.window)
+        found = [rows.learner_course(user_id, t, self.tz) for t in totals if visible(self.reader, t.key)]
+        if self.fmt == "csv":
             await self.send_csv(f"learner-{user_id}-courses", rows.LEARNER_COURSES, chunks(found))
             return
-        self.send_json({"userId": user_id, **range_fields(window, tz), "courses": found})
+        self.send_json({"userId": user_id, **self.range_fields(), "courses": found})
 
 
 class CourseLearnersHandler(ReportHandler):
     """``GET /api/reports/courses/{courseId}/learners``: the course's leaderboard."""
 
-    async def report(self, course_id: str) -> None:  # type: ignore[override]
-        course_id = params.identifier(course_id, "courseId")  # type: ignore[assignment]
-        tz = self.tz()
-        window = self.window(tz)
-        fmt = self.format()
-        limit, offset = paged(self, fmt)
-        await self.authorize(None, course_id)
-        board, total = await self.service.reports.course_learners(course_id, window, limit, offset)
-        found = [rows.course_learner(offset + i + 1, course_id, t, tz) for i, t in enumerate(board)]
+    paged = True
+
+    def read_scope(self) -> Scope:
+        return Scope(None, params.identifier(self.path_args[0], "courseId"))
+
+    async def get(self, _: str) -> None:
+        course_id = self.scope.course_id
+        assert course_id is not None
+        limit, offset = self.limit, self.offset
+        board, total = await self.service.reports.course_learners(course_id, self.window, limit, offset)
+        found = [rows.course_learner(offset + i + 1, course_id, t, self.tz) for i, t in enumerate(board)]
         end = offset + len(board)
-        if fmt == "csv":
+        if self.fmt == "csv":
             await self.send_csv(f"course-{course_id}-learners", rows.COURSE_LEARNERS, chunks(found))
             return
         self.send_json(
             {
                 "courseId": course_id,
-                **range_fields(window, tz),
+                **self.range_fields(),
                 "learners": found,
                 "limit": limit,
                 "offset": offset,
@@ -196,35 +220,22 @@ class CourseLearnersHandler(ReportHandler):
         )
 
 
-def scope_of(handler: ReportHandler) -> Scope:
-    user_id = params.identifier(handler.arg("userId"), "userId", required=False)
-    course_id = params.identifier(handler.arg("courseId"), "courseId", required=False)
-    if user_id is None and course_id is None:
-        raise ParameterError("userId", "give userId, courseId or both")
-    return Scope(user_id, course_id)
-
-
 class DailyHandler(ReportHandler):
     """``GET /api/reports/daily``: seconds per calendar day in a time zone."""
 
-    async def report(self) -> None:  # type: ignore[override]
-        scope = scope_of(self)
-        tz = self.tz()
-        window = self.window(tz)
-        fmt = self.format()
-        await self.authorize(scope.user_id, scope.course_id)
-        days = await self.service.reports.daily(scope, window, tz)
+    async def get(self) -> None:
+        days = await self.service.reports.daily(self.scope, self.window, self.tz)
         found = [rows.day(d) for d in days]
-        if fmt == "csv":
+        if self.fmt == "csv":
             await self.send_csv("daily", rows.DAILY, chunks(found))
             return
         total = sum(d.micros for d in days)
         self.send_json(
             {
-                "userId": scope.user_id,
-                "courseId": scope.course_id,
-                "tz": tz.key,
-                **range_fields(window, tz),
+                "userId": self.scope.user_id,
+                "courseId": self.scope.course_id,
+                "tz": self.tz.key,
+                **self.range_fields(),
                 "seconds": sum(d.seconds for d in days),
                 "secondsExact": total / 1_000_000,
                 "days": found,
@@ -235,15 +246,13 @@ class DailyHandler(ReportHandler):
 class SessionsHandler(ReportHandler):
     """``GET /api/reports/sessions``: the study records themselves, oldest first."""
 
-    async def report(self) -> None:  # type: ignore[override]
-        scope = scope_of(self)
-        tz = self.tz()
-        window = self.window(tz)
-        fmt = self.format()
-        limit, offset = paged(self, fmt)
-        await self.authorize(scope.user_id, scope.course_id)
+    paged = True
+
+    async def get(self) -> None:
+        scope, window, tz = self.scope, self.window, self.tz
+        limit, offset = self.limit, self.offset
         reports = self.service.reports
-        if fmt == "csv" and limit is None:
+        if self.fmt == "csv" and limit is None:
 
             async def batches() -> AsyncIterator[list[dict]]:
                 async for batch in reports.session_batches(scope, window, offset):
@@ -255,24 +264,20 @@ class SessionsHandler(ReportHandler):
         # One more than asked says whether there is a next page.
         found = await reports.sessions(scope, window, limit + 1, offset)
         page = [rows.session(r, tz) for r in found[:limit]]
-        if fmt == "csv":
+        if self.fmt == "csv":
             await self.send_csv("sessions", rows.SESSIONS, chunks(page))
             return
         self.send_json(
             {
                 "userId": scope.user_id,
                 "courseId": scope.course_id,
-                **range_fields(window, tz),
+                **self.range_fields(),
                 "sessions": page,
                 "limit": limit,
                 "offset": offset,
                 "next": offset + limit if len(found) > limit else None,
             }
         )
-
-
-def range_fields(window: Window, tz: ZoneInfo) -> dict:
-    return {"from": rows.iso(window.start, tz), "to": rows.iso(window.end, tz)}
 
 
 ROUTES = [

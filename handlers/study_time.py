@@ -1,34 +1,30 @@
 """``/api/study-time``: the WebSocket a course page keeps open.
 
-The handler is an adapter: it validates the connection, turns frames into
-calls on the :class:`~tracking.tracker.Tracker`, and turns the tracker's
-verdicts into protocol messages and close codes. The counting rules live in
-``tracking/``; persistence in ``storage/``. See ``docs/protocol.md``.
+The handler is an adapter: it reads the connection's ids and credential,
+turns frames into calls on the :class:`~service.Service` (a session opens,
+a heartbeat arrives, the client goes away), and turns the answers into
+protocol messages. The counting rules live in ``tracking/``, what happens
+to a session in ``service.py``. See ``docs/protocol.md``.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
-import uuid
-from typing import TYPE_CHECKING
 
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketHandler
 
-from auth import SUBPROTOCOL, AuthError, auth_request, authorize
-from storage import StoreUnavailable
+from auth import SUBPROTOCOL, auth_request
+from service import Service
 from tracking import protocol
-from tracking.protocol import ProtocolError, Refusal, refusal
+from tracking.protocol import Close, ProtocolError, closing
 from tracking.ratelimit import TokenBucket
 from tracking.session import EndReason, Session
 from tracking.tracker import Verdict
 
 from .base import ServiceHandlerMixin
-
-if TYPE_CHECKING:
-    from server import Service
+from .frames import text_frame
 
 log = logging.getLogger("study_time.socket")
 
@@ -42,40 +38,28 @@ MAX_USER_AGENT = 256
 MAX_UNREAD_REPLIES = 32
 
 
-def text_frame(text: str) -> bytes:
-    """``text`` as one unmasked, uncompressed WebSocket text frame (RFC 6455 5.2), as a server sends it."""
-    payload = text.encode()
-    length = len(payload)
-    if length < 126:
-        return bytes((0x81, length)) + payload
-    if length <= 0xFFFF:
-        return struct.pack("!BBH", 0x81, 126, length) + payload
-    return struct.pack("!BBQ", 0x81, 127, length) + payload
-
-
 class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
-    """One learner studying one course over one connection."""
+    """One learner studying one course over one connection (a :class:`service.Connection`)."""
 
     def initialize(self, service: Service) -> None:
         self.service = service
         self.session: Session | None = None
         self.bucket: TokenBucket | None = None
         self._unread = 0  # replies written while earlier ones were still queued in our memory
-        self._counted_address: str | None = None  # counted in service.connections_per_address
+        self._address: str | None = None  # counted against the address's cap until on_close
 
     async def open(self) -> None:
-        """Validate the ids, take over the (user, course), and announce the session.
+        """Read the ids and start a session, or refuse the connection.
 
         Tornado reads no frame until this coroutine returns, so no heartbeat
         can race the opening.
         """
         service = self.service
-        settings = service.settings
-        now = service.clock()
-        self.bucket = TokenBucket(settings.flood_rate, settings.flood_burst, now)
-        service.connections.add(self)
-        if not self.count_address():
+        self.bucket = service.flood_limit(service.clock())
+        address = self.request.remote_ip or ""
+        if not service.connected(self, address):
             return
+        self._address = address
         try:
             # strip=False: Tornado would otherwise trim whitespace (and control
             # characters, which it turns into spaces), so " alice\x00" would be
@@ -85,82 +69,22 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
                 self.get_query_argument("courseId", None, strip=False),
             )
         except ValueError as exc:
-            self.refuse(refusal("invalid_params", str(exc)))
+            service.refuse(self, closing("invalid_params", str(exc)))
             return
         except HTTPError:  # a query argument that is not UTF-8 (Tornado raises 400 for it)
-            self.refuse(refusal("invalid_params", "userId and courseId must be UTF-8 text"))
+            service.refuse(self, closing("invalid_params", "userId and courseId must be UTF-8 text"))
             return
-        if not await self.authenticate(user_id, course_id):
-            return
-        if service.shutting_down:
-            self.refuse(refusal("server_shutdown", "the server is shutting down"))
-            return
-        if service.writer.full:
-            self.refuse(refusal("store_unavailable", "too much study time is waiting for the store"))
-            return
-
-        if not service.tracker.admits(user_id, course_id):
-            self.refuse_over_cap(
-                refusal(
-                    "too_many_sessions",
-                    f"this learner already has {settings.max_sessions_per_user} sessions open"
-                    " in other courses; close one and try again",
-                ),
-                "--max-sessions-per-user",
-                user=user_id,
-                course=course_id,
-            )
-            return
-        # No await between the check and the opening: nothing can take the slot meanwhile.
-        session, replaced = service.tracker.open(
+        session = await service.open_session(
+            self,
+            auth_request(self.request),
             user_id,
             course_id,
-            now,
-            session_id=uuid.uuid4().hex,
-            remote_addr=self.request.remote_ip,
             user_agent=(self.request.headers.get("User-Agent") or "")[:MAX_USER_AGENT] or None,
-            connection=self,
         )
-        self.session = session
-        if replaced is not None:
-            service.session_ended(replaced)
-            replaced.connection.refuse(  # type: ignore[union-attr]
-                refusal("replaced", "a newer connection for this user and course took over")
-            )
-        try:
-            # The replaced session's final credit is in the writer (or, from
-            # another process, estimated), so the total includes it whether or
-            # not it has been flushed.
-            base = await service.opening_total(session)
-        except StoreUnavailable as exc:
-            log.warning(
-                "store unavailable opening a session for user=%s course=%s: %s", user_id, course_id, exc
-            )
-            service.tracker.discard(session)
-            self.session = None
-            self.refuse(
-                refusal("store_unavailable", "the study record store is unavailable, try again later")
-            )
+        if session is None:
             return
-        if not session.is_open:
-            return  # replaced or disconnected while the total was read
-        session.base_seconds = base
-        service.writer.changed(session)
-        log.info(
-            "session opened user=%s course=%s session=%s remote=%s",
-            user_id,
-            course_id,
-            session.session_id,
-            session.remote_addr,
-            extra={
-                "event": "session_opened",
-                "user": user_id,
-                "course": course_id,
-                "session": session.session_id,
-                "remote": session.remote_addr,
-                "total_seconds": session.study_time,
-            },
-        )
+        self.session = session
+        settings = service.settings
         self.send(
             protocol.connected(
                 session.session_id,
@@ -169,49 +93,6 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
                 settings.heartbeat_timeout,
             )
         )
-
-    async def authenticate(self, user_id: str, course_id: str) -> bool:
-        """Ask the auth backend who this is and whether it may study ``course_id`` as ``user_id``.
-
-        On refusal, log why (never the credential) and close with 4401/4403.
-        """
-        service = self.service
-        try:
-            identity = await service.auth.authenticate(auth_request(self.request), user_id)
-            authorize(identity, user_id, course_id)
-        except AuthError as exc:
-            # An expired or missing token is routine; a valid one used for
-            # someone else's id or course deserves attention.
-            level = logging.INFO if exc.code == "unauthorized" else logging.WARNING
-            log.log(
-                level,
-                "auth refused user=%s course=%s remote=%s code=%s reason=%s",
-                user_id,
-                course_id,
-                self.request.remote_ip,
-                exc.code,
-                exc.reason,
-                extra={
-                    "event": "auth_refused",
-                    "user": user_id,
-                    "course": course_id,
-                    "remote": self.request.remote_ip,
-                    "reason": exc.code,
-                },
-            )
-            self.refuse(refusal(exc.code, exc.reason))
-            return False
-        except Exception as exc:  # a plugin's bug must not take the server down
-            log.error(
-                "auth backend %s failed for user=%s course=%s: %s",
-                service.auth.name,
-                user_id,
-                course_id,
-                type(exc).__name__,
-            )
-            self.refuse(refusal("unauthorized", "authentication is unavailable, try again later"))
-            return False
-        return self.ws_connection is not None  # the client may have gone while the backend answered
 
     def get_compression_options(self) -> None:
         """No permessage-deflate: replies are a few dozen bytes, and :meth:`send` writes plain frames."""
@@ -248,25 +129,19 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
         service = self.service
         now = service.clock()
         if not self.bucket.allow(now):  # type: ignore[union-attr]
-            self.end(
-                now,
-                EndReason.RATE_LIMITED,
-                refusal("too_many_messages", "too many messages; send one heartbeat per interval"),
-            )
+            service.end_session(session, EndReason.RATE_LIMITED, now)
             return
         try:
             heartbeat = protocol.parse_client_message(message)
         except ProtocolError as exc:
             if exc.code == "invalid_timestamp":
-                service.metrics.heartbeats["invalid_timestamp"] += 1
+                service.invalid_heartbeat()
                 self.send(protocol.heartbeat_error(exc.code, exc.message, session.study_time))
             else:
                 self.send(protocol.error(exc.code, exc.message))
             return
-        verdict = service.tracker.heartbeat(session, now, heartbeat.timestamp)
-        service.metrics.heartbeats[verdict.value] += 1
+        verdict = service.heartbeat(session, now, heartbeat.timestamp)
         if verdict is Verdict.ACCEPTED:
-            service.writer.changed(session)
             self.send(protocol.heartbeat_ok(session.study_time))
         elif verdict is Verdict.TOO_FREQUENT:
             self.send(
@@ -276,9 +151,7 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
                     session.study_time,
                 )
             )
-        else:  # Verdict.EXPIRED: the tracker has ended it as a timeout
-            service.session_ended(session)
-            self.refuse(refusal("heartbeat_timeout", "no heartbeat within the heartbeat timeout"))
+        # Verdict.EXPIRED: the service has ended the session and closed the connection (4408).
 
     def on_ping(self, data: bytes) -> None:
         # Tornado answers pings itself; they count toward the flood limit.
@@ -286,80 +159,26 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
         if session is not None and session.is_open:
             now = self.service.clock()
             if not self.bucket.allow(now):  # type: ignore[union-attr]
-                self.end(now, EndReason.RATE_LIMITED, refusal("too_many_messages", "too many pings"))
+                self.service.end_session(session, EndReason.RATE_LIMITED, now)
 
     def on_close(self) -> None:
-        service = self.service
-        service.forget_connection(self)
-        self.uncount_address()
-        session = self.session
-        if session is not None and session.is_open:
-            # A close frame from the client is a clean end; none is a lost connection.
-            reason = EndReason.CLIENT_CLOSED if self.close_code is not None else EndReason.CONNECTION_LOST
-            if service.tracker.end(session, service.clock(), reason):
-                service.session_ended(session)
+        # A close frame from the client is a clean end; none is a lost connection.
+        session, self.session = self.session, None
+        address, self._address = self._address, None
+        self.service.disconnected(self, address, session, clean=self.close_code is not None)
 
-    def count_address(self) -> bool:
-        """Count this connection against its address's cap, or refuse it (4431) when full.
+    # What the service needs of a connection (service.Connection).
 
-        Counted before the ids and the credential are looked at, so an address
-        over its cap costs no authentication work; released in :meth:`on_close`
-        however the connection ends (refused, replaced, timed out, dropped).
-        """
-        service = self.service
-        address = self.request.remote_ip or ""
-        if service.connections_per_address.full(address):
-            self.refuse_over_cap(
-                refusal(
-                    "too_many_connections",
-                    f"{service.settings.max_connections_per_address} connections from this address"
-                    " are open already; try again later",
-                ),
-                "--max-connections-per-address",
-            )
-            return False
-        service.connections_per_address.add(address)
-        self._counted_address = address
-        return True
+    @property
+    def closed(self) -> bool:
+        """Whether the client has gone or the connection is closing."""
+        connection = self.ws_connection
+        return connection is None or connection.is_closing()
 
-    def uncount_address(self) -> None:
-        if self._counted_address is not None:
-            self.service.connections_per_address.remove(self._counted_address)
-            self._counted_address = None
-
-    def refuse_over_cap(
-        self, why: Refusal, setting: str, user: str | None = None, course: str | None = None
-    ) -> None:
-        """Refuse a connection over one of the caps, with a log line naming the setting."""
-        log.info(
-            "refused user=%s course=%s remote=%s code=%s (see %s)",
-            user,
-            course,
-            self.request.remote_ip,
-            why.code,
-            setting,
-            extra={
-                "event": "over_cap",
-                "user": user,
-                "course": course,
-                "remote": self.request.remote_ip,
-                "reason": why.code,
-            },
-        )
-        self.refuse(why)
-
-    def end(self, now: float, reason: EndReason, why: Refusal) -> None:
-        """End this connection's session for ``reason`` and close with ``why``."""
-        session = self.session
-        if session is not None and self.service.tracker.end(session, now, reason):
-            self.service.session_ended(session)
-        self.refuse(why)
-
-    def refuse(self, why: Refusal) -> None:
+    def close_with(self, close: Close) -> None:
         """Tell the client why in an ``error`` message, then close with the matching code."""
-        self.service.metrics.refused(why.code)
-        self.send(protocol.error(why.code, why.message))
-        self.close(why.close_code, why.reason)
+        self.send(protocol.error(close.code, close.message))
+        self.close(close.close_code, close.reason)
 
     def send(self, message: str) -> None:
         """Send one protocol message (JSON text); a connection that is closing gets nothing.
@@ -401,15 +220,5 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
 
         No close frame: it would only queue behind the unread replies.
         """
-        service = self.service
-        session = self.session
-        service.metrics.slow_readers.inc()
-        log.warning(
-            "dropping a connection that does not read its replies user=%s course=%s remote=%s",
-            session.user_id if session else None,
-            session.course_id if session else None,
-            self.request.remote_ip,
-        )
-        if session is not None and service.tracker.end(session, service.clock(), EndReason.CONNECTION_LOST):
-            service.session_ended(session)
+        self.service.slow_reader(self.session, self.request.remote_ip)
         self.ws_connection.stream.close()  # type: ignore[union-attr]

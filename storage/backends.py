@@ -10,9 +10,10 @@ a URL names it: a server on SQLite never loads PyMongo.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
+
+from importer import import_from_string
 
 from .base import Store, StoreError
 from .coordination import Coordinator
@@ -77,6 +78,5 @@ def backend_for(url: str) -> Backend:
 
 
 def load(target: str) -> type[Backend]:
-    """Import ``module:attribute`` (a backend class) on first use."""
-    module_name, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    """The backend class ``target`` (``module:Class``) names, imported on first use."""
+    return import_from_string(target)

@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from server import Service  # noqa: E402
+import server  # noqa: E402
+from service import Service  # noqa: E402
 from tests import ferretdb  # noqa: E402
 from tests.helpers import fast_settings  # noqa: E402
 
@@ -86,10 +87,9 @@ def start_service(io_loop, store_url):
 
     async def start(*, clock=None, **overrides) -> Service:
         settings = fast_settings(**{"store": store_url, **overrides})
-        service = Service(settings, clock=clock)
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         port = sockets[0].getsockname()[1]
-        await service.start(sockets)
+        service = await server.start(settings, sockets, clock=clock)
         service.url = f"ws://127.0.0.1:{port}"  # type: ignore[attr-defined]
         service.http_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
         started.append(service)

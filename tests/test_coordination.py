@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import tornado.netutil
 
-from server import Service
+import server
 from storage.backends import backend_for
 from storage.mongodb.schema import PROCESSES
 from tests.conftest import mongodb_url
@@ -50,9 +50,9 @@ async def test_a_process_presumed_dead_closes_its_connections_and_keeps_the_reco
     --process-timeout), it notices at its next poll and closes the clients with
     1013, and its later writes cannot reopen the records."""
     url = mongodb_url(mongodb_server, mongodb_database)
-    service = Service(fast_settings(store=url))
+    settings = fast_settings(store=url)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    await service.start(sockets)
+    service = await server.start(settings, sockets)
     other = backend_for(url).store()
     await other.open()
     try:

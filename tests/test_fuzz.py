@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from handlers.study_time import text_frame
+from handlers.frames import text_frame
 from tests.helpers import ServerProcess
 from tests.rawws import CLOSE, TEXT, parse_frame, query, sync_upgrade
 from tracking.protocol import (

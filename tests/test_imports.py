@@ -154,8 +154,8 @@ import tornado.netutil
 import server, settings
 
 async def serve_once(store):
-    service = server.Service(settings.load(["--store=" + store]))
-    await service.start(tornado.netutil.bind_sockets(0, "127.0.0.1"))
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    service = await server.start(settings.load(["--store=" + store]), sockets)
     await service.shutdown()
 
 asyncio.run(serve_once(sys.argv[1]))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 import tornado.netutil
 
-from server import Service
+import server
 from storage import StoreError
 from storage.backends import backend_for
 from storage.mongodb.schema import SESSIONS
@@ -153,9 +153,9 @@ async def test_an_outage_under_load_loses_nothing_and_refuses_new_connections(
     url = proxy.url(
         mongodb_database, "serverSelectionTimeoutMS=500&connectTimeoutMS=500&socketTimeoutMS=2000"
     )
-    service = Service(fast_settings(store=url, heartbeat_interval=0.5, heartbeat_timeout=2.0))
+    settings = fast_settings(store=url, heartbeat_interval=0.5, heartbeat_timeout=2.0)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    await service.start(sockets)
+    service = await server.start(settings, sockets)
     base = f"ws://127.0.0.1:{sockets[0].getsockname()[1]}"
     users = [f"learner{i}" for i in range(20)]
     clients = {}

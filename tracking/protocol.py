@@ -41,11 +41,14 @@ class CloseCode(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why the server ends a connection: the ``error`` message it sends, then the close.
+class Close:
+    """Why the server closes a connection: the ``error`` message it sends, then the close frame.
 
-    ``code`` names the error in the ``error`` message; ``close_code`` and
-    ``reason`` go into the close frame (the reason is short: browsers show it).
+    A close either refuses a connection that has no session yet (a bad id,
+    a credential, a cap, the store) or ends a session (a timeout, a
+    replacement, a flood, the server shutting down). ``code`` names the
+    error in the ``error`` message; ``close_code`` and ``reason`` go into the
+    close frame (the reason is short: browsers show it).
     """
 
     code: str
@@ -54,10 +57,10 @@ class Refusal:
     message: str
 
 
-def refusal(code: str, message: str) -> Refusal:
-    """The :class:`Refusal` for an error ``code``, with a specific ``message``."""
+def closing(code: str, message: str) -> Close:
+    """The :class:`Close` for an error ``code``, with a specific ``message``."""
     close_code, reason = _CLOSE_FOR_ERROR[code]
-    return Refusal(code, close_code, reason, message)
+    return Close(code, close_code, reason, message)
 
 
 _CLOSE_FOR_ERROR: dict[str, tuple[CloseCode, str]] = {
@@ -73,8 +76,17 @@ _CLOSE_FOR_ERROR: dict[str, tuple[CloseCode, str]] = {
     "server_shutdown": (CloseCode.GOING_AWAY, "server shutting down"),
 }
 
-#: Every error code a :class:`Refusal` can carry.
-REFUSAL_CODES = tuple(_CLOSE_FOR_ERROR)
+#: The error codes a connection can be refused with before it has a session
+#: (a session's end is counted by its end reason instead).
+REFUSAL_CODES = (
+    "invalid_params",
+    "unauthorized",
+    "forbidden",
+    "too_many_sessions",
+    "too_many_connections",
+    "store_unavailable",
+    "server_shutdown",
+)
 
 
 class ProtocolError(Exception):

@@ -1,0 +1,16 @@
+"""WebSocket frames the server writes itself (RFC 6455 section 5.2)."""
+
+from __future__ import annotations
+
+import struct
+
+
+def text_frame(text: str) -> bytes:
+    """``text`` as one unmasked, uncompressed WebSocket text frame, as a server sends it."""
+    payload = text.encode()
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    if length <= 0xFFFF:
+        return struct.pack("!BBH", 0x81, 126, length) + payload
+    return struct.pack("!BBQ", 0x81, 127, length) + payload
