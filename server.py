@@ -26,7 +26,7 @@ from tornado.routing import Rule
 import settings as settings_module
 import supervisor
 from auth import build_authenticator
-from handlers.base import StaticFiles, log_request
+from handlers.base import StaticFiles, drop_stream_error_traceback, log_request
 from handlers.health import HealthHandler
 from handlers.hosts import AllowedHosts, HostRefusedHandler, host_check_applies
 from handlers.ops import MetricsHandler, ReadyHandler
@@ -106,7 +106,7 @@ class Service:
         self._no_connections = asyncio.Event()
         self.shutting_down = False
         self.app = make_app(self)
-        self.http_server: HTTPServer | None = None
+        self.http_server: _HTTPServer | None = None
         self._timers: list[PeriodicCallback] = []
 
     async def start(self, sockets: Sequence[socket.socket]) -> None:
@@ -124,7 +124,7 @@ class Service:
         except StoreUnavailable as exc:
             raise StoreError(f"cannot register this process in the store: {exc}") from exc
         settings = self.settings
-        self.http_server = HTTPServer(
+        self.http_server = _HTTPServer(
             self.app,
             xheaders=settings.trust_proxy_headers,
             idle_connection_timeout=settings.http_idle_timeout,
@@ -259,6 +259,17 @@ class Service:
             self._no_connections.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._no_connections.wait(), timeout)
+
+
+class _HTTPServer(HTTPServer):
+    """Tornado's HTTP server, freeing each connection's stream when the connection ends."""
+
+    def on_close(self, server_conn: object) -> None:
+        # A keep-alive connection reset by its client leaves its stream in a
+        # reference cycle; a WebSocket's stream is handed over at the upgrade,
+        # before this runs, and StudyTimeSocket frees it.
+        super().on_close(server_conn)
+        drop_stream_error_traceback(getattr(server_conn, "stream", None))
 
 
 def make_app(service: Service) -> tornado.web.Application:

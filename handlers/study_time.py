@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError
-from tornado.websocket import WebSocketHandler
+from tornado.websocket import WebSocketHandler, WebSocketProtocol
 
 from auth import SUBPROTOCOL, AuthError, auth_request, authorize
 from storage import StoreUnavailable
@@ -25,7 +25,7 @@ from tracking.ratelimit import TokenBucket
 from tracking.session import EndReason, Session
 from tracking.tracker import Verdict
 
-from .base import ServiceHandlerMixin
+from .base import ServiceHandlerMixin, drop_stream_error_traceback
 
 if TYPE_CHECKING:
     from server import Service
@@ -62,6 +62,7 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
         self.bucket: TokenBucket | None = None
         self._unread = 0  # replies written while earlier ones were still queued in our memory
         self._counted_address: str | None = None  # counted in service.connections_per_address
+        self._protocol: WebSocketProtocol | None = None  # see on_ws_connection_close
 
     async def open(self) -> None:
         """Validate the ids, take over the (user, course), and announce the session.
@@ -347,6 +348,52 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
             },
         )
         self.refuse(why)
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        """Tornado's protocol object, kept here too: :meth:`on_ws_connection_close` needs its stream."""
+        self._protocol = super().get_websocket_protocol()
+        return self._protocol
+
+    def on_ws_connection_close(self, close_code: int | None = None, close_reason: str | None = None) -> None:
+        """Tornado's end of the connection (it calls :meth:`on_close`); then unlink what is left.
+
+        The handler lets go of its session (:meth:`_release`), and of the
+        stream: one closed by a socket error is left in a reference cycle
+        (:func:`~handlers.base.drop_stream_error_traceback`). The stream is
+        reached through our own reference to the protocol: Tornado has
+        already dropped ``ws_connection`` if the server began the close.
+        """
+        super().on_ws_connection_close(close_code, close_reason)
+        self._release()
+        protocol, self._protocol = self._protocol, None
+        drop_stream_error_traceback(getattr(protocol, "stream", None))
+
+    def on_finish(self) -> None:
+        """After a refused upgrade (400), let go of the protocol Tornado made for it.
+
+        Tornado keeps it in ``ws_connection``, and it points back at this
+        handler: a cycle, for every malformed upgrade request. A finished
+        upgrade (101) keeps it for the connection's lifetime, and Tornado
+        drops it when the connection ends.
+        """
+        if self.get_status() != 101:
+            self.ws_connection = None
+            self._protocol = None
+
+    def _release(self) -> None:
+        """Unlink this handler and its session once the connection is over.
+
+        The session points at its connection (for the tracker to refuse it)
+        and the handler at its session: a reference cycle. Cut both ways, so
+        that the handler, its request and stream, and the session are freed
+        by reference counting as soon as the connection ends, not whenever
+        the cyclic collector gets round to them (docs/performance.md).
+        """
+        session = self.session
+        if session is not None and session.connection is self:
+            session.connection = None
+        self.session = None
+        self.bucket = None
 
     def end(self, now: float, reason: EndReason, why: Refusal) -> None:
         """End this connection's session for ``reason`` and close with ``why``."""
