@@ -22,7 +22,7 @@ import tornado.netutil
 
 import settings as settings_module
 import supervisor
-from handlers.app import make_app
+from handlers.app import make_server
 from service import Service
 from settings import Settings, SettingsError
 from storage import StoreError
@@ -38,24 +38,13 @@ log = logging.getLogger("study_time")
 # service keeps almost nothing cyclic, so collect young objects 70x less often.
 GC_YOUNG_THRESHOLD = 50_000
 
-# Once closes are sent at shutdown, wait at most this long for clients to
-# answer them before the process exits.
-CLOSE_GRACE_SECONDS = 1.0
-
-# HTTP limits. No endpoint takes a request body and WebSocket frames are at
-# most --max-message-size, so Tornado's defaults (100 MB buffers and bodies,
-# an hour to send a request head) only serve abuse.
-MAX_HEADER_BYTES = 32 * 1024  # request line + headers, a token in the query included
-MAX_BODY_BYTES = 64 * 1024
-MAX_READ_BUFFER_BYTES = 1024 * 1024
-
 
 async def start(
     settings: Settings, sockets: Sequence[socket.socket], *, clock: Clock | None = None
 ) -> Service:
     """Build the service and its web application, and serve them on ``sockets``."""
     service = Service(settings, clock=clock)
-    await service.start(sockets, make_app(service))
+    await service.start(sockets, make_server(service))
     return service
 
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
 from tornado.httpserver import HTTPServer
-from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.ioloop import PeriodicCallback
 
 from auth import AuthError, AuthRequest, Identity, build_authenticator
@@ -48,13 +48,6 @@ from tracking.tracker import Tracker, Verdict
 __all__ = ["Connection", "Service", "StoreUnavailable"]
 
 log = logging.getLogger("study_time")
-
-# HTTP limits. No endpoint takes a request body and WebSocket frames are at
-# most --max-message-size, so Tornado's defaults (100 MB buffers and bodies,
-# an hour to send a request head) only serve abuse.
-MAX_HEADER_BYTES = 32 * 1024  # request line + headers, a token in the query included
-MAX_BODY_BYTES = 64 * 1024
-MAX_READ_BUFFER_BYTES = 1024 * 1024
 
 # Once closes are sent at shutdown, wait at most this long for clients to
 # answer them before the process exits.
@@ -130,8 +123,8 @@ class Service:
 
     # Starting and stopping.
 
-    async def start(self, sockets: Sequence[object], app: HTTPServerConnectionDelegate) -> None:
-        """Open the store, close what a crash left open, and serve ``app`` on ``sockets``."""
+    async def start(self, sockets: Sequence[socket.socket], http_server: HTTPServer) -> None:
+        """Open the store, close what a crash left open, and serve on ``sockets`` with ``http_server``."""
         await self.store.open()
         recovered = await self.store.recover(self.clock())
         if recovered:
@@ -144,17 +137,9 @@ class Service:
             await self.coordinator.start(self.clock())
         except StoreUnavailable as exc:
             raise StoreError(f"cannot register this process in the store: {exc}") from exc
+        self.http_server = http_server
+        http_server.add_sockets(sockets)
         settings = self.settings
-        self.http_server = HTTPServer(
-            app,
-            xheaders=settings.trust_proxy_headers,
-            idle_connection_timeout=settings.http_idle_timeout,
-            body_timeout=settings.http_idle_timeout,
-            max_header_size=MAX_HEADER_BYTES,
-            max_body_size=MAX_BODY_BYTES,
-            max_buffer_size=MAX_READ_BUFFER_BYTES,
-        )
-        self.http_server.add_sockets(sockets)  # type: ignore[arg-type]
         self._timers = [
             PeriodicCallback(self.sweep, settings.sweep_interval * 1000),
             PeriodicCallback(self.writer.flush, settings.flush_interval * 1000),

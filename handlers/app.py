@@ -1,20 +1,28 @@
-"""The Tornado application: every route of the service, each handler given the service."""
+"""The Tornado application and HTTP server: every route of the service, each handler given the service."""
 
 from __future__ import annotations
 
 import os
 
 import tornado.web
+from tornado.httpserver import HTTPServer
 from tornado.routing import Rule
 
 from service import Service
 
-from .base import StaticFiles, log_request
+from .base import StaticFiles, drop_stream_error_traceback, log_request
 from .health import HealthHandler
 from .hosts import AllowedHosts, HostRefusedHandler, host_check_applies
 from .ops import MetricsHandler, ReadyHandler
 from .reports import ROUTES as REPORT_ROUTES
 from .study_time import StudyTimeSocket
+
+# HTTP limits. No endpoint takes a request body and WebSocket frames are at
+# most --max-message-size, so Tornado's defaults (100 MB buffers and bodies,
+# an hour to send a request head) only serve abuse.
+MAX_HEADER_BYTES = 32 * 1024  # request line + headers, a token in the query included
+MAX_BODY_BYTES = 64 * 1024
+MAX_READ_BUFFER_BYTES = 1024 * 1024
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
@@ -38,4 +46,29 @@ def make_app(service: Service) -> tornado.web.Application:
         routes,
         websocket_max_message_size=settings.max_message_size,
         log_function=log_request,
+    )
+
+
+class _HTTPServer(HTTPServer):
+    """Tornado's HTTP server, freeing each connection's stream when the connection ends."""
+
+    def on_close(self, server_conn: object) -> None:
+        # A keep-alive connection reset by its client leaves its stream in a
+        # reference cycle; a WebSocket's stream is handed over at the upgrade,
+        # before this runs, and StudyTimeSocket frees it.
+        super().on_close(server_conn)
+        drop_stream_error_traceback(getattr(server_conn, "stream", None))
+
+
+def make_server(service: Service) -> HTTPServer:
+    """The HTTP server for ``service``'s application, with the service's limits."""
+    settings = service.settings
+    return _HTTPServer(
+        make_app(service),
+        xheaders=settings.trust_proxy_headers,
+        idle_connection_timeout=settings.http_idle_timeout,
+        body_timeout=settings.http_idle_timeout,
+        max_header_size=MAX_HEADER_BYTES,
+        max_body_size=MAX_BODY_BYTES,
+        max_buffer_size=MAX_READ_BUFFER_BYTES,
     )

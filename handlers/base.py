@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from types import TracebackType
 
+from tornado.iostream import BaseIOStream
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 access_log = logging.getLogger("tornado.access")
@@ -129,3 +130,18 @@ def log_request(handler: RequestHandler) -> None:
         request.remote_ip,
         1000.0 * request.request_time(),
     )
+
+
+def drop_stream_error_traceback(stream: BaseIOStream | None) -> None:
+    """Cut the reference cycle a stream closed by a socket error is left in.
+
+    Tornado keeps the error in ``stream.error`` (for anyone who asks why it
+    closed); its traceback holds the frames of the stream's read loop, and
+    they hold the stream. Left alone, every connection reset by its client
+    keeps its stream, socket and buffers until the cyclic collector runs,
+    which ``server.tune_gc`` makes rare (docs/performance.md). The error
+    itself stays; only its traceback goes.
+    """
+    error = None if stream is None else stream.error
+    if error is not None:
+        error.__traceback__ = None

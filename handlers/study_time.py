@@ -13,7 +13,7 @@ import logging
 
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError
-from tornado.websocket import WebSocketHandler
+from tornado.websocket import WebSocketHandler, WebSocketProtocol
 
 from auth import SUBPROTOCOL, auth_request
 from service import Service
@@ -23,7 +23,7 @@ from tracking.ratelimit import TokenBucket
 from tracking.session import EndReason, Session
 from tracking.tracker import Verdict
 
-from .base import ServiceHandlerMixin
+from .base import ServiceHandlerMixin, drop_stream_error_traceback
 from .frames import text_frame
 
 log = logging.getLogger("study_time.socket")
@@ -47,6 +47,7 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
         self.bucket: TokenBucket | None = None
         self._unread = 0  # replies written while earlier ones were still queued in our memory
         self._address: str | None = None  # counted against the address's cap until on_close
+        self._protocol: WebSocketProtocol | None = None  # see on_ws_connection_close
 
     async def open(self) -> None:
         """Read the ids and start a session, or refuse the connection.
@@ -174,6 +175,38 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
         """Whether the client has gone or the connection is closing."""
         connection = self.ws_connection
         return connection is None or connection.is_closing()
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        """Tornado's protocol object, kept here too: :meth:`on_ws_connection_close` needs its stream."""
+        self._protocol = super().get_websocket_protocol()
+        return self._protocol
+
+    def on_ws_connection_close(self, close_code: int | None = None, close_reason: str | None = None) -> None:
+        """Tornado's end of the connection (it calls :meth:`on_close`); then unlink what is left.
+
+        The handler lets go of its session and flood allowance, and of the
+        stream: one closed by a socket error is left in a reference cycle
+        (:func:`~handlers.base.drop_stream_error_traceback`). The stream is
+        reached through our own reference to the protocol: Tornado has
+        already dropped ``ws_connection`` if the server began the close.
+        """
+        super().on_ws_connection_close(close_code, close_reason)
+        self.session = None
+        self.bucket = None
+        protocol, self._protocol = self._protocol, None
+        drop_stream_error_traceback(getattr(protocol, "stream", None))
+
+    def on_finish(self) -> None:
+        """After a refused upgrade (400), let go of the protocol Tornado made for it.
+
+        Tornado keeps it in ``ws_connection``, and it points back at this
+        handler: a cycle, for every malformed upgrade request. A finished
+        upgrade (101) keeps it for the connection's lifetime, and Tornado
+        drops it when the connection ends.
+        """
+        if self.get_status() != 101:
+            self.ws_connection = None
+            self._protocol = None
 
     def close_with(self, close: Close) -> None:
         """Tell the client why in an ``error`` message, then close with the matching code."""

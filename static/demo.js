@@ -3,6 +3,8 @@
 // lang, pause=0, maxRetryDelay in ms, autoconnect=1); never the token. A server
 // address on another host (from ?server= or typed) is shown as a warning, and
 // the token is sent there only once the user has ticked that they trust it.
+// Served by study-time, the page's Content-Security-Policy then blocks the
+// connection anyway: the page says so, naming both hosts, and stops trying.
 
 import { StudyTimeClient, Status, formatDuration } from "./study-time-client.js";
 
@@ -23,6 +25,15 @@ const TEXT = {
     crossHostRisk: "The token you type is sent there. Continue only if you trust it.",
     crossHostConfirm: (host) => `Send my token to ${host}`,
     crossHostRequired: "Tick the box to send your token to the other site, or clear the token.",
+    blocked: (own, other, url) => [
+      "This page can only connect to the server it was loaded from (",
+      own,
+      "). To use ",
+      other,
+      ", open ",
+      url,
+      " instead.",
+    ],
     pause: "Pause while this page is hidden",
     connect: "Connect",
     disconnect: "Disconnect",
@@ -74,6 +85,7 @@ const TEXT = {
       too_many_connections: "too many connections from this network, trying again later",
       message_too_big: "message too big",
       invalid_url: "invalid server address",
+      blocked: "blocked by this page's security policy",
     },
   },
   zh: {
@@ -92,6 +104,7 @@ const TEXT = {
     crossHostRisk: "你填写的令牌会发送到那里。只有信任该站点时才继续。",
     crossHostConfirm: (host) => `将我的令牌发送到 ${host}`,
     crossHostRequired: "请勾选确认后才能把令牌发送到其他站点，或清空令牌。",
+    blocked: (own, other, url) => ["本页面只能连接到加载它的服务器（", own, "）。要使用 ", other, "，请改为打开 ", url, "。"],
     pause: "页面隐藏时暂停计时",
     connect: "连接",
     disconnect: "断开",
@@ -143,6 +156,7 @@ const TEXT = {
       too_many_connections: "此网络的连接过多，稍后自动重试",
       message_too_big: "消息过大",
       invalid_url: "服务器地址无效",
+      blocked: "被本页面的安全策略阻止",
     },
   },
 };
@@ -218,6 +232,10 @@ function httpBase(typed) {
 // until the user has ticked that they trust that very host.
 
 let trustedHost = null; // the other host the user ticked; changing the address unticks
+// Other hosts the browser refused to connect to (the page's connect-src, see
+// the securitypolicyviolation listener below). The policy holds until the page
+// is reloaded, so a blocked host stays blocked.
+const blockedHosts = new Set();
 
 /** The host the typed address points to when it is not this page's own (host:port), else null. */
 function otherHost(typed) {
@@ -246,11 +264,53 @@ function renderCrossHost() {
   // The form's validity blocks Connect (with this message) while a token would go unconfirmed.
   ok.setCustomValidity(tokenMayGo() ? "" : text.crossHostRequired);
   if (host === null) return;
+  const blocked = blockedHosts.has(host);
+  $("cross-host").dataset.state = blocked ? "blocked" : "confirm";
+  $("cross-host-ok").closest("label").hidden = blocked; // ticked already, and it cannot help
+  if (blocked) {
+    $("cross-host-text").replaceChildren(...blockedWords(host));
+    return;
+  }
   const strong = document.createElement("strong");
   strong.textContent = host;
   $("cross-host-text").replaceChildren(text.crossHost, " ", strong, document.createElement("br"), text.crossHostRisk);
   $("cross-host-confirm").textContent = text.crossHostConfirm(host);
 }
+
+/** The explanation for a blocked host, as nodes: both hosts in bold, the other's page as a link. */
+function blockedWords(host) {
+  const page = `${httpBase(host)}/`;
+  const parts = t().blocked(location.host, host, page);
+  return parts.map((part, i) => {
+    if (i % 2 === 0) return part; // the words between the hosts and the link
+    const el = document.createElement(part === page ? "a" : "strong");
+    el.textContent = part;
+    if (part === page) el.href = page;
+    return el;
+  });
+}
+
+// The browser tells the page when its Content-Security-Policy blocked a
+// connection (the socket, or a report request) and names the URL. The client
+// stops reconnecting by itself (study-time-client.js); the page names the host
+// it came from and the one it could not reach. Only the host is kept: the
+// blocked URL carries the query, token included. Copies of the page served
+// without this policy (from file:// or another static host) never get here:
+// they connect, once the token is confirmed.
+document.addEventListener("securitypolicyviolation", (event) => {
+  const directive = event.effectiveDirective || event.violatedDirective || "";
+  if (!directive.startsWith("connect-src")) return;
+  let host;
+  try {
+    host = new URL(event.blockedURI).host;
+  } catch {
+    return;
+  }
+  if (host === location.host || blockedHosts.has(host)) return;
+  blockedHosts.add(host);
+  renderCrossHost();
+  if (!$("view-reports").hidden) loadReports(); // says "blocked" instead of "could not load"
+});
 
 $("server").addEventListener("input", renderCrossHost);
 $("token").addEventListener("input", renderCrossHost);
@@ -424,6 +484,8 @@ async function loadReports() {
     return;
   }
   if (!tokenMayGo()) return setReportsState("confirm", text.crossHostRequired);
+  const host = otherHost($("server").value);
+  if (blockedHosts.has(host)) return setReportsState("blocked", blockedWords(host));
   const headers = { Accept: "application/json" };
   if ($("token").value) headers.Authorization = `Bearer ${$("token").value}`;
   const get = (path) => fetch(base + path, { headers, cache: "no-store" });
@@ -465,7 +527,7 @@ async function loadReports() {
 function setReportsState(name, words) {
   const state = $("reports-state");
   state.dataset.state = name;
-  state.textContent = words;
+  state.replaceChildren(...[words].flat());
   state.hidden = false;
   // Empty tables under "not available" or "not authorised" only add noise.
   $("reports-grid").hidden = name !== "loading";

@@ -63,7 +63,7 @@ export const Status = Object.freeze({
   CONNECTED: "connected", // counting
   RECONNECTING: "reconnecting", // waiting for the next attempt (see `retry`)
   PAUSED: "paused", // closed while the page is hidden; resumes when visible
-  STOPPED: "stopped", // the server refused us for good (see `lastClose`)
+  STOPPED: "stopped", // refused for good, by the server or the page's policy (see `lastClose`)
 });
 
 const DEFAULTS = Object.freeze({
@@ -145,6 +145,7 @@ export class StudyTimeClient extends EventTarget {
     this._onPageHide = () => this._pageHidden();
     this._onPageShow = (event) => this._pageShown(event);
     this._onOnline = () => this._networkBack();
+    this._onViolation = (event) => this._blockedByPolicy(event);
   }
 
   /** Start counting: connect now (or wait for visibility when paused). */
@@ -404,6 +405,7 @@ export class StudyTimeClient extends EventTarget {
     globalThis[method]("pagehide", this._onPageHide);
     globalThis[method]("pageshow", this._onPageShow);
     globalThis[method]("online", this._onOnline);
+    document[method]("securitypolicyviolation", this._onViolation);
   }
 
   _hidden() {
@@ -439,6 +441,33 @@ export class StudyTimeClient extends EventTarget {
       this._attempt = 0;
       this._connect();
     }
+  }
+
+  // The page's Content-Security-Policy. A page whose connect-src does not list
+  // the server (the demo page allows only the server it came from) cannot
+  // reach it whatever the client does: the browser refuses the socket, which
+  // ends like a network failure (an error, then 1006 or nothing at all), so
+  // without this the client would retry forever. The browser says so with a
+  // securitypolicyviolation event on the document, naming the blocked URL.
+
+  _blockedByPolicy(event) {
+    const directive = event.effectiveDirective || event.violatedDirective || "";
+    if (!directive.startsWith("connect-src") || !sameHost(event.blockedURI, this.url)) return;
+    if (this.status === Status.STOPPED || this.status === Status.IDLE) return;
+    const ws = this._ws;
+    if (ws) {
+      // Its error and close events (if any) are the block's; nothing to wait for.
+      ws.onclose = null;
+      ws.onmessage = null;
+      this._ws = null;
+    }
+    this._clearTimer("connect");
+    this._clearTimer("retry");
+    this.retry = null;
+    this._stopCounting();
+    // Only the host is logged: the blocked URL carries the query, token included.
+    this._log("info", `blocked by this page's Content-Security-Policy (connect-src): ${new URL(this.url).host}`);
+    this._finish({ code: null, reason: "connect-src", kind: "blocked", error: null, byClient: true }, false);
   }
 
   _networkBack() {
@@ -497,6 +526,15 @@ export class StudyTimeClient extends EventTarget {
     if (!timer) return;
     (timer.interval ? clearInterval : clearTimeout)(timer.id);
     delete this._timers[name];
+  }
+}
+
+/** Whether two URLs (ws:, wss:, http: or https:) name the same host and port. */
+function sameHost(a, b) {
+  try {
+    return new URL(a).host === new URL(b).host;
+  } catch {
+    return false; // e.g. "inline" or "eval": not a connection
   }
 }
 

@@ -34,7 +34,7 @@ SNAPSHOT_SLICE = 1000
 
 
 @contextlib.asynccontextmanager
-async def _cyclic_gc_paused() -> AsyncIterator[None]:
+async def cyclic_gc_paused() -> AsyncIterator[None]:
     """Pause Python's cyclic garbage collector for the duration of a flush.
 
     A flush allocates one snapshot per changed session (19,000 at once in
@@ -143,7 +143,7 @@ class SessionWriter:
 
     async def flush(self) -> bool:
         """Write every changed session; return False if the store failed (kept for later)."""
-        async with self._lock, _cyclic_gc_paused():
+        async with self._lock, cyclic_gc_paused():
             # Snapshots are taken in slices, letting the IOLoop answer heartbeats
             # in between: 19,000 at once held it for tens of milliseconds. Sessions
             # changing meanwhile are marked in the new dict, for the next flush.

@@ -29,6 +29,10 @@ CHROMIUM_ARGS = [
 #: connecting to another server (the LMS stand-in does). The page's own code
 #: needs none of this: tests/test_browser.py opens it under the policy too.
 HARNESS = {"bypass_csp": True}
+#: Options for a context that enforces the server's policy, as a learner's
+#: browser does: for tests of what the page itself does under it. Playwright's
+#: ``wait_for_function`` cannot run there; wait with :func:`wait_attached`.
+POLICY_ENFORCED = {"bypass_csp": False}
 #: Milliseconds for any wait in a page: generous, since other test runs may share the cores.
 WAIT_MS = 15_000
 
@@ -55,3 +59,8 @@ def chromium() -> Iterator:
             unavailable(f"Chromium does not start: {exc}")
         yield launched
         launched.close()
+
+
+def wait_attached(page, selector: str, timeout: int = WAIT_MS) -> None:
+    """Wait until ``selector`` matches (a CSS selector needs no eval, so this works under the policy)."""
+    page.locator(selector).first.wait_for(state="attached", timeout=timeout)

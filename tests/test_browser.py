@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.auth_helpers import SECRET, claims, hs256
-from tests.browser import HARNESS, WAIT_MS
+from tests.browser import HARNESS, POLICY_ENFORCED, WAIT_MS, wait_attached
 from tests.helpers import ROOT, ServerProcess
 
 OUTPUT = os.path.join(ROOT, "test-output")
@@ -383,16 +383,16 @@ def test_the_reports_view_shows_my_courses_and_the_leaderboard(browser, serve):
 
 def test_the_demo_page_works_under_its_own_policy_and_connects_to_no_other_server(browser, serve, tmp_path):
     server, other = serve(), serve(f"--store=sqlite:///{tmp_path}/other.db")
-    ctx = browser.new_context(locale="en-US")  # the policy enforced: no HARNESS, so no wait_for_function
+    ctx = browser.new_context(locale="en-US", **POLICY_ENFORCED)
     try:
         page = ctx.new_page()
         console: list[str] = []
         page.on("console", lambda message: console.append(message.text))
         page.goto(f"{server.http_url}/?userId=alice&courseId=algebra")
         page.click("#connect")
-        page.locator("#status[data-status='connected']").wait_for(state="attached", timeout=WAIT_MS)
+        wait_attached(page, "#status[data-status='connected']")
         page.click("#tab-reports")
-        page.locator("#reports-state[data-state='ok']").wait_for(state="attached", timeout=WAIT_MS)
+        wait_attached(page, "#reports-state[data-state='ok']")
         assert page.locator("#courses tbody tr").count() == 1
         assert not [line for line in console if "Content Security Policy" in line], console
         # Another server's address, typed in (or given as ?server=): the browser refuses the socket.
@@ -408,6 +408,95 @@ def test_the_demo_page_works_under_its_own_policy_and_connects_to_no_other_serve
         ctx.close()
     assert other.terminate() == 0
     assert "session opened" not in other.log
+
+
+# The page's policy against a server address on another host: the browser
+# blocks the socket and the report requests, and the page says so.
+
+BLOCKED_EN = (
+    "This page can only connect to the server it was loaded from ({own})."
+    " To use {other}, open http://{other}/ instead."
+)
+BLOCKED_ZH = "本页面只能连接到加载它的服务器（{own}）。要使用 {other}，请改为打开 http://{other}/。"  # noqa: RUF001 (Chinese punctuation)
+
+
+def open_blocked_demo(context, page_url: str, other_host: str, *, token: str | None = None):
+    """The demo page at ``page_url`` aimed at ``other_host`` (``?server=``), connected; ticked if a token."""
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(f"{page_url}/?server={other_host}&userId=u1&courseId=c1&maxRetryDelay=300")
+    if token is not None:
+        page.fill("#token", token)
+        page.check("#cross-host-ok")
+    page.click("#connect")
+    wait_attached(page, "#status[data-status='stopped']")
+    return page
+
+
+def assert_blocked_and_stopped(page, own: str, other: str) -> None:
+    """The page names both hosts in both languages, and neither the client nor the reports try again."""
+    assert page.get_attribute("#reason-text", "data-kind") == "blocked"
+    assert page.text_content("#reason-text") == "blocked by this page's security policy"
+    assert page.text_content("#status") == "Stopped"
+    assert page.get_attribute("#cross-host", "data-state") == "blocked"
+    assert page.text_content("#cross-host-text") == BLOCKED_EN.format(own=own, other=other)
+    assert page.get_attribute("#cross-host-text a", "href") == f"http://{other}/"
+    assert not page.is_visible("#cross-host-ok"), "a tick that cannot help is still offered"
+    # Several retry delays (at most 300 ms): a looping client would have tried again by now.
+    page.wait_for_timeout(1500)
+    assert page.get_attribute("#status", "data-status") == "stopped"
+    assert len(log_lines(page, r"^connecting to")) == 1
+    assert log_lines(page, r"^reconnecting") == []
+    assert log_lines(page, r"^blocked by this page's Content-Security-Policy \(connect-src\)") == [
+        f"blocked by this page's Content-Security-Policy (connect-src): {other}"
+    ]
+    assert page.evaluate("[studyTimeClient.status, studyTimeClient.retry]") == ["stopped", None]
+    # The report requests are blocked too, and said to be.
+    page.click("#tab-reports")
+    wait_attached(page, "#reports-state[data-state='blocked']")
+    assert page.text_content("#reports-state") == BLOCKED_EN.format(own=own, other=other)
+    page.click("#tab-live")
+    page.click("#lang")
+    assert page.text_content("#reason-text") == "被本页面的安全策略阻止"
+    assert page.text_content("#cross-host-text") == BLOCKED_ZH.format(own=own, other=other)
+    assert len(log_lines(page, r"^connecting to")) == 1
+    assert_no_page_errors(page)
+
+
+def test_a_server_on_another_host_is_blocked_by_the_page_s_policy_and_the_page_says_so_and_stops(
+    browser, serve, tmp_path
+):
+    page_server = serve()
+    # The other server would accept the page (so it is the policy, not the server, that refuses).
+    other = serve(f"--store=sqlite:///{tmp_path}/other.db", f"--allowed-origins={page_server.http_url}")
+    own, other_host = f"127.0.0.1:{page_server.port}", f"127.0.0.1:{other.port}"
+    ctx = browser.new_context(locale="en-US", **POLICY_ENFORCED)
+    try:
+        page = open_blocked_demo(ctx, page_server.http_url, other_host, token="the-learners-token")
+        assert_blocked_and_stopped(page, own, other_host)
+        assert not [
+            line for line in page.locator("#log .msg").all_text_contents() if "learners-token" in line
+        ]
+    finally:
+        ctx.close()
+    assert other.terminate() == 0
+    assert "/api/" not in other.log, "the other server was reached"
+    assert "session opened" not in page_server.log
+
+
+def test_a_page_on_localhost_is_blocked_from_127_0_0_1_and_says_so(browser, serve):
+    # Two names for one server, but two origins for the browser: the policy
+    # names the host the page was loaded from, so the other name is blocked.
+    server = serve()
+    own, other_host = f"localhost:{server.port}", f"127.0.0.1:{server.port}"
+    ctx = browser.new_context(locale="en-US", **POLICY_ENFORCED)
+    try:
+        page = open_blocked_demo(ctx, f"http://{own}", other_host)  # no token: nothing to tick
+        assert_blocked_and_stopped(page, own, other_host)
+    finally:
+        ctx.close()
+    assert "session opened" not in server.log
 
 
 # The original API document's JavaScript example, unmodified.
@@ -474,22 +563,31 @@ def test_the_api_documents_javascript_example_runs_unmodified(browser, serve):
 # Screenshots, looked at by a person (and the README's docs/demo.png).
 
 
+@pytest.mark.parametrize("view", ["counting", "blocked"])
 @pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
 @pytest.mark.parametrize(
     "device", [("desktop", {"width": 1280, "height": 860}), ("phone", {"width": 390, "height": 844})]
 )
-def test_screenshots_of_the_demo_page(browser, serve, device, locale):
+def test_screenshots_of_the_demo_page(browser, serve, device, locale, view):
+    """The page counting (test-output/demo-*.png), and blocked by its policy (demo-blocked-*.png)."""
     name, viewport = device
     server = serve()
-    ctx = browser.new_context(locale=locale, viewport=viewport, is_mobile=name == "phone", **HARNESS)
+    # The blocked view is the page under its own policy: page on localhost, server address 127.0.0.1.
+    options = HARNESS if view == "counting" else POLICY_ENFORCED
+    ctx = browser.new_context(locale=locale, viewport=viewport, is_mobile=name == "phone", **options)
     try:
-        page = open_demo(ctx, server, "alice", "math-101")
-        wait_status(page, "connected")
-        page.wait_for_function("window.studyTimeClient.studyTime >= 2", timeout=WAIT_MS)
+        if view == "counting":
+            page = open_demo(ctx, server, "alice", "math-101")
+            wait_status(page, "connected")
+            page.wait_for_function("window.studyTimeClient.studyTime >= 2", timeout=WAIT_MS)
+            shot = f"demo-{name}-{locale[:2]}.png"
+        else:
+            page = open_blocked_demo(ctx, f"http://localhost:{server.port}", f"127.0.0.1:{server.port}")
+            shot = f"demo-blocked-{name}-{locale[:2]}.png"
         # Nothing sticks out sideways, on a phone either.
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         os.makedirs(OUTPUT, exist_ok=True)
-        page.screenshot(path=os.path.join(OUTPUT, f"demo-{name}-{locale[:2]}.png"), full_page=True)
+        page.screenshot(path=os.path.join(OUTPUT, shot), full_page=True)
         assert_no_page_errors(page)
     finally:
         ctx.close()
@@ -633,9 +731,46 @@ def test_the_display_ticks_between_replies_and_never_runs_backwards(context, ser
     assert page.evaluate("client.displayTime") == stopped_at
 
 
+VIOLATION = """([uri, directive]) => document.dispatchEvent(new SecurityPolicyViolationEvent(
+  "securitypolicyviolation", {blockedURI: uri, violatedDirective: directive, effectiveDirective: directive,
+  originalPolicy: "", disposition: "enforce", statusCode: 200}))"""
+
+
+def test_a_connection_blocked_by_the_page_s_policy_stops_the_client_whichever_event_comes_first(
+    context, serve
+):
+    page = fake_socket_page(context, serve())
+    # Blocks of something else -- another host, or not a connection -- change nothing.
+    page.evaluate(VIOLATION, ["ws://elsewhere.invalid/api/study-time", "connect-src"])
+    page.evaluate(VIOLATION, ["ws://study-time.invalid/api/study-time", "img-src"])
+    page.evaluate(VIOLATION, ["inline", "script-src-elem"])
+    assert page.evaluate("client.status") == "connecting"
+    # Chromium says "blocked" before the socket fails; here the socket fails first
+    # (as a browser may do it), so the client is already waiting to reconnect.
+    page.evaluate("FakeSocket.made[0].end(1006)")
+    assert page.evaluate("client.status") == "reconnecting"
+    page.evaluate(VIOLATION, ["ws://study-time.invalid/api/study-time?userId=u1&token=t", "connect-src"])
+    assert page.evaluate("[client.status, client.retry, client.lastClose.kind]") == [
+        "stopped",
+        None,
+        "blocked",
+    ]
+    page.clock.run_for(60_000)
+    assert page.evaluate("FakeSocket.made.length") == 1
+    # Started again, it tries once more; blocked with the socket still open, it drops that socket.
+    page.evaluate("client.start()")
+    page.evaluate(VIOLATION, ["ws://study-time.invalid/api/study-time", "connect-src"])
+    assert page.evaluate("client.status") == "stopped"
+    page.evaluate("FakeSocket.made[1].onclose?.({code: 1006, reason: ''})")  # a late close changes nothing
+    page.clock.run_for(60_000)
+    assert page.evaluate("[client.status, FakeSocket.made.length]") == ["stopped", 2]
+
+
 def test_a_server_address_on_another_host_is_named_and_gets_the_token_only_once_ticked(
     context, serve, tmp_path
 ):
+    # The context bypasses the page's policy (HARNESS): this is how a copy of the
+    # page served without it (file://, another static host) behaves.
     page_server = serve()
     # The other host accepts pages of the first (a real cross-host deployment would list it too).
     other = serve(f"--store=sqlite:///{tmp_path}/other.db", f"--allowed-origins={page_server.http_url}")

@@ -13,8 +13,8 @@ import pytest
 from tests.helpers import Client, run_server, wait_for
 from tests.test_ops import scrape
 
-SESSIONS_REFUSED = 'study_time_auth_refusals_total{reason="too_many_sessions"}'
-CONNECTIONS_REFUSED = 'study_time_auth_refusals_total{reason="too_many_connections"}'
+SESSIONS_REFUSED = 'study_time_connections_refused_total{reason="too_many_sessions"}'
+CONNECTIONS_REFUSED = 'study_time_connections_refused_total{reason="too_many_connections"}'
 
 
 async def refused(client: Client) -> tuple[int | None, str | None, dict]:

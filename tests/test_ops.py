@@ -62,9 +62,9 @@ async def test_metrics_count_heartbeats_sessions_refusals_and_checkpoints(start_
 
     after = await scrape(service)
     assert after['study_time_sessions_closed_total{reason="client_closed"}'] == 1
-    assert after['study_time_auth_refusals_total{reason="invalid_params"}'] == 1
+    assert after['study_time_connections_refused_total{reason="invalid_params"}'] == 1
     # Lifecycle ends are sessions closed, not refusals.
-    assert 'study_time_auth_refusals_total{reason="heartbeat_timeout"}' not in after
+    assert 'study_time_connections_refused_total{reason="heartbeat_timeout"}' not in after
     (record,) = await service.store.sessions(user_id="u1")
     assert after["study_time_credited_seconds_total"] == pytest.approx(record.seconds, abs=1e-5)
     assert after["study_time_checkpoint_seconds_count"] >= 1
@@ -88,7 +88,8 @@ async def test_flooding_and_timeouts_are_counted_by_reason(start_service):
     code, _, _ = await silent.closed()
     assert code == 4408
     samples = await scrape(service)
-    assert samples['study_time_auth_refusals_total{reason="too_many_messages"}'] == 1
+    # A flood ends a session (rate_limited): it is not a refused connection.
+    assert 'study_time_connections_refused_total{reason="too_many_messages"}' not in samples
     assert samples['study_time_sessions_closed_total{reason="rate_limited"}'] == 1
     assert samples['study_time_sessions_closed_total{reason="timeout"}'] == 1
 
@@ -203,6 +204,6 @@ async def test_auth_refusals_are_counted_by_reason(start_service):
     await allowed.connected()
     await allowed.close()
     samples = await scrape(service)
-    assert samples['study_time_auth_refusals_total{reason="unauthorized"}'] == 1
-    assert samples['study_time_auth_refusals_total{reason="forbidden"}'] == 1
+    assert samples['study_time_connections_refused_total{reason="unauthorized"}'] == 1
+    assert samples['study_time_connections_refused_total{reason="forbidden"}'] == 1
     assert samples['study_time_sessions_closed_total{reason="client_closed"}'] == 1

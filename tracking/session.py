@@ -72,7 +72,6 @@ class Session:
     credited_until: float
     remote_addr: str | None = None
     user_agent: str | None = None
-    connection: object = None  # the adapter's handle (the WebSocket handler)
     base_seconds: float = 0.0  # credit of earlier sessions of this user and course
     seconds: float = 0.0
     heartbeats: int = 0

@@ -88,7 +88,6 @@ class Tracker:
         session_id: str,
         remote_addr: str | None = None,
         user_agent: str | None = None,
-        connection: object = None,
     ) -> tuple[Session, Session | None]:
         """Start a session; return it and the session it replaced, already ended, if any.
 
@@ -107,7 +106,6 @@ class Tracker:
             credited_until=now,
             remote_addr=remote_addr,
             user_agent=user_agent,
-            connection=connection,
         )
         self._by_key[session.key] = session
         self._per_user.add(user_id)
