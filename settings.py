@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENV_PREFIX = "STUDY_TIME_"
 
@@ -101,14 +102,24 @@ def text(value: str) -> str:
     return value
 
 
+#: An IANA zone name: it becomes a file path inside the zone database, so only names pass.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
+MAX_ZONE_NAME = 64
+
+
+def zone(value: str) -> ZoneInfo:
+    """An IANA time zone (``Asia/Shanghai``, ``UTC``); ValueError says what is wrong with ``value``."""
+    if len(value) > MAX_ZONE_NAME or not _ZONE_NAME.fullmatch(value) or ".." in value:
+        raise ValueError("must be an IANA time zone name such as Asia/Shanghai")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+
+
 def time_zone(value: str) -> str:
     """An IANA time zone name, checked against the zone database."""
-    from reports.params import ParameterError, timezone
-
-    try:
-        return timezone(value).key
-    except ParameterError as exc:
-        raise ValueError(exc.message) from None
+    return zone(value).key
 
 
 #: ``package.module:ClassName``, the form of a plugin given to ``--auth``.
