@@ -37,11 +37,11 @@ SNAPSHOT_SLICE = 1000
 async def cyclic_gc_paused() -> AsyncIterator[None]:
     """Pause Python's cyclic garbage collector for the duration of a flush.
 
-    A flush allocates one snapshot per changed session (19,000 at once in
-    the capacity benchmark) that live only until the store has them. Left
-    on, the collector ran a young collection in the middle of every flush
-    that had to traverse all of them: ~145 ms with the IOLoop stopped, every
-    flush interval, which was the p99 round trip (docs/performance.md).
+    A flush allocates one snapshot per changed session, all at once, that
+    live only until the store has them. Left on, the collector runs a young
+    collection in the middle of the flush that has to traverse all of them,
+    with the IOLoop stopped: at the capacity benchmark's scale that was the
+    p99 round trip (figures in docs/performance.md, "checkpoint pauses").
     The snapshots hold no cycles and are freed by reference counting when
     the flush ends, so pausing loses nothing; the collector resumes after.
     """
@@ -145,7 +145,7 @@ class SessionWriter:
         """Write every changed session; return False if the store failed (kept for later)."""
         async with self._lock, cyclic_gc_paused():
             # Snapshots are taken in slices, letting the IOLoop answer heartbeats
-            # in between: 19,000 at once held it for tens of milliseconds. Sessions
+            # in between rather than holding it for the whole checkpoint. Sessions
             # changing meanwhile are marked in the new dict, for the next flush.
             self._taking, self._dirty = self._dirty, {}
             sliced = self.store.save_slice is not None
@@ -161,8 +161,8 @@ class SessionWriter:
                         await asyncio.sleep(0)
                     # A store that writes in slices gets each one as soon as it is
                     # taken, so a checkpoint holds one slice of snapshots at a time,
-                    # not one per session: 19,000 at once kept RSS about 0.6 KB a
-                    # connection higher (docs/performance.md).
+                    # not one per session (the memory this saves per connection is
+                    # in docs/performance.md).
                     elif not await self._write_pending():
                         # Nothing is lost: what was not yet taken waits as snapshots,
                         # as if the store had failed before the flush began.
@@ -184,7 +184,7 @@ class SessionWriter:
         batch = list(self._pending.values())
         # Written in slices when the store asks for it (Store.save_slice):
         # SQLite's thread holds the GIL while it binds rows, so one
-        # 19,000-row transaction held up the IOLoop for much of its 0.6 s.
+        # transaction of every session would hold up the IOLoop for most of it.
         # Each slice's bookkeeping is applied as soon as it lands, so a
         # failure part-way keeps only the unwritten slices waiting.
         size = self.store.save_slice or len(batch)

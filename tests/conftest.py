@@ -19,8 +19,8 @@ if ROOT not in sys.path:
 
 import server  # noqa: E402
 from service import Service  # noqa: E402
-from tests import ferretdb  # noqa: E402
-from tests.helpers import fast_settings  # noqa: E402
+from tests.support import ferretdb  # noqa: E402
+from tests.support.helpers import fast_settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -114,8 +114,8 @@ def store(io_loop, store_url):
 
 @pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium (tests/browser.py), one per test module; skips without it outside CI."""
-    from tests.browser import chromium
+    """Headless Chromium (tests/support/browser.py), one per test module; skips without it outside CI."""
+    from tests.support.browser import chromium
 
     yield from chromium()
 

@@ -27,8 +27,8 @@ import time
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.helpers import Client, ServerProcess, wait_for
-from tests.rawws import (
+from tests.support.helpers import Client, ServerProcess, wait_for
+from tests.support.rawws import (
     BINARY,
     CONTINUATION,
     PING,

@@ -9,9 +9,9 @@ proves the selection works. Skips without Chromium, except under CI=true.
 
 from __future__ import annotations
 
-from tests.auth_helpers import tokens
-from tests.browser import HARNESS, WAIT_MS
-from tests.helpers import ServerProcess
+from tests.support.auth_helpers import tokens
+from tests.support.browser import HARNESS, WAIT_MS
+from tests.support.helpers import ServerProcess
 
 # Opens the socket and resolves with what the page saw: the selected
 # subprotocol, the first message, and the close code (1006 when the upgrade

@@ -8,8 +8,8 @@ import json
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.helpers import ServerProcess
-from tests.rawws import RawSocket, query, upgrade_request
+from tests.support.helpers import ServerProcess
+from tests.support.rawws import RawSocket, query, upgrade_request
 
 ATTACKER = "rebind.attacker.example"
 #: Report requests that --auth=none answers (as admin) for a loopback Host.

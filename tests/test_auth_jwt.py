@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from tests.auth_helpers import (
+from tests.support.auth_helpers import (
     SECRET,
     JwksServer,
     bearer,
@@ -20,7 +20,7 @@ from tests.auth_helpers import (
     rsa_key,
     unsigned,
 )
-from tests.helpers import Client, ServerProcess, wait_for
+from tests.support.helpers import Client, ServerProcess, wait_for
 
 JWT = dict(auth="jwt", jwt_secret=SECRET)
 

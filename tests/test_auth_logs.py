@@ -7,8 +7,8 @@ import logging
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from tests.auth_helpers import SECRET, bearer, claims, create, hs256
-from tests.helpers import Client, ServerProcess
+from tests.support.auth_helpers import SECRET, bearer, claims, create, hs256
+from tests.support.helpers import Client, ServerProcess
 
 
 async def use_credentials_every_way(ws_url: str, http_url: str, good: str, bad: str) -> None:

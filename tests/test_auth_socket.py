@@ -9,8 +9,8 @@ from tornado.httpclient import HTTPClientError
 
 from auth import build_authenticator
 from settings import Settings, SettingsError
-from tests.auth_helpers import SECRET, bearer, claims, hs256, refused
-from tests.helpers import Client
+from tests.support.auth_helpers import SECRET, bearer, claims, hs256, refused
+from tests.support.helpers import Client
 
 JWT = dict(auth="jwt", jwt_secret=SECRET)
 
@@ -130,7 +130,7 @@ async def test_the_example_plugin_loads_by_dotted_path(start_service):
 
 @pytest.mark.gen_test
 async def test_a_plugin_that_raises_refuses_the_connection_and_the_server_lives_on(start_service):
-    service = await start_service(auth="tests.auth_plugins:Broken")
+    service = await start_service(auth="tests.support.auth_plugins:Broken")
     client = await Client.connect(service.url)
     await refused(client, 4401, "unauthorized")
     again = await Client.connect(service.url)
@@ -141,11 +141,11 @@ async def test_a_plugin_that_raises_refuses_the_connection_and_the_server_lives_
     ("dotted", "why"),
     [
         ("no_such_module:Thing", "cannot import module 'no_such_module'"),
-        ("tests.auth_plugins:Missing", "has no 'Missing'"),
-        ("tests.auth_plugins:not_a_class", "not a subclass of auth.Authenticator"),
-        ("tests.auth_plugins:NotAnAuthenticator", "not a subclass of auth.Authenticator"),
-        ("tests.auth_plugins:Unfinished", "does not implement authenticate"),
-        ("tests.auth_plugins:Blocking", "must be 'async def'"),
+        ("tests.support.auth_plugins:Missing", "has no 'Missing'"),
+        ("tests.support.auth_plugins:not_a_class", "not a subclass of auth.Authenticator"),
+        ("tests.support.auth_plugins:NotAnAuthenticator", "not a subclass of auth.Authenticator"),
+        ("tests.support.auth_plugins:Unfinished", "does not implement authenticate"),
+        ("tests.support.auth_plugins:Blocking", "must be 'async def'"),
     ],
 )
 def test_bad_plugins_stop_start_up_with_a_clear_message(dotted, why):

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from settings import Settings, SettingsError, from_sources, is_loopback
-from tests.helpers import Client, ServerProcess, run_server
+from tests.support.helpers import Client, ServerProcess, run_server
 
 
 def start(*args: str) -> subprocess.CompletedProcess:

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from auth.tokens import TokenEntry, hash_token, new_token, read_entries, write_entries
-from tests.auth_helpers import bearer, create, refused, tokens
-from tests.helpers import ROOT, Client
+from tests.support.auth_helpers import bearer, create, refused, tokens
+from tests.support.helpers import ROOT, Client
 
 
 def token_id(path, user: str) -> str:

@@ -7,7 +7,7 @@ import importlib.util
 import os
 import sys
 
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 
 def load_bench():

@@ -2,7 +2,7 @@
 
 Headless Chromium from Debian's packages (scripts/ensure-chromium.sh installs
 it) is driven by Playwright's sync API; the server runs as a separate process
-(tests.helpers.ServerProcess), so the browser and the Tornado loop never share
+(tests.support.helpers.ServerProcess), so the browser and the Tornado loop never share
 a thread. Intervals are short (half a second) and every wait is for an event
 in the page with a generous bound. Without Chromium these tests skip, except
 under CI=true where that is a failure.
@@ -23,9 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.auth_helpers import SECRET, claims, hs256
-from tests.browser import HARNESS, POLICY_ENFORCED, WAIT_MS, wait_attached
-from tests.helpers import ROOT, ServerProcess
+from tests.support.auth_helpers import SECRET, claims, hs256
+from tests.support.browser import HARNESS, POLICY_ENFORCED, WAIT_MS, wait_attached
+from tests.support.helpers import ROOT, ServerProcess
 
 OUTPUT = os.path.join(ROOT, "test-output")
 API_DOC = os.path.join(ROOT, "docs", "study-time-api.zh.md")

@@ -9,8 +9,8 @@ import server
 from storage.backends import backend_for
 from storage.mongodb.schema import PROCESSES
 from tests.conftest import mongodb_url
-from tests.helpers import Client, fast_settings, wait_for
-from tracking.clock import FakeClock
+from tests.support.clock import FakeClock
+from tests.support.helpers import Client, fast_settings, wait_for
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 

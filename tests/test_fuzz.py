@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from handlers.frames import text_frame
-from tests.helpers import ServerProcess
-from tests.rawws import CLOSE, TEXT, parse_frame, query, sync_upgrade
+from tests.support.helpers import ServerProcess
+from tests.support.rawws import CLOSE, TEXT, parse_frame, query, sync_upgrade
 from tracking.protocol import (
     Heartbeat,
     ProtocolError,

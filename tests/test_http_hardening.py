@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from tests.helpers import ServerProcess, raw_request
-from tests.rawws import upgrade_request
+from tests.support.helpers import ServerProcess, raw_request
+from tests.support.rawws import upgrade_request
 
 ODD_PATHS = [
     "/%00",

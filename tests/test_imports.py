@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 #: Folders that are not part of the service.
 NOT_SERVICE = {"tests", "bench", "examples", "scripts", "static", "docs"}

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import Client, run_server, wait_for
-from tests.test_ops import scrape
+from tests.support.helpers import Client, run_server, scrape, wait_for
 
 SESSIONS_REFUSED = 'study_time_connections_refused_total{reason="too_many_sessions"}'
 CONNECTIONS_REFUSED = 'study_time_connections_refused_total{reason="too_many_connections"}'

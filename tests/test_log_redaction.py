@@ -14,8 +14,8 @@ import socket
 import pytest
 
 from redact import redact
-from tests.helpers import ServerProcess, raw_request
-from tests.rawws import upgrade_request
+from tests.support.helpers import ServerProcess, raw_request
+from tests.support.rawws import upgrade_request
 
 SECRET = "s3cr3t-CREDENTIAL-4f9a"
 
@@ -70,7 +70,7 @@ def attack(port: int) -> None:
 def test_tornado_s_own_log_lines_never_carry_a_credential(tmp_path, log_format):
     with ServerProcess(
         f"--store=sqlite:///{tmp_path}/study_time.db",
-        "--auth=tests.auth_plugins:Leaky",
+        "--auth=tests.support.auth_plugins:Leaky",
         "--log-level=DEBUG",
         f"--log-format={log_format}",
     ) as server:

@@ -23,8 +23,8 @@ from tornado.websocket import WebSocketProtocol
 
 from handlers.study_time import StudyTimeSocket
 from storage.writer import cyclic_gc_paused
-from tests.helpers import wait_for
-from tests.rawws import RawSocket, close_frame, text
+from tests.support.helpers import wait_for
+from tests.support.rawws import RawSocket, close_frame, text
 from tracking.session import Session, SessionRecord
 
 HEARTBEAT = {"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z"}

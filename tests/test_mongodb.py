@@ -18,9 +18,9 @@ from storage.backends import backend_for
 from storage.mongodb.schema import SESSIONS
 from storage.mongodb.store import MongoStore
 from storage.writer import SessionWriter
-from tests.helpers import Client, fast_settings, wait_for
-from tests.tcpproxy import TcpProxy
-from tests.test_store_contract import record
+from tests.support.helpers import Client, fast_settings, wait_for
+from tests.support.records import record
+from tests.support.tcpproxy import TcpProxy
 from tracking.tracker import Tracker
 
 DAY1 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC).timestamp()

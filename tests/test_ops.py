@@ -6,24 +6,11 @@ import asyncio
 import json
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from tests.auth_helpers import SECRET, claims, hs256
-from tests.helpers import Client, ServerProcess, wait_for
-from tests.rawws import RawSocket
-
-
-async def scrape(service) -> dict[str, float]:
-    """Every sample of /metrics as ``name{label="value"}`` -> value."""
-    response = await AsyncHTTPClient().fetch(f"{service.http_url}/metrics")
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    samples = {}
-    for family in text_string_to_metric_families(response.body.decode()):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
+from tests.support.auth_helpers import SECRET, claims, hs256
+from tests.support.helpers import Client, ServerProcess, scrape, wait_for
+from tests.support.rawws import RawSocket
 
 
 async def get(url: str) -> tuple[int, dict]:

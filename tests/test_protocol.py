@@ -14,8 +14,8 @@ import logging
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.helpers import Client, heartbeat, wait_for
-from tracking.clock import FakeClock
+from tests.support.clock import FakeClock
+from tests.support.helpers import Client, heartbeat, wait_for
 
 #: The documented intervals, for tests that move a fake server clock by hand.
 DOCUMENTED = dict(heartbeat_interval=30.0, heartbeat_timeout=60.0, min_heartbeat_interval=10.0)

@@ -16,7 +16,7 @@ from reports.params import Window
 from reports.source import Scope
 from reports.split import in_window
 from storage.backends import backend_for
-from tests.helpers import Client, run_server, wait_for
+from tests.support.helpers import Client, run_server, wait_for
 from tracking.session import SessionRecord
 
 
@@ -437,7 +437,7 @@ def test_the_cli_prints_tables_and_csv_from_the_store(store, store_url, io_loop)
 
 @pytest.mark.gen_test(timeout=30)
 async def test_learners_read_their_own_reports_teachers_a_course_admins_everything(start_service):
-    from tests.auth_helpers import SECRET, bearer, claims, hs256
+    from tests.support.auth_helpers import SECRET, bearer, claims, hs256
 
     service = await start_service(auth="jwt", jwt_secret=SECRET)
     await service.store.save(HISTORY)

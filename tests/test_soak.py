@@ -29,8 +29,8 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, wait_for
-from tests.rawws import Closed, RawSocket, close_frame, text
+from tests.support.helpers import ROOT, wait_for
+from tests.support.rawws import Closed, RawSocket, close_frame, text
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "0"))
 CONNECTIONS = int(os.environ.get("SOAK_CONNECTIONS", "2000"))

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.support.helpers import ServerProcess
 
 SUFFIXES = ("", "-wal", "-shm", ".lock")
 

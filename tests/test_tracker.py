@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracking.clock import FakeClock
+from tests.support.clock import FakeClock
 from tracking.session import EndReason
 from tracking.tracker import Tracker, Verdict
 

@@ -9,7 +9,7 @@ import pytest
 
 from storage import StoreUnavailable
 from storage.writer import SessionWriter
-from tracking.clock import FakeClock
+from tests.support.clock import FakeClock
 from tracking.session import EndReason, SessionRecord
 from tracking.tracker import Tracker
 
@@ -48,10 +48,12 @@ class FaultyStore:
                 self.save_calls += 1
                 self.saved_records += len(args[0])
                 if self.count_snapshots:
+                    # type(), not isinstance(): the heap may hold a weak proxy whose
+                    # object is gone, and isinstance() on it raises ReferenceError.
                     alive = sum(
                         1
                         for o in gc.get_objects()
-                        if isinstance(o, SessionRecord) and o.course_id == self.count_snapshots
+                        if type(o) is SessionRecord and o.course_id == self.count_snapshots
                     )
                     self.snapshots_alive_during_save.append(alive)
             return await attr(*args, **kwargs)

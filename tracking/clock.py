@@ -10,7 +10,6 @@ runs backwards within a process.
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from typing import Protocol
 
 
@@ -32,21 +31,3 @@ class WallClock:
             return self._last
         self._last = now
         return now
-
-
-class FakeClock:
-    """A clock the tests move by hand.
-
-    Its position is an exact fraction, so a thousand ``advance(10.6)`` calls
-    land exactly 10,600 s later instead of drifting by float error.
-    """
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = Fraction(str(start))
-
-    def __call__(self) -> float:
-        return float(self._now)
-
-    def advance(self, seconds: float) -> float:
-        self._now += Fraction(str(seconds))
-        return float(self._now)

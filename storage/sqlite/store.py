@@ -59,9 +59,9 @@ def path_from_url(url: str) -> str:
 class SQLiteStore(Store):
     """Study records in a SQLite database file."""
 
-    # One transaction of 19,000 rows held the GIL on the store's thread for
-    # most of its 0.6 s, and heartbeats waited (p99 137 ms at 19,000
-    # connections, 21-32 ms with slices of 1,000: docs/performance.md).
+    # A transaction holds the GIL on the store's thread while it binds rows,
+    # and heartbeats wait meanwhile: a checkpoint is written in slices of this
+    # many (the latency this bought is in docs/performance.md).
     save_slice = 1000
 
     def __init__(self, path: str, *, exclusive: bool = True) -> None:
@@ -98,8 +98,8 @@ class SQLiteStore(Store):
 
     async def save(self, records: Sequence[SessionRecord]) -> None:
         def write() -> None:
-            # Built on the store's thread, not the IOLoop: at 19,000 sessions a
-            # checkpoint's rows took ~40 ms of the loop, a stall every flush.
+            # Built on the store's thread, not the IOLoop: building a large
+            # checkpoint's rows there stalled heartbeats every flush.
             nonlocal records
             rows = [tuple(getattr(r, c) for c in COLUMNS) for r in records]
             # Let go of the records before the IOLoop is told the write is done.

@@ -1,6 +1,6 @@
 """Several real server processes sharing one MongoDB database (FerretDB in the tests).
 
-Each test starts ``python server.py`` processes (tests/helpers.py ServerProcess)
+Each test starts ``python server.py`` processes (tests/support/helpers.py ServerProcess)
 on the same database and checks the counting rules across them: one connection
 per (user, course), no second earned twice, and recovery after a SIGKILL.
 """
@@ -14,7 +14,7 @@ import time
 import pytest
 
 from storage.mongodb.schema import LEASES, PROCESSES, SESSIONS
-from tests.helpers import FAST, Client, ServerProcess, run_server, wait_for
+from tests.support.helpers import FAST, Client, ServerProcess, run_server, wait_for
 
 MS = 0.0011  # stored times are rounded to the millisecond
 
@@ -150,7 +150,7 @@ def test_the_sqlite_store_refuses_several_processes(tmp_path):
 
 
 def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_path):
-    from tests.ferretdb import free_port
+    from tests.support.ferretdb import free_port
 
     url = f"mongodb://127.0.0.1:{free_port()}/study?serverSelectionTimeoutMS=300"
     result = run_server("--port=0", "--processes=2", f"--store={url}")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from storage.backends import backend_for
-from tests.helpers import Client, ServerProcess, run_server, wait_for
+from tests.support.helpers import Client, ServerProcess, run_server, wait_for
 
 FAST_ARGS = (
     "--heartbeat-interval=0.4",

@@ -17,12 +17,13 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from tornado.httpclient import HTTPRequest
+from prometheus_client.parser import text_string_to_metric_families
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from settings import Settings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: Intervals short enough to run the whole protocol in a fraction of a second.
 FAST = dict(
@@ -276,3 +277,15 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+async def scrape(service) -> dict[str, float]:
+    """Every sample of /metrics as ``name{label="value"}`` -> value."""
+    response = await AsyncHTTPClient().fetch(f"{service.http_url}/metrics")
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(response.body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

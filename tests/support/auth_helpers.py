@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.helpers import Client, run_server
+from tests.support.helpers import Client, run_server
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
 

@@ -1,0 +1,29 @@
+"""Study records made up for the store and report tests."""
+
+from __future__ import annotations
+
+import uuid
+
+from tracking.session import SessionRecord
+
+T0 = 1_700_000_000.0
+
+
+def record(user="u1", course="c1", *, seconds=10.5, started=T0, rev=2, ended=True, **extra) -> SessionRecord:
+    fields = dict(
+        session_id=uuid.uuid4().hex,
+        user_id=user,
+        course_id=course,
+        started_at=started,
+        credited_until=started + seconds,
+        seconds=seconds,
+        heartbeats=3,
+        rev=rev,
+        ended_at=started + seconds + 1 if ended else None,
+        end_reason="client_closed" if ended else None,
+        remote_addr="127.0.0.1",
+        user_agent="pytest",
+        last_client_time="2023-12-25T10:00:00+00:00",
+    )
+    fields.update(extra)
+    return SessionRecord(**fields)
