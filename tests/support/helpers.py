@@ -68,7 +68,9 @@ class Client:
         headers: dict | None = None,
         subprotocols: list[str] | None = None,
         timeout: float = 5.0,
+        request_options: dict | None = None,
     ) -> Client:
+        """Open the socket; ``request_options`` go to Tornado's ``HTTPRequest`` (e.g. ``validate_cert``)."""
         if query is None:
             parts = []
             if user is not None:
@@ -77,7 +79,13 @@ class Client:
                 parts.append(f"courseId={course}")
             query = "&".join(parts)
         url = f"{base_url}/api/study-time" + (f"?{query}" if query else "")
-        request = HTTPRequest(url, headers=headers or {}, connect_timeout=timeout, request_timeout=timeout)
+        request = HTTPRequest(
+            url,
+            headers=headers or {},
+            connect_timeout=timeout,
+            request_timeout=timeout,
+            **(request_options or {}),
+        )
         conn = await asyncio.wait_for(websocket_connect(request, subprotocols=subprotocols), timeout)
         return cls(conn)
 
