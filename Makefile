@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test soak lint format ferretdb browser clean bench bench-full
+.PHONY: run test soak lint format ferretdb browser nginx clean bench bench-full
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	$(PY) server.py $(ARGS)
 
-## Install what the tests need (FerretDB, Chromium where possible) and run them all.
-test: $(VENV)/.dev ferretdb browser
+## Install what the tests need (FerretDB, Chromium, nginx where possible) and run them all.
+test: $(VENV)/.dev ferretdb browser nginx
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
@@ -39,6 +39,10 @@ ferretdb:
 ## Install Debian's Chromium for the browser tests where we can (root); the tests skip otherwise, except under CI.
 browser:
 	@scripts/ensure-chromium.sh
+
+## Install Debian's nginx and systemd-analyze for the deployment tests (deploy/) where we can (root); skipped otherwise, except under CI.
+nginx:
+	@scripts/ensure-nginx.sh
 
 ## Benchmarks against bare Tornado and Node ws (not part of `make test`): `make bench` is the
 ## quick one (under 3 minutes), `make bench-full` the full one; see docs/performance.md.
