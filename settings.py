@@ -385,6 +385,28 @@ def env_name(attribute: str) -> str:
     return ENV_PREFIX + attribute.upper()
 
 
+def version() -> str:
+    """This release's version: the checkout's pyproject.toml, else the installed package's metadata.
+
+    A checkout is read first so that ``python server.py --version`` tells the
+    truth even where an older copy is installed; installed, the modules sit in
+    site-packages without a pyproject.toml beside them.
+    """
+    pyproject = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyproject.toml")
+    if os.path.exists(pyproject):
+        import tomllib
+
+        with open(pyproject, "rb") as file:
+            return tomllib.load(file)["project"]["version"]
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("study-time")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -392,6 +414,7 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
         epilog=f"Every setting can also be given as {ENV_PREFIX}NAME in the environment;"
         " the command line wins.",
     )
+    parser.add_argument("--version", action="version", version=f"study-time {version()}")
     for f in fields(Settings):
         default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
         kwargs: dict[str, Any] = {

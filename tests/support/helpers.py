@@ -200,8 +200,18 @@ class ServerProcess:
 
     LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 
-    def __init__(self, *args: str, env: dict | None = None, umask: int = -1) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict | None = None,
+        umask: int = -1,
+        command: list[str] | None = None,
+        cwd: str | os.PathLike = ROOT,
+    ) -> None:
+        """``command`` runs instead of ``python server.py`` (e.g. the installed study-time), in ``cwd``."""
         self.args = args
+        self.command = command or [sys.executable, "server.py"]
+        self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
         self.umask = umask  # -1: the test runner's
         self.proc: subprocess.Popen | None = None
@@ -210,8 +220,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "server.py", "--port=0", *self.args],
-            cwd=ROOT,
+            [*self.command, "--port=0", *self.args],
+            cwd=self.cwd,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
