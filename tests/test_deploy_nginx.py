@@ -77,6 +77,13 @@ def test_the_shipped_timeouts_outlast_the_default_heartbeat_timeout():
         assert re.search(rf"proxy_set_header {header} ", block), header
 
 
+def test_the_docs_point_to_the_shipped_site_instead_of_a_copy():
+    operations = (nginx_support.ROOT / "docs" / "operations.md").read_text()
+    assert "deploy/nginx.conf" in operations
+    # A copy in the docs would drift from the file the tests run.
+    assert "```nginx" not in operations and "proxy_pass" not in operations
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_a_learner_studies_through_nginx_and_a_quiet_one_is_timed_out_by_the_server(tmp_path):
     db_path = tmp_path / "study_time.db"
