@@ -148,6 +148,15 @@ class ReportHandler(ServiceHandlerMixin, RequestHandler):
             return None, offset
         return limit, offset
 
+    def page_fields(self, end: int, total: int) -> dict:
+        """``limit``, ``offset``, ``total`` and ``next`` of a page of a ranked list that ends at ``end``."""
+        return {
+            "limit": self.limit,
+            "offset": self.offset,
+            "total": total,
+            "next": end if end < total else None,
+        }
+
     def range_fields(self) -> dict:
         return {"from": rows.iso(self.window.start, self.tz), "to": rows.iso(self.window.end, self.tz)}
 
@@ -272,10 +281,7 @@ class CourseLearnersHandler(ReportHandler):
                 "courseId": course_id,
                 **self.range_fields(),
                 "learners": found,
-                "limit": limit,
-                "offset": offset,
-                "total": total,
-                "next": end if end < total else None,
+                **self.page_fields(end, total),
             }
         )
 
@@ -392,10 +398,7 @@ class CoursesHandler(ReportHandler):
                 **self.range_fields(),
                 "tz": self.tz.key,
                 "courses": found,
-                "limit": limit,
-                "offset": offset,
-                "total": total,
-                "next": end if end < total else None,
+                **self.page_fields(end, total),
             }
         )
 
@@ -428,10 +431,7 @@ class CourseDailyLearnersHandler(ReportHandler):
                 **self.range_fields(),
                 "dates": [d.isoformat() for d in dates],
                 "learners": [rows.learner_days(r) for r in page],
-                "limit": limit,
-                "offset": offset,
-                "total": total,
-                "next": end if end < total else None,
+                **self.page_fields(end, total),
             }
         )
 
