@@ -52,6 +52,8 @@ log = logging.getLogger("study_time")
 # Once closes are sent at shutdown, wait at most this long for clients to
 # answer them before the process exits.
 CLOSE_GRACE_SECONDS = 1.0
+#: Ended sessions are written at most this long after the previous prompt write (storage/writer.py).
+ENDED_WRITE_INTERVAL = 0.5
 
 #: Why a session's connection is closed, by the reason the session ended.
 #: Ends the client caused (it closed or went away) need no close from us.
@@ -94,7 +96,11 @@ class Service:
         self.tracker = Tracker(
             settings.heartbeat_timeout, settings.min_heartbeat_interval, settings.max_sessions_per_user
         )
-        self.writer = SessionWriter(self.store, max_unsaved=settings.max_unsaved_sessions)
+        # Ended sessions are written within ENDED_WRITE_INTERVAL, not at the next
+        # checkpoint, so reports show them closed at once (storage/writer.py).
+        self.writer = SessionWriter(
+            self.store, max_unsaved=settings.max_unsaved_sessions, ended_write_interval=ENDED_WRITE_INTERVAL
+        )
         self.coordinator = backend.coordinator(
             self.store,
             self.writer,

@@ -345,8 +345,8 @@ class Settings:
     allowed_origins: tuple[str, ...] | None = setting(
         None,
         origins,
-        "comma-separated browser origins allowed to open the socket (https://lms.example.com, or *);"
-        " unset, only pages from the server's own origin",
+        "comma-separated browser origins allowed to open the socket and read the reports (CORS)"
+        " (https://lms.example.com, or *); unset, only pages from the server's own origin",
     )
 
     def validate(self) -> None:

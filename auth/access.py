@@ -14,6 +14,9 @@ Reading reports:
 - ``teacher``: everything about a course (its leaderboard, its learners'
   days and sessions in it), but not a learner's other courses.
 - Anyone else: their own data only.
+- The course list (``/api/reports/courses``) needs the ``teacher`` or
+  ``admin`` role (:func:`may_list_courses`); it shows only the courses the
+  credential covers.
 
 Either way a credential limited to some courses stays limited whatever its
 roles: a course outside them is refused, and a learner's course list only
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from .base import ADMIN, TEACHER, Identity, forbidden
 
-__all__ = ["may_read", "may_study", "visible"]
+__all__ = ["may_list_courses", "may_read", "may_study", "visible"]
 
 
 def may_study(identity: Identity, user_id: str, course_id: str) -> None:
@@ -57,6 +60,18 @@ def may_read(
     if user_id is None:
         raise forbidden("reading a whole course needs the teacher or admin role")
     raise forbidden("the credential belongs to another user")
+
+
+def may_list_courses(identity: Identity) -> None:
+    """Raise ``forbidden`` unless ``identity`` may list courses with their totals.
+
+    Teachers and admins may; the list is then filtered with :func:`visible`,
+    so a credential limited to some courses sees only those. A learner has
+    nothing to pick from a course list: their own courses are in their
+    learner report.
+    """
+    if not (identity.has_role(ADMIN) or identity.has_role(TEACHER)):
+        raise forbidden("listing courses needs the teacher or admin role")
 
 
 def visible(identity: Identity, course_id: str) -> bool:

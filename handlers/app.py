@@ -45,6 +45,10 @@ def make_app(service: Service) -> tornado.web.Application:
     return tornado.web.Application(
         routes,
         websocket_max_message_size=settings.max_message_size,
+        # gzip for clients that accept it: reports (CSV flushes stay streamed,
+        # each flush a sync-flushed gzip block), static files and the rest. A
+        # WebSocket upgrade has no body to compress and its frames bypass it.
+        compress_response=True,
         log_function=log_request,
     )
 

@@ -40,6 +40,15 @@ def content_security_policy(host: str) -> str:
     return CONTENT_SECURITY_POLICY.format(sockets=sockets)
 
 
+def listed_origin(allowed: tuple[str, ...], origin: str) -> bool:
+    """Whether a browser ``Origin`` is in ``--allowed-origins`` (exact match, or ``*``).
+
+    Settings keep origins lower-case without a trailing slash; a header is
+    compared the same way.
+    """
+    return "*" in allowed or origin.rstrip("/").lower() in allowed
+
+
 class ServiceHandlerMixin:
     """What every handler of the service inherits, first among its bases.
 

@@ -8,7 +8,11 @@ who is asking and whether they may read what the endpoint covers (its
 Every refusal is one error type, :class:`ApiError`, rendered in one place
 (:meth:`ReportHandler.write_error`) as ``{"error": {"code", "parameter",
 "message"}}``. CSV is written and flushed batch by batch, never built whole
-in memory. See docs/reports.md.
+in memory. Every JSON report carries ``asOf``, the server time its figures
+were read. Browsers on the origins of ``--allowed-origins`` may read the
+reports cross-origin (CORS, :meth:`ReportHandler.options` for preflights);
+responses are gzip-compressed by the application (``compress_response``).
+See docs/reports.md.
 """
 
 from __future__ import annotations
@@ -23,18 +27,21 @@ from zoneinfo import ZoneInfo
 from tornado.web import HTTPError, RequestHandler
 
 from auth import AuthError, Identity, auth_request
-from auth.access import may_read, visible
+from auth.access import may_list_courses, may_read, visible
+from auth.base import ADMIN, TEACHER
 from reports import params, rows
 from reports.params import ParameterError, Window
 from reports.source import Scope
 from service import Service, StoreUnavailable
 
-from .base import ServiceHandlerMixin
+from .base import ServiceHandlerMixin, listed_origin
 
 log = logging.getLogger("study_time.reports")
 
 #: Rows written between two flushes of a CSV response.
 CSV_BATCH = 1000
+#: How long a browser may keep a preflight answer (seconds).
+CORS_MAX_AGE = 600
 
 
 class ApiError(HTTPError):
@@ -56,31 +63,80 @@ class ReportHandler(ServiceHandlerMixin, RequestHandler):
     filtered = False
     #: Whether the endpoint takes ``limit`` and ``offset``.
     paged = False
+    #: Whether the endpoint lists every day of its window (then a bounded one is required).
+    lists_days = False
 
     def initialize(self, service: Service) -> None:
         self.service = service
         self.reader: Identity
+        self.set_cors_headers()  # Tornado sets the default headers before the service is known
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        if hasattr(self, "service"):  # again when an error replaces the response
+            self.set_cors_headers()
+
+    def set_cors_headers(self) -> None:
+        """``Vary: Origin``, and ``Access-Control-Allow-Origin`` for an origin in ``--allowed-origins``.
+
+        Errors carry them too, so a page on an allowed origin can read why it
+        was refused. Never ``Access-Control-Allow-Credentials``: the reports
+        take a bearer credential, not cookies, so ``*`` (when configured)
+        exposes nothing a credential does not already unlock.
+        """
+        self.set_header("Vary", "Origin")
+        origin = self.cors_origin()
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+
+    def cors_origin(self) -> str | None:
+        """The ``Access-Control-Allow-Origin`` for this request, or None for no CORS headers."""
+        origin = self.request.headers.get("Origin")
+        allowed = self.service.settings.allowed_origins
+        if origin is None or allowed is None or not listed_origin(allowed, origin):
+            return None
+        return origin if origin.rstrip("/").lower() in allowed else "*"
+
+    def options(self, *_: str) -> None:
+        """A CORS preflight: 204 with what a cross-origin GET may send, or 403 for other origins."""
+        if self.cors_origin() is None:
+            raise ApiError(403, "forbidden", "this origin may not read the reports (see --allowed-origins)")
+        self.set_header("Access-Control-Allow-Methods", "GET")
+        self.set_header("Access-Control-Allow-Headers", "Authorization")
+        self.set_header("Access-Control-Max-Age", str(CORS_MAX_AGE))
+        self.set_status(204)
+        self.finish()
 
     async def prepare(self) -> None:
         """Parse the shared parameters and check access, before ``get`` runs."""
+        if self.request.method == "OPTIONS":
+            return  # a preflight carries no credential and no parameters to check
         try:
             self.scope = self.read_scope()
             value = self.arg("tz")
             self.tz: ZoneInfo = params.timezone(value if value else self.service.settings.report_timezone)
             self.window: Window = params.window(self.arg("from"), self.arg("to"), self.tz)
+            if self.lists_days:
+                self.dates = params.calendar_days(self.window, self.tz)
             self.fmt = params.output_format(self.arg("format"), self.request.headers.get("Accept"))
             self.limit, self.offset = self.page() if self.paged else (None, 0)
         except ParameterError as exc:
             raise ApiError(400, "invalid_parameter", exc.message, exc.parameter) from None
         try:
             self.reader = await self.service.identify(auth_request(self.request))
-            may_read(self.reader, self.scope.user_id, self.scope.course_id, filtered=self.filtered)
+            self.authorize()
         except AuthError as exc:
             raise ApiError(401 if exc.code == "unauthorized" else 403, exc.code, exc.reason) from None
+        # Taken before any figure is read: what the report shows is at least this fresh.
+        self.as_of = self.service.clock()
 
     def read_scope(self) -> Scope:
         """Whose data the request covers, from its path and query (``ParameterError`` if invalid)."""
         return query_scope(self)
+
+    def authorize(self) -> None:
+        """Raise ``AuthError`` unless :attr:`reader` may read what the request covers."""
+        may_read(self.reader, self.scope.user_id, self.scope.course_id, filtered=self.filtered)
 
     def arg(self, name: str) -> str | None:
         return self.get_query_argument(name, None)
@@ -91,6 +147,15 @@ class ReportHandler(ServiceHandlerMixin, RequestHandler):
         if self.fmt == "csv" and self.arg("limit") in (None, ""):
             return None, offset
         return limit, offset
+
+    def page_fields(self, end: int, total: int) -> dict:
+        """``limit``, ``offset``, ``total`` and ``next`` of a page of a ranked list that ends at ``end``."""
+        return {
+            "limit": self.limit,
+            "offset": self.offset,
+            "total": total,
+            "next": end if end < total else None,
+        }
 
     def range_fields(self) -> dict:
         return {"from": rows.iso(self.window.start, self.tz), "to": rows.iso(self.window.end, self.tz)}
@@ -139,6 +204,10 @@ class ReportHandler(ServiceHandlerMixin, RequestHandler):
 
     # Output.
 
+    def send_report(self, body: dict) -> None:
+        """A JSON report: ``body`` with ``asOf``, the server time its figures were read."""
+        self.send_json({**body, "asOf": rows.iso(self.as_of, self.tz)})
+
     def send_json(self, body: dict) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
@@ -186,7 +255,7 @@ class LearnerCoursesHandler(ReportHandler):
         if self.fmt == "csv":
             await self.send_csv(f"learner-{user_id}-courses", rows.LEARNER_COURSES, chunks(found))
             return
-        self.send_json({"userId": user_id, **self.range_fields(), "courses": found})
+        self.send_report({"userId": user_id, **self.range_fields(), "courses": found})
 
 
 class CourseLearnersHandler(ReportHandler):
@@ -207,15 +276,12 @@ class CourseLearnersHandler(ReportHandler):
         if self.fmt == "csv":
             await self.send_csv(f"course-{course_id}-learners", rows.COURSE_LEARNERS, chunks(found))
             return
-        self.send_json(
+        self.send_report(
             {
                 "courseId": course_id,
                 **self.range_fields(),
                 "learners": found,
-                "limit": limit,
-                "offset": offset,
-                "total": total,
-                "next": end if end < total else None,
+                **self.page_fields(end, total),
             }
         )
 
@@ -230,7 +296,7 @@ class DailyHandler(ReportHandler):
             await self.send_csv("daily", rows.DAILY, chunks(found))
             return
         total = sum(d.micros for d in days)
-        self.send_json(
+        self.send_report(
             {
                 "userId": self.scope.user_id,
                 "courseId": self.scope.course_id,
@@ -267,7 +333,7 @@ class SessionsHandler(ReportHandler):
         if self.fmt == "csv":
             await self.send_csv("sessions", rows.SESSIONS, chunks(page))
             return
-        self.send_json(
+        self.send_report(
             {
                 "userId": scope.user_id,
                 "courseId": scope.course_id,
@@ -280,7 +346,100 @@ class SessionsHandler(ReportHandler):
         )
 
 
+class WhoAmIHandler(ReportHandler):
+    """``GET /api/reports/whoami``: who the credential is and what it may read."""
+
+    def read_scope(self) -> Scope:
+        return Scope()
+
+    def authorize(self) -> None:
+        """Any valid credential may ask who it is."""
+
+    async def get(self) -> None:
+        reader = self.reader
+        # Under --auth=none every reader is the same anonymous admin: there is
+        # no user to name, and a ?userId= hint is not trusted for reports.
+        anonymous = self.service.settings.auth == "none"
+        self.send_report(
+            {
+                "userId": None if anonymous else reader.user_id,
+                "roles": sorted(reader.roles),
+                "courses": None if reader.courses is None else sorted(reader.courses),
+                "admin": reader.has_role(ADMIN),
+                "teacher": reader.has_role(TEACHER),
+                "timezone": self.service.settings.report_timezone,
+            }
+        )
+
+
+class CoursesHandler(ReportHandler):
+    """``GET /api/reports/courses``: the courses the reader may see, with their totals."""
+
+    paged = True
+
+    def read_scope(self) -> Scope:
+        return Scope()
+
+    def authorize(self) -> None:
+        may_list_courses(self.reader)
+
+    async def get(self) -> None:
+        limit, offset, reader = self.limit, self.offset, self.reader
+        page, total = await self.service.reports.courses(
+            self.window, lambda course_id: visible(reader, course_id), limit, offset
+        )
+        found = [rows.course(t, self.tz) for t in page]
+        if self.fmt == "csv":
+            await self.send_csv("courses", rows.COURSES, chunks(found))
+            return
+        end = offset + len(page)
+        self.send_report(
+            {
+                **self.range_fields(),
+                "tz": self.tz.key,
+                "courses": found,
+                **self.page_fields(end, total),
+            }
+        )
+
+
+class CourseDailyLearnersHandler(ReportHandler):
+    """``GET /api/reports/courses/{courseId}/daily-learners``: every learner's seconds per day."""
+
+    paged = True
+    lists_days = True
+
+    def read_scope(self) -> Scope:
+        return Scope(None, params.identifier(self.path_args[0], "courseId"))
+
+    async def get(self, _: str) -> None:
+        course_id = self.scope.course_id
+        assert course_id is not None
+        limit, offset, dates = self.limit, self.offset, self.dates
+        page, total = await self.service.reports.daily_learners(
+            course_id, self.window, dates, self.tz, limit, offset
+        )
+        if self.fmt == "csv":
+            found = [r for learner in page for r in rows.learner_day_rows(learner, dates)]
+            await self.send_csv(f"course-{course_id}-daily-learners", rows.DAILY_LEARNERS, chunks(found))
+            return
+        end = offset + len(page)
+        self.send_report(
+            {
+                "courseId": course_id,
+                "tz": self.tz.key,
+                **self.range_fields(),
+                "dates": [d.isoformat() for d in dates],
+                "learners": [rows.learner_days(r) for r in page],
+                **self.page_fields(end, total),
+            }
+        )
+
+
 ROUTES = [
+    (r"/api/reports/whoami", WhoAmIHandler),
+    (r"/api/reports/courses", CoursesHandler),
+    (r"/api/reports/courses/([^/]+)/daily-learners", CourseDailyLearnersHandler),
     (r"/api/reports/learners/([^/]+)/courses", LearnerCoursesHandler),
     (r"/api/reports/courses/([^/]+)/learners", CourseLearnersHandler),
     (r"/api/reports/daily", DailyHandler),

@@ -23,7 +23,7 @@ from tracking.ratelimit import TokenBucket
 from tracking.session import EndReason, Session
 from tracking.tracker import Verdict
 
-from .base import ServiceHandlerMixin, drop_stream_error_traceback
+from .base import ServiceHandlerMixin, drop_stream_error_traceback, listed_origin
 from .frames import text_frame
 
 log = logging.getLogger("study_time.socket")
@@ -111,10 +111,7 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
         Origin (non-browser clients) are judged by their credential alone.
         """
         allowed = self.service.settings.allowed_origins
-        if allowed is None:
-            ok = super().check_origin(origin)
-        else:
-            ok = "*" in allowed or origin.rstrip("/").lower() in allowed
+        ok = super().check_origin(origin) if allowed is None else listed_origin(allowed, origin)
         if not ok:
             log.warning(
                 "refused a socket from origin %r remote=%s (see --allowed-origins)",

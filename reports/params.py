@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from settings import zone
@@ -107,6 +107,30 @@ def window(start: str | None, end: str | None, tz: ZoneInfo) -> Window:
     if end not in (None, "") and lo > instant(end, "to", tz):
         raise ParameterError("from", "from must not be after to")
     return Window(lo, hi)
+
+
+#: The longest window a report of every day (``daily-learners``) may cover, in calendar days.
+MAX_DAYS = 366
+
+
+def calendar_days(window: Window, tz: ZoneInfo, max_days: int = MAX_DAYS) -> list[date]:
+    """Every local calendar day in ``tz`` the window touches, for a report that lists each day.
+
+    Both bounds are required (an open window has no list of days) and the
+    window may span at most ``max_days`` days.
+    """
+    if not window.bounded_start:
+        raise ParameterError("from", "from is required: this report lists every day of its window")
+    if not window.bounded_end:
+        raise ParameterError("to", "to is required: this report lists every day of its window")
+    first = datetime.fromtimestamp(window.start, tz).date()
+    end = datetime.fromtimestamp(window.end, tz)
+    # ``to`` is exclusive: a window ending at a local midnight does not touch that day.
+    last = end.date() if end.time() != time(0) else end.date() - timedelta(days=1)
+    count = max(1, (last - first).days + 1)
+    if count > max_days:
+        raise ParameterError("to", f"the window from from to to must span at most {max_days} days")
+    return [first + timedelta(days=i) for i in range(count)]
 
 
 def identifier(value: str | None, parameter: str, *, required: bool = True) -> str | None:

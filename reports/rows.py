@@ -11,12 +11,12 @@ import csv
 import io
 import math
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from tracking.session import SessionRecord
 
-from .service import Day, Total
+from .service import Day, LearnerDays, Total
 from .split import exact_seconds, micros, whole_seconds
 
 LEARNER_COURSES = (
@@ -39,7 +39,19 @@ COURSE_LEARNERS = (
     "lastStudiedAt",
     "open",
 )
+COURSES = (
+    "courseId",
+    "seconds",
+    "secondsExact",
+    "learners",
+    "sessions",
+    "firstStudiedAt",
+    "lastStudiedAt",
+    "open",
+)
 DAILY = ("date", "seconds", "secondsExact")
+#: The long form of ``daily-learners`` (one row per learner and day with study).
+DAILY_LEARNERS = ("userId", "date", "seconds")
 SESSIONS = (
     "sessionId",
     "userId",
@@ -85,6 +97,32 @@ def course_learner(rank: int, course_id: str, total: Total, tz: ZoneInfo) -> dic
         "lastStudiedAt": iso(total.last, tz),
         "open": total.open,
     }
+
+
+def course(total: Total, tz: ZoneInfo) -> dict:
+    return {
+        "courseId": total.key,
+        "seconds": whole_seconds(total.micros),
+        "secondsExact": exact_seconds(total.micros),
+        "learners": total.learners,
+        "sessions": total.sessions,
+        "firstStudiedAt": iso(total.first, tz),
+        "lastStudiedAt": iso(total.last, tz),
+        "open": total.open,
+    }
+
+
+def learner_days(row: LearnerDays) -> dict:
+    return {"userId": row.user_id, "seconds": whole_seconds(row.micros), "days": row.seconds}
+
+
+def learner_day_rows(row: LearnerDays, dates: list[date]) -> list[dict]:
+    """The CSV rows of one learner: a row per day with study (whole seconds > 0)."""
+    return [
+        {"userId": row.user_id, "date": d.isoformat(), "seconds": s}
+        for d, s in zip(dates, row.seconds, strict=True)
+        if s > 0
+    ]
 
 
 def day(row: Day) -> dict:

@@ -10,7 +10,7 @@ checkpoint (at most ``--flush-interval`` old) and are marked ``open``.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date
 from zoneinfo import ZoneInfo
@@ -34,6 +34,7 @@ class Total:
     open: bool = False
     # Contained sessions whose first/last times the source left to extents().
     unplaced: bool = False
+    learners: int = 0  # distinct learners, for a course's total (the course list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,15 @@ class Day:
     date: date
     micros: int
     seconds: int  # whole seconds, spread so that a column of days sums to the total's
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerDays:
+    """One learner's credit in a course on each day of a report's dates."""
+
+    user_id: str
+    micros: int
+    seconds: list[int]  # whole seconds per date, summing to whole_seconds(micros)
 
 
 class Reports:
@@ -103,6 +113,53 @@ class Reports:
         board = sorted(totals.values(), key=lambda t: (-t.micros, t.key))
         end = len(board) if limit is None else offset + limit
         return await self.place(scope, window, "user_id", board[offset:end]), len(board)
+
+    async def courses(
+        self, window: Window, covers: Callable[[str], bool], limit: int | None = None, offset: int = 0
+    ) -> tuple[list[Total], int]:
+        """One page of the courses ``covers`` admits, most study first, then by course id, and how
+        many there are in all; each with its number of distinct learners."""
+        scope = Scope()
+        totals = await self.totals(scope, window, "course_id")
+        board = sorted((t for t in totals.values() if covers(t.key)), key=lambda t: (-t.micros, t.key))
+        end = len(board) if limit is None else offset + limit
+        page = await self.place(scope, window, "course_id", board[offset:end])
+        if page:
+            learners = await self.source.learners(scope, window)
+            for total in page:
+                total.learners = learners.get(total.key, 0)
+        return page, len(board)
+
+    async def daily_learners(
+        self,
+        course_id: str,
+        window: Window,
+        dates: list[date],
+        tz: ZoneInfo,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[LearnerDays], int]:
+        """Every learner of a course with their credit on each of ``dates`` (the window's days in
+        ``tz``), from one pass over the course's sessions in the window; ordered like
+        :meth:`course_learners`. Returns one page and how many learners there are in all."""
+        grid = DayGrid(tz)
+        index = {d: i for i, d in enumerate(dates)}
+        by_user: dict[str, list[int]] = {}
+        async for batch in self.source.spans(Scope(course_id=course_id), window):
+            for span in batch:
+                days = by_user.get(span.user_id)
+                if days is None:
+                    days = by_user[span.user_id] = [0] * len(dates)
+                for day, part in grid.split(
+                    span.started_at, span.credited_until, span.seconds, window.start, window.end
+                ):
+                    days[index[day]] += part
+        board = sorted(((sum(days), user) for user, days in by_user.items()), key=lambda t: (-t[0], t[1]))
+        end = len(board) if limit is None else offset + limit
+        page = [
+            LearnerDays(user, total, spread_whole_seconds(by_user[user])) for total, user in board[offset:end]
+        ]
+        return page, len(board)
 
     async def daily(self, scope: Scope, window: Window, tz: ZoneInfo) -> list[Day]:
         """Credit per local calendar day in ``tz``, for the days that have any session."""

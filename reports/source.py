@@ -85,6 +85,10 @@ class ReportSource(ABC):
         raise NotImplementedError
 
     @abstractmethod
+    async def learners(self, scope: Scope, window: Window) -> dict[str, int]:
+        """How many distinct learners each course has among the sessions in ``window``."""
+
+    @abstractmethod
     async def crossing(self, scope: Scope, window: Window) -> list[Span]:
         """The sessions in ``window`` that cross one of its boundaries (empty if it has none)."""
 

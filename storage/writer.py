@@ -7,6 +7,16 @@ changed session: a checkpoint, in one batch or in the store's slices
 live sessions / flush interval, however fast heartbeats arrive, and a crash
 loses at most one interval of credit per session (counting rule 5).
 
+A session that has ended is written promptly rather than at the next
+checkpoint, so reports show it closed within about a second: the first end
+schedules a write of the waiting final snapshots (:meth:`SessionWriter.write_ended`)
+and every end until it runs joins it. Those writes are coalesced to at most
+one per ``ended_write_interval`` (0.5 s in the service), however many
+sessions end, and write only final snapshots, never live sessions' checkpoints;
+while the store is failing they are left to the periodic flush. Each final
+snapshot is still written once, so store writes grow by at most two per
+second, not one per session end.
+
 When the store fails, snapshots stay here and are written by a later flush;
 nothing is dropped. Totals read through :meth:`SessionWriter.total_seconds`
 add the credit still waiting here to what the store holds, so a learner who
@@ -19,6 +29,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -57,9 +68,15 @@ async def cyclic_gc_paused() -> AsyncIterator[None]:
 class SessionWriter:
     """Buffers session snapshots and flushes them to a :class:`Store` in batches."""
 
-    def __init__(self, store: Store, *, max_unsaved: int = 100_000) -> None:
+    def __init__(
+        self, store: Store, *, max_unsaved: int = 100_000, ended_write_interval: float | None = None
+    ) -> None:
         self.store = store
         self.max_unsaved = max_unsaved
+        #: Seconds between two prompt writes of ended sessions; None: at the next flush only.
+        self.ended_write_interval = ended_write_interval
+        self._ended_write: asyncio.TimerHandle | None = None  # the scheduled prompt write
+        self._ended_written_at = -math.inf  # loop time the last prompt write began
         self._dirty: dict[str, Session] = {}  # live sessions changed since the last flush
         # Sessions a running flush has taken off _dirty and not yet snapshotted:
         # with a slicing store that lasts several writes, during which they are
@@ -71,6 +88,7 @@ class SessionWriter:
         self._pending_by_key: dict[tuple[str, str], set[str]] = {}
         self._durable: dict[str, float] = {}  # credit known to be in the store, by session
         self._lock = asyncio.Lock()  # one flush at a time; reads wait for it
+        self._ended_tasks: set[asyncio.Task] = set()
         self._failing_since: float | None = None
         self._full_logged = False
         #: Called after each write to the store with (snapshots, seconds taken, succeeded).
@@ -89,6 +107,7 @@ class SessionWriter:
         # is written, a second one would be counted as credit still waiting.
         self._taking.pop(session.session_id, None)
         self._set_pending(session.record())
+        self._schedule_ended_write()
 
     def corrected(self, session: Session, stored_seconds: float) -> None:
         """An ended session's credit was cut back (:meth:`Tracker.cap`): write it again.
@@ -223,8 +242,44 @@ class SessionWriter:
             self._durable[record.session_id] = record.seconds
         return True
 
+    def _schedule_ended_write(self) -> None:
+        """Have :meth:`write_ended` run soon, unless it is already scheduled (coalescing)."""
+        if self.ended_write_interval is None or self._ended_write is not None or not self.healthy:
+            return  # off, already coming, or the store is failing (the flush retries)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): the next flush writes it
+            return
+        delay = max(0.0, self._ended_written_at + self.ended_write_interval - loop.time())
+        self._ended_write = loop.call_later(delay, self._start_ended_write, loop)
+
+    def _start_ended_write(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._ended_write = None
+        self._ended_written_at = loop.time()
+        task = loop.create_task(self.write_ended())
+        # The loop keeps only a weak reference to a task: hold it until it is done.
+        self._ended_tasks.add(task)
+        task.add_done_callback(self._ended_tasks.discard)
+
+    async def write_ended(self) -> bool:
+        """Write the waiting snapshots (final snapshots of ended sessions), not live checkpoints.
+
+        Under the flush lock, so it never interleaves with a flush; False if the
+        store failed (the snapshots stay waiting for the next flush).
+        """
+        async with self._lock:
+            return await self._write_pending()
+
+    def stop_prompt_writes(self) -> None:
+        """No more prompt writes of ended sessions (shutting down: :meth:`drain` writes the rest)."""
+        self.ended_write_interval = None
+        if self._ended_write is not None:
+            self._ended_write.cancel()
+            self._ended_write = None
+
     async def drain(self, timeout: float) -> bool:
         """Flush until nothing is waiting or ``timeout`` seconds pass (used at shutdown)."""
+        self.stop_prompt_writes()
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:

@@ -158,6 +158,18 @@ class MongoReports(ReportSource):
                     )
         return found
 
+    async def learners(self, scope: Scope, window: Window) -> dict[str, int]:
+        sessions = await self._sessions()
+        # One group per (course, learner), then one per course counting them:
+        # $group on a document _id and $sum, both of which FerretDB 1.24 runs.
+        pipeline = [
+            {"$match": {**scope_filter(scope), **in_window(window)}},
+            {"$group": {"_id": {"course": "$courseId", "user": "$userId"}}},
+            {"$group": {"_id": "$_id.course", "value": {"$sum": 1}}},
+        ]
+        async with errors():
+            return {g["_id"]: int(g["value"]) async for g in await sessions.aggregate(pipeline)}
+
     async def crossing(self, scope: Scope, window: Window) -> list[Span]:
         edges = crossing(window)
         if edges is None:

@@ -106,6 +106,12 @@ class SQLiteReports(ReportSource):
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return [GroupSum(k, int(m), n, first, last, bool(o)) for k, m, n, first, last, o in rows]
 
+    async def learners(self, scope: Scope, window: Window) -> dict[str, int]:
+        clause, params = where(scope_clauses(scope), in_window(window))
+        sql = f"SELECT course_id, COUNT(DISTINCT user_id) FROM study_sessions {clause} GROUP BY course_id"
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return {course: int(n) for course, n in rows}
+
     async def crossing(self, scope: Scope, window: Window) -> list[Span]:
         edges = crossing(window)
         if edges is None:
