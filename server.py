@@ -22,6 +22,7 @@ import tornado.netutil
 
 import settings as settings_module
 import supervisor
+from auth import Authenticator, build_authenticator
 from handlers.app import make_server
 from service import Service
 from settings import Settings, SettingsError
@@ -40,18 +41,22 @@ GC_YOUNG_THRESHOLD = 50_000
 
 
 async def start(
-    settings: Settings, sockets: Sequence[socket.socket], *, clock: Clock | None = None
+    settings: Settings,
+    sockets: Sequence[socket.socket],
+    *,
+    clock: Clock | None = None,
+    auth: Authenticator | None = None,
 ) -> Service:
     """Build the service and its web application, and serve them on ``sockets``."""
-    service = Service(settings, clock=clock)
+    service = Service(settings, clock=clock, auth=auth)
     await service.start(sockets, make_server(service))
     return service
 
 
-async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
+async def serve(settings: Settings, sockets: Sequence[socket.socket], auth: Authenticator) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
     try:
-        service = await start(settings, sockets)
+        service = await start(settings, sockets, auth=auth)
     except SettingsError as exc:  # an auth setting the backend cannot work with
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 2
@@ -102,15 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 2
     settings_module.configure_logging(settings.log_level, settings.log_format)
+    # Every setting is checked before the port is bound: an invalid one is
+    # reported as such (exit 2), not hidden behind "Address already in use".
     try:
-        processes = supervisor.resolve(settings.processes)
-        if processes > 1 and not backend_for(settings.store).supports_many_processes:
-            raise StoreError(
-                f"--processes={settings.processes} starts {processes} processes, but the SQLite store"
-                " serves one process; use --processes=1 or a mongodb:// store"
-            )
-    except StoreError as exc:
-        log.error("cannot start: %s", exc)
+        auth = build_authenticator(settings)
+        backend = backend_for(settings.store)  # checks the URL; connects to nothing
+    except (SettingsError, StoreError) as exc:
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 2
+    processes = supervisor.resolve(settings.processes)
+    if processes > 1 and not backend.supports_many_processes:
+        log.error(
+            "cannot start: --processes=%s starts %d processes, but the SQLite store serves one"
+            " process; use --processes=1 or a mongodb:// store",
+            settings.processes,
+            processes,
+        )
         return 1
     try:
         # Bound before the IOLoop starts (and before any fork), so that
@@ -123,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = supervisor.Workers(processes).run()
         if status is not None:  # the parent, once every worker has exited
             return status
-    return asyncio.run(serve(settings, sockets))
+    return asyncio.run(serve(settings, sockets, auth))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Protocol
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
-from auth import AuthError, AuthRequest, Identity, build_authenticator
+from auth import Authenticator, AuthError, AuthRequest, Identity, build_authenticator
 from auth.access import may_study
 from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from metrics import Metrics
@@ -84,10 +84,18 @@ class Service:
     ``server.py`` builds one from the command line.
     """
 
-    def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        auth: Authenticator | None = None,
+    ) -> None:
+        """``auth`` is the backend ``server.py`` built before binding the port (else built here)."""
         self.settings = settings
         # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
-        self.auth = build_authenticator(settings)
+        self.auth = auth if auth is not None else build_authenticator(settings)
         self.clock = clock or WallClock()
         backend = backend_for(settings.store)
         self.store = store if store is not None else backend.store()

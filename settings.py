@@ -244,7 +244,10 @@ class Settings:
         "messages per second a connection may send on average before 4429 (0 disables the limit)",
     )
     flood_burst: float = setting(
-        20.0, non_negative_number, "messages a connection may send at once above --flood-rate"
+        20.0,
+        non_negative_number,
+        "messages a connection may send at once before --flood-rate applies; at least 1 while"
+        " --flood-rate is above 0 (0 is only accepted with --flood-rate=0, which disables the limit)",
     )
     max_sessions_per_user: int = setting(
         20,
@@ -360,6 +363,13 @@ class Settings:
             raise SettingsError(
                 f"invalid --min-heartbeat-interval: {self.min_heartbeat_interval:g}s must not"
                 f" exceed --heartbeat-interval ({self.heartbeat_interval:g}s)"
+            )
+        if self.flood_rate > 0 and self.flood_burst < 1:
+            # A bucket that never holds a whole token refuses the very first
+            # message: every client would be closed with 4429 on its first heartbeat.
+            raise SettingsError(
+                f"invalid --flood-burst: {self.flood_burst:g} lets no message through; it must be"
+                f" at least 1 while --flood-rate is {self.flood_rate:g} (--flood-rate=0 disables the limit)"
             )
         if self.auth == "none" and not is_loopback(self.host) and not self.allow_insecure_auth:
             raise SettingsError(

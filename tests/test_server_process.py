@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 
 import pytest
@@ -167,3 +168,50 @@ def test_a_second_server_on_the_same_sqlite_file_is_refused(db_url):
         result = run_server(f"--store={db_url}", "--port=0")
         assert result.returncode == 1
         assert "in use by another server process" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--auth=jwt"], "invalid --jwt-secret"),
+        (["--store=mongodb://127.0.0.1:1"], "invalid --store: a mongodb:// URL must name the database"),
+        (["--store=mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=soon"], "invalid --store:"),
+        (["--store=foo://x"], "invalid --store: unsupported URL scheme 'foo'"),
+        (["--flood-burst=0"], "invalid --flood-burst"),
+        (["--flood-rate=2", "--flood-burst=0.5"], "invalid --flood-burst"),
+    ],
+)
+def test_every_invalid_setting_is_reported_before_the_port_is_bound_with_exit_2(args, named):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run_server(f"--port={busy.getsockname()[1]}", *args, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"server.py: error: {named}" in result.stderr
+    assert "Address already in use" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_flood_burst_of_0_is_accepted_only_with_the_limit_off():
+    import settings
+
+    loaded = settings.load(["--flood-rate=0", "--flood-burst=0"], {})
+    assert (loaded.flood_rate, loaded.flood_burst) == (0, 0)
+    with pytest.raises(settings.SettingsError, match="--flood-rate=0 disables the limit"):
+        settings.load(["--flood-burst=0"], {})
+
+
+def test_an_unreachable_mongodb_at_start_up_is_one_line_naming_the_address_and_the_wait():
+    from tests.support.ferretdb import free_port
+
+    port = free_port()
+    url = f"mongodb://reader:hunter2@127.0.0.1:{port}/study?serverSelectionTimeoutMS=300"
+    result = run_server("--port=0", f"--store={url}")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    (line,) = errors
+    assert f"no server answered at 127.0.0.1:{port} within 0." in line
+    assert line.endswith("s (serverSelectionTimeoutMS)")
+    assert "Topology" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "reader" not in result.stderr
