@@ -4,7 +4,8 @@
 lists every setting. It parses the settings, builds the service
 (``service.py``) and its web application (``handlers/app.py``), serves until
 SIGTERM or SIGINT, and shuts down gracefully: every open session is closed
-with 1001 and saved, and the process exits 0. ``report`` and ``tokens`` are
+with 1001 and saved, and the process exits 0. SIGHUP reloads the
+authentication backend's files and keys (``Service.reload``), sessions kept. ``report`` and ``tokens`` are
 subcommands.
 """
 
@@ -68,6 +69,14 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket], auth: Auth
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task] = set()  # referenced until done
+
+    def reload() -> None:
+        task = asyncio.ensure_future(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     host, port = sockets[0].getsockname()[:2]
     log.info("authentication: %s", service.auth.describe())
     log.info("listening on http://%s:%d (store %s)", host, port, settings.store.split(":", 1)[0])
@@ -124,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             processes,
         )
         return 1
+    # SIGHUP reloads once serving (serve()); until then it must not end the
+    # process (its default action), nor a worker forked below.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         # Bound before the IOLoop starts (and before any fork), so that
         # several processes can share them.

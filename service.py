@@ -182,6 +182,26 @@ class Service:
         await self.store.close()
         return saved
 
+    async def reload(self) -> None:
+        """SIGHUP: read again what the service reads from outside while it runs, and log what.
+
+        That is the authentication backend's files and key sets
+        (:meth:`auth.Authenticator.reload`). Settings are read once at start
+        (a changed log level or store needs a restart); no session, timer or
+        connection is touched.
+        """
+        try:
+            done = await self.auth.reload()
+        except Exception as exc:  # a plugin's bug must not take the server down
+            log.error("reload: auth backend %s failed: %s", self.auth.name, type(exc).__name__)
+            done = f"--auth={self.auth.name} failed, kept as it was"
+        log.info(
+            "reloaded on SIGHUP: %s; %d sessions kept open",
+            done or f"nothing to reload for --auth={self.auth.name}",
+            len(self.tracker),
+            extra={"event": "reloaded"},
+        )
+
     async def readiness(self, timeout: float) -> tuple[str, str] | None:
         """Why this process cannot take connections now, as (reason, message), or None when it can.
 

@@ -215,3 +215,53 @@ def test_an_unreachable_mongodb_at_start_up_is_one_line_naming_the_address_and_t
     assert line.endswith("s (serverSelectionTimeoutMS)")
     assert "Topology" not in result.stderr
     assert "hunter2" not in result.stderr + result.stdout and "reader" not in result.stderr
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_sighup_reloads_the_tokens_file_logs_it_and_keeps_every_session(db_url, tmp_path):
+    from tests.support.auth_helpers import bearer, create
+
+    tokens_file = tmp_path / "tokens.json"
+    first = create(tokens_file, "--user", "u1")
+    with ServerProcess(
+        f"--store={db_url}",
+        *FAST_ARGS,
+        "--heartbeat-timeout=30",
+        "--heartbeat-interval=10",
+        "--auth=token",
+        f"--tokens-file={tokens_file}",
+    ) as server:
+        client = await Client.connect(server.url, "u1", "c1", headers=bearer(first))
+        await client.connected()
+        second = create(tokens_file, "--user", "u2")
+        server.signal(signal.SIGHUP)
+        await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the reload line")
+        assert (
+            f"reloaded on SIGHUP: --tokens-file {tokens_file} (2 tokens); 1 sessions kept open" in server.log
+        )
+        assert server.proc.poll() is None
+        await client.heartbeat()  # the session is still open and credited
+        other = await Client.connect(server.url, "u2", "c1", headers=bearer(second))
+        await other.connected()
+        server.signal(signal.SIGTERM)
+        for each in (client, other):
+            code, _, _ = await each.closed(timeout=10)
+            assert code == 1001
+        assert await asyncio.get_running_loop().run_in_executor(None, server.wait) == 0
+    assert {r.end_reason for r in await records(db_url)} == {"server_shutdown"}
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_every_sighup_is_a_reload_even_with_nothing_to_reload(db_url):
+    server = ServerProcess(f"--store={db_url}", *FAST_ARGS)
+    try:
+        server.start()
+        for n in range(1, 4):
+            server.signal(signal.SIGHUP)
+            await wait_for(
+                lambda n=n: server.log.count("reloaded on SIGHUP") == n, timeout=10, message="reload"
+            )
+        assert "reloaded on SIGHUP: nothing to reload for --auth=none; 0 sessions kept open" in server.log
+        assert server.terminate() == 0
+    finally:
+        server.__exit__()
