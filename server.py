@@ -31,7 +31,7 @@ from storage import StoreError
 from storage.backends import backend_for
 from tracking.clock import Clock
 
-log = logging.getLogger("study_time")
+log = logging.getLogger("study_time.server")
 
 # Python's cyclic garbage collector runs a young collection every 700 net
 # allocations of tracked objects; Tornado allocates several (a Task and

@@ -47,7 +47,7 @@ from tracking.tracker import Tracker, Verdict
 
 __all__ = ["Connection", "Service", "StoreUnavailable"]
 
-log = logging.getLogger("study_time")
+log = logging.getLogger("study_time.service")
 
 # Once closes are sent at shutdown, wait at most this long for clients to
 # answer them before the process exits.
