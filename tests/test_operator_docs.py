@@ -67,3 +67,52 @@ async def test_a_sessions_lines_all_come_from_the_service_logger(tmp_path):
     assert {"session_opened", "session_closed", "over_cap"} <= set(events), server.log
     assert set(events.values()) == {"study_time.service"}, events
     assert {line["logger"] for line in lines if "listening on" in line["message"]} == {"study_time.server"}
+
+
+def section(text: str, heading: str) -> str:
+    """The body of the ``## heading`` section of a Markdown text."""
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"no '## {heading}' section"
+    return match.group(1)
+
+
+def test_every_setting_is_in_the_settings_table_of_docs_protocol():
+    import dataclasses
+
+    import settings
+
+    table = section(read("docs/protocol.md"), "Settings")
+    rows = [line for line in table.splitlines() if line.startswith("| `--")]
+    listed = {name for row in rows for name in re.findall(r"`(--[a-z0-9-]+)`", row.split(" | ")[0])}
+    declared = {settings.option_name(f.name) for f in dataclasses.fields(settings.Settings)}
+    assert declared - listed == set(), "settings missing from the table in docs/protocol.md"
+    assert listed - declared == set(), "docs/protocol.md lists settings that do not exist"
+
+
+def routes() -> list[str]:
+    """The path pattern of every route of the application, as handlers/app.py builds it."""
+    from handlers.app import make_app
+    from service import Service
+    from tests.support.helpers import fast_settings
+
+    def walk(router) -> list[str]:
+        found = []
+        for rule in router.rules:
+            if hasattr(rule.target, "rules"):  # a nested router (the Host check wraps every route)
+                found += walk(rule.target)
+            elif hasattr(rule.matcher, "regex"):
+                found.append(rule.matcher.regex.pattern.removesuffix("$"))
+        return found
+
+    settings = fast_settings(store="sqlite:///:memory:")
+    return [pattern for pattern in walk(make_app(Service(settings)).wildcard_router) if pattern != ".*"]
+
+
+def test_every_endpoint_is_listed_in_docs_protocol():
+    listed = section(read("docs/protocol.md"), "Endpoints")
+    patterns = routes()
+    assert "/readyz" in patterns and "/metrics" in patterns
+    for pattern in patterns:
+        # A path parameter ([^/]+) is written {name} in the docs; the catch-all /(.*) as /.
+        documented = re.escape(pattern.replace("(.*)", "")).replace(re.escape("([^/]+)"), r"\{\w+\}")
+        assert re.search(rf"^- `GET {documented}[`?]", listed, re.M), f"{pattern} is not in docs/protocol.md"
