@@ -20,11 +20,12 @@ import sys
 from collections.abc import Sequence
 
 import tornado.netutil
+from tornado.httpserver import HTTPServer
 
 import settings as settings_module
 import supervisor
 from auth import Authenticator, build_authenticator
-from handlers.app import make_server
+from handlers.app import make_metrics_server, make_server
 from service import Service
 from settings import Settings, SettingsError
 from storage import StoreError
@@ -47,17 +48,20 @@ async def start(
     *,
     clock: Clock | None = None,
     auth: Authenticator | None = None,
+    worker: int = 0,
 ) -> Service:
     """Build the service and its web application, and serve them on ``sockets``."""
-    service = Service(settings, clock=clock, auth=auth)
+    service = Service(settings, clock=clock, auth=auth, worker=worker)
     await service.start(sockets, make_server(service))
     return service
 
 
-async def serve(settings: Settings, sockets: Sequence[socket.socket], auth: Authenticator) -> int:
+async def serve(
+    settings: Settings, sockets: Sequence[socket.socket], auth: Authenticator, worker: int = 0
+) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
     try:
-        service = await start(settings, sockets, auth=auth)
+        service = await start(settings, sockets, auth=auth, worker=worker)
     except SettingsError as exc:  # an auth setting the backend cannot work with
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 2
@@ -80,11 +84,38 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket], auth: Auth
     host, port = sockets[0].getsockname()[:2]
     log.info("authentication: %s", service.auth.describe())
     log.info("listening on http://%s:%d (store %s)", host, port, settings.store.split(":", 1)[0])
+    try:
+        metrics_server = serve_metrics(service, worker)
+    except OSError as exc:
+        log.error("cannot start: cannot listen on --metrics-port: %s", exc.strerror)
+        await service.shutdown()
+        return 1
     await stop.wait()
+    if metrics_server is not None:
+        metrics_server.stop()
     log.info("shutting down: closing %d sessions", len(service.tracker))
     saved = await service.shutdown()
     log.info("stopped")
     return 0 if saved else 1
+
+
+def serve_metrics(service: Service, worker: int) -> HTTPServer | None:
+    """With ``--metrics-port``, serve this process's ``/metrics`` on a port of its own.
+
+    With ``--processes=N`` the processes share ``--port``, so a scrape there
+    reaches whichever accepts it; Prometheus scrapes each process as its own
+    target instead, process N on ``--metrics-port`` + N.
+    """
+    settings = service.settings
+    if settings.metrics_port is None:
+        return None
+    wanted = settings.metrics_port + worker if settings.metrics_port else 0
+    sockets = tornado.netutil.bind_sockets(wanted, settings.host)
+    server = make_metrics_server(service)
+    server.add_sockets(sockets)
+    host, port = sockets[0].getsockname()[:2]
+    log.info("metrics of server process %d on http://%s:%d/metrics", worker, host, port)
+    return server
 
 
 def tune_gc() -> None:
@@ -125,6 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 2
     processes = supervisor.resolve(settings.processes)
+    if settings.metrics_port and settings.metrics_port + processes - 1 > 65535:
+        print(
+            f"server.py: error: invalid --metrics-port: {settings.metrics_port} + {processes} processes"
+            " passes port 65535",
+            file=sys.stderr,
+        )
+        return 2
     if processes > 1 and not backend.supports_many_processes:
         log.error(
             "cannot start: --processes=%s starts %d processes, but the SQLite store serves one"
@@ -143,11 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot start: cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
         return 1
+    worker = 0
     if processes > 1:
-        status = supervisor.Workers(processes).run()
+        workers = supervisor.Workers(processes)
+        status = workers.run()
         if status is not None:  # the parent, once every worker has exited
             return status
-    return asyncio.run(serve(settings, sockets, auth))
+        worker = workers.index
+    return asyncio.run(serve(settings, sockets, auth, worker))
 
 
 if __name__ == "__main__":

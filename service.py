@@ -91,8 +91,10 @@ class Service:
         store: Store | None = None,
         clock: Clock | None = None,
         auth: Authenticator | None = None,
+        worker: int = 0,
     ) -> None:
-        """``auth`` is the backend ``server.py`` built before binding the port (else built here)."""
+        """``auth`` is the backend ``server.py`` built before binding the port (else built here);
+        ``worker`` is this process's index under ``--processes`` (in its metrics)."""
         self.settings = settings
         # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
         self.auth = auth if auth is not None else build_authenticator(settings)
@@ -116,7 +118,10 @@ class Service:
         self.connections_per_address = KeyedLimit(settings.max_connections_per_address)
         # The connection of each live session: the one place that knows both.
         self._connection_of: dict[str, Connection] = {}
-        self.metrics = Metrics(end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES)
+        self.worker = worker
+        self.metrics = Metrics(
+            end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES, worker=worker
+        )
         self.metrics.watch(
             open_connections=lambda: len(self.connections),
             live_sessions=lambda: len(self.tracker),

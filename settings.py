@@ -73,6 +73,10 @@ def port(text: str) -> int:
     return value
 
 
+#: ``port`` under another name, for settings declared after the field ``port`` hides it in the class body.
+port_number = port
+
+
 def log_level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -271,6 +275,13 @@ class Settings:
         1,
         non_negative_int,
         "server processes sharing the port (0 = one per CPU core); more than 1 needs a mongodb:// store",
+    )
+    metrics_port: int | None = setting(
+        None,
+        port_number,
+        "also serve /metrics of each server process on a port of its own: process N (0, 1, ...)"
+        " on this port + N, so Prometheus scrapes each (0 picks free ports, logged); unset, only"
+        " on --port, answered by whichever process accepts the scrape",
     )
     process_timeout: float = setting(
         60.0,

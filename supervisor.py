@@ -36,6 +36,8 @@ class Workers:
         self.count = count
         self.children: dict[int, int] = {}  # pid -> worker index
         self.stopping = False
+        #: In a worker, its index (0 .. count-1): its metrics and its --metrics-port say it.
+        self.index = 0
 
     def run(self) -> int | None:
         """Fork the workers and supervise them.
@@ -83,6 +85,7 @@ class Workers:
         """Fork one worker; True in the worker."""
         pid = os.fork()
         if pid == 0:
+            self.index = index
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
             # Ignored until the worker serves and handles it (server.serve).

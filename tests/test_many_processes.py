@@ -8,6 +8,7 @@ per (user, course), no second earned twice, and recovery after a SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 
@@ -186,3 +187,31 @@ async def test_sighup_to_the_supervisor_reloads_every_worker_and_keeps_their_ses
         server.__exit__()
     assert {d["endReason"] for d in sessions(mongo_db)} == {"server_shutdown"}
     assert "restarting" not in server.log
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_each_process_is_scraped_on_its_own_metrics_port_and_says_which_it_is(mongo_url):
+    from tornado.httpclient import AsyncHTTPClient
+
+    from tests.support.helpers import parse_metrics
+
+    server = ServerProcess("--processes=2", "--metrics-port=0", *server_args(mongo_url)).start()
+    try:
+        pattern = re.compile(r"metrics of server process (\d) on (http://\S+/metrics)")
+        found = await wait_for(
+            lambda: len(pattern.findall(server.log)) == 2 and pattern.findall(server.log), message="two ports"
+        )
+        seen = {}
+        for worker, url in found:
+            samples = parse_metrics((await AsyncHTTPClient().fetch(url)).body.decode())
+            (info,) = [key for key in samples if key.startswith("study_time_process_info{")]
+            assert f'worker="{worker}"' in info
+            seen[worker] = info
+            assert samples["process_open_fds"] > 0
+            assert samples["process_resident_memory_bytes"] > 0
+            assert "study_time_live_sessions" in samples
+        assert set(seen) == {"0", "1"} and seen["0"] != seen["1"]  # two pids, told apart
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.__exit__()
