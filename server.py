@@ -141,6 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from auth.tokens import cli
 
         return cli(argv[1:])
+    if argv and not argv[0].startswith("-"):
+        # A misspelt command: say so in one line, not with the settings' long usage.
+        print(
+            f"server.py: error: unknown command {argv[0][:40]!r}: the commands are 'report' and"
+            " 'tokens'; settings start with -- (see server.py --help)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:

@@ -411,7 +411,8 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
         prog=prog,
         description="study-time: measures how long each learner studies each course.",
         epilog=f"Every setting can also be given as {ENV_PREFIX}NAME in the environment;"
-        " the command line wins.",
+        " the command line wins. Commands: 'server.py report --help' (study time reports from"
+        " the store) and 'server.py tokens --help' (API tokens for --auth=token).",
     )
     for f in fields(Settings):
         default = ",".join(f.default) if isinstance(f.default, tuple) else f.default

@@ -270,6 +270,14 @@ def _list_of_ids(text: str) -> list[str]:
     return values
 
 
+def _course_ids(text: str) -> list[str]:
+    """At least one course: a token valid for none would be refused on every connection (4403)."""
+    values = _list_of_ids(text)
+    if not values:
+        raise argparse.ArgumentTypeError("must list at least one course id (omit --courses for every course)")
+    return values
+
+
 def _user_id(text: str) -> str:
     if not valid_id(text):
         raise argparse.ArgumentTypeError("must be 1-128 characters of letters, digits and _ . : @ -")
@@ -290,7 +298,12 @@ def cli(argv: Sequence[str]) -> int:
     create.add_argument(
         "--roles", type=_list_of_ids, default=[], help="comma-separated roles (admin, teacher)"
     )
-    create.add_argument("--courses", type=_list_of_ids, default=None, help="comma-separated course ids")
+    create.add_argument(
+        "--courses",
+        type=_course_ids,
+        default=None,
+        help="comma-separated course ids the token is limited to (omit for every course)",
+    )
     listing = commands.add_parser("list", help="list tokens (ids, users, roles, courses; never the tokens)")
     revoke = commands.add_parser("revoke", help="remove a token by its id")
     revoke.add_argument("id")
@@ -302,10 +315,10 @@ def cli(argv: Sequence[str]) -> int:
 
     if args.command == "list":
         try:
-            entries = read_entries(path) if os.path.exists(path) else []
+            entries = read_entries(path)  # a missing file is an error here: a wrong path lists nothing
         except TokensFileError as exc:
             print(f"server.py tokens: error: {exc}", file=sys.stderr)
-            return 2
+            return 1
         for entry in entries:
             courses = "all" if entry.courses is None else ",".join(sorted(entry.courses))
             roles = ",".join(sorted(entry.roles)) or "-"

@@ -265,3 +265,14 @@ async def test_every_sighup_is_a_reload_even_with_nothing_to_reload(db_url):
         assert server.terminate() == 0
     finally:
         server.__exit__()
+
+
+def test_help_names_the_commands_and_a_misspelt_one_gets_one_line():
+    result = run_server("--help")
+    assert "server.py report --help" in result.stdout and "server.py tokens --help" in result.stdout
+    result = run_server("reprot", "--user=u1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "server.py: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
+        " settings start with -- (see server.py --help)"
+    ]
