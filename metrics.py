@@ -18,6 +18,7 @@ reasons and refusal codes in, so metrics stay independent of ``tracking/``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import (
@@ -26,6 +27,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -84,8 +87,18 @@ class _CallbackCounter(Collector):
 class Metrics:
     """Every metric of one service, with its children bound in advance."""
 
-    def __init__(self, *, end_reasons: Iterable[str], refusal_codes: Iterable[str]) -> None:
+    def __init__(self, *, end_reasons: Iterable[str], refusal_codes: Iterable[str], worker: int = 0) -> None:
+        """``worker`` is this process's index under ``--processes`` (0 for a single process)."""
         self.registry = registry = CollectorRegistry()
+        # The standard process_* metrics (open file descriptors bound the
+        # connections a process can hold; memory, CPU, start time).
+        ProcessCollector(registry=registry)
+        # Which process answered a scrape: with --processes=N they share a port.
+        Info(
+            "study_time_process",
+            "the server process that answered: its index under --processes and its pid",
+            registry=registry,
+        ).info({"worker": str(worker), "pid": str(os.getpid())})
         #: status -> heartbeats so far; ``heartbeats["accepted"] += 1`` on the hot path.
         self.heartbeats: dict[str, int] = dict.fromkeys(HEARTBEAT_STATUSES, 0)
         registry.register(

@@ -4,7 +4,8 @@
 lists every setting. It parses the settings, builds the service
 (``service.py``) and its web application (``handlers/app.py``), serves until
 SIGTERM or SIGINT, and shuts down gracefully: every open session is closed
-with 1001 and saved, and the process exits 0. ``report`` and ``tokens`` are
+with 1001 and saved, and the process exits 0. SIGHUP reloads the
+authentication backend's files and keys (``Service.reload``), sessions kept. ``report`` and ``tokens`` are
 subcommands.
 """
 
@@ -19,17 +20,19 @@ import sys
 from collections.abc import Sequence
 
 import tornado.netutil
+from tornado.httpserver import HTTPServer
 
 import settings as settings_module
 import supervisor
-from handlers.app import make_server
+from auth import Authenticator, build_authenticator
+from handlers.app import make_metrics_server, make_server
 from service import Service
 from settings import Settings, SettingsError
 from storage import StoreError
 from storage.backends import backend_for
 from tracking.clock import Clock
 
-log = logging.getLogger("study_time")
+log = logging.getLogger("study_time.server")
 
 # Python's cyclic garbage collector runs a young collection every 700 net
 # allocations of tracked objects; Tornado allocates several (a Task and
@@ -40,18 +43,25 @@ GC_YOUNG_THRESHOLD = 50_000
 
 
 async def start(
-    settings: Settings, sockets: Sequence[socket.socket], *, clock: Clock | None = None
+    settings: Settings,
+    sockets: Sequence[socket.socket],
+    *,
+    clock: Clock | None = None,
+    auth: Authenticator | None = None,
+    worker: int = 0,
 ) -> Service:
     """Build the service and its web application, and serve them on ``sockets``."""
-    service = Service(settings, clock=clock)
+    service = Service(settings, clock=clock, auth=auth, worker=worker)
     await service.start(sockets, make_server(service))
     return service
 
 
-async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
+async def serve(
+    settings: Settings, sockets: Sequence[socket.socket], auth: Authenticator, worker: int = 0
+) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
     try:
-        service = await start(settings, sockets)
+        service = await start(settings, sockets, auth=auth, worker=worker)
     except SettingsError as exc:  # an auth setting the backend cannot work with
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 2
@@ -63,14 +73,49 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket]) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task] = set()  # referenced until done
+
+    def reload() -> None:
+        task = asyncio.ensure_future(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     host, port = sockets[0].getsockname()[:2]
     log.info("authentication: %s", service.auth.describe())
     log.info("listening on http://%s:%d (store %s)", host, port, settings.store.split(":", 1)[0])
+    try:
+        metrics_server = serve_metrics(service, worker)
+    except OSError as exc:
+        log.error("cannot start: cannot listen on --metrics-port: %s", exc.strerror)
+        await service.shutdown()
+        return 1
     await stop.wait()
+    if metrics_server is not None:
+        metrics_server.stop()
     log.info("shutting down: closing %d sessions", len(service.tracker))
     saved = await service.shutdown()
     log.info("stopped")
     return 0 if saved else 1
+
+
+def serve_metrics(service: Service, worker: int) -> HTTPServer | None:
+    """With ``--metrics-port``, serve this process's ``/metrics`` on a port of its own.
+
+    With ``--processes=N`` the processes share ``--port``, so a scrape there
+    reaches whichever accepts it; Prometheus scrapes each process as its own
+    target instead, process N on ``--metrics-port`` + N.
+    """
+    settings = service.settings
+    if settings.metrics_port is None:
+        return None
+    wanted = settings.metrics_port + worker if settings.metrics_port else 0
+    sockets = tornado.netutil.bind_sockets(wanted, settings.host)
+    server = make_metrics_server(service)
+    server.add_sockets(sockets)
+    host, port = sockets[0].getsockname()[:2]
+    log.info("metrics of server process %d on http://%s:%d/metrics", worker, host, port)
+    return server
 
 
 def tune_gc() -> None:
@@ -96,22 +141,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         from auth.tokens import cli
 
         return cli(argv[1:])
+    if argv and not argv[0].startswith("-"):
+        # A misspelt command: say so in one line, not with the settings' long usage.
+        print(
+            f"server.py: error: unknown command {argv[0][:40]!r}: the commands are 'report' and"
+            " 'tokens'; settings start with -- (see server.py --help)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:
         print(f"server.py: error: {exc}", file=sys.stderr)
         return 2
     settings_module.configure_logging(settings.log_level, settings.log_format)
+    # Every setting is checked before the port is bound: an invalid one is
+    # reported as such (exit 2), not hidden behind "Address already in use".
     try:
-        processes = supervisor.resolve(settings.processes)
-        if processes > 1 and not backend_for(settings.store).supports_many_processes:
-            raise StoreError(
-                f"--processes={settings.processes} starts {processes} processes, but the SQLite store"
-                " serves one process; use --processes=1 or a mongodb:// store"
-            )
-    except StoreError as exc:
-        log.error("cannot start: %s", exc)
+        auth = build_authenticator(settings)
+        backend = backend_for(settings.store)  # checks the URL; connects to nothing
+    except (SettingsError, StoreError) as exc:
+        print(f"server.py: error: {exc}", file=sys.stderr)
+        return 2
+    processes = supervisor.resolve(settings.processes)
+    if settings.metrics_port and settings.metrics_port + processes - 1 > 65535:
+        print(
+            f"server.py: error: invalid --metrics-port: {settings.metrics_port} + {processes} processes"
+            " passes port 65535",
+            file=sys.stderr,
+        )
+        return 2
+    if processes > 1 and not backend.supports_many_processes:
+        log.error(
+            "cannot start: --processes=%s starts %d processes, but the SQLite store serves one"
+            " process; use --processes=1 or a mongodb:// store",
+            settings.processes,
+            processes,
+        )
         return 1
+    # SIGHUP reloads once serving (serve()); until then it must not end the
+    # process (its default action), nor a worker forked below.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         # Bound before the IOLoop starts (and before any fork), so that
         # several processes can share them.
@@ -119,11 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot start: cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
         return 1
+    worker = 0
     if processes > 1:
-        status = supervisor.Workers(processes).run()
+        workers = supervisor.Workers(processes)
+        status = workers.run()
         if status is not None:  # the parent, once every worker has exited
             return status
-    return asyncio.run(serve(settings, sockets))
+        worker = workers.index
+    return asyncio.run(serve(settings, sockets, auth, worker))
 
 
 if __name__ == "__main__":

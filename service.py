@@ -29,7 +29,7 @@ from typing import Protocol
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
-from auth import AuthError, AuthRequest, Identity, build_authenticator
+from auth import Authenticator, AuthError, AuthRequest, Identity, build_authenticator
 from auth.access import may_study
 from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from metrics import Metrics
@@ -47,7 +47,7 @@ from tracking.tracker import Tracker, Verdict
 
 __all__ = ["Connection", "Service", "StoreUnavailable"]
 
-log = logging.getLogger("study_time")
+log = logging.getLogger("study_time.service")
 
 # Once closes are sent at shutdown, wait at most this long for clients to
 # answer them before the process exits.
@@ -86,10 +86,20 @@ class Service:
     ``server.py`` builds one from the command line.
     """
 
-    def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        auth: Authenticator | None = None,
+        worker: int = 0,
+    ) -> None:
+        """``auth`` is the backend ``server.py`` built before binding the port (else built here);
+        ``worker`` is this process's index under ``--processes`` (in its metrics)."""
         self.settings = settings
         # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
-        self.auth = build_authenticator(settings)
+        self.auth = auth if auth is not None else build_authenticator(settings)
         self.clock = clock or WallClock()
         backend = backend_for(settings.store)
         self.store = store if store is not None else backend.store()
@@ -114,7 +124,10 @@ class Service:
         self.connections_per_address = KeyedLimit(settings.max_connections_per_address)
         # The connection of each live session: the one place that knows both.
         self._connection_of: dict[str, Connection] = {}
-        self.metrics = Metrics(end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES)
+        self.worker = worker
+        self.metrics = Metrics(
+            end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES, worker=worker
+        )
         self.metrics.watch(
             open_connections=lambda: len(self.connections),
             live_sessions=lambda: len(self.tracker),
@@ -179,6 +192,26 @@ class Service:
         await self.reports.close()
         await self.store.close()
         return saved
+
+    async def reload(self) -> None:
+        """SIGHUP: read again what the service reads from outside while it runs, and log what.
+
+        That is the authentication backend's files and key sets
+        (:meth:`auth.Authenticator.reload`). Settings are read once at start
+        (a changed log level or store needs a restart); no session, timer or
+        connection is touched.
+        """
+        try:
+            done = await self.auth.reload()
+        except Exception as exc:  # a plugin's bug must not take the server down
+            log.error("reload: auth backend %s failed: %s", self.auth.name, type(exc).__name__)
+            done = f"--auth={self.auth.name} failed, kept as it was"
+        log.info(
+            "reloaded on SIGHUP: %s; %d sessions kept open",
+            done or f"nothing to reload for --auth={self.auth.name}",
+            len(self.tracker),
+            extra={"event": "reloaded"},
+        )
 
     async def readiness(self, timeout: float) -> tuple[str, str] | None:
         """Why this process cannot take connections now, as (reason, message), or None when it can.

@@ -73,6 +73,10 @@ def port(text: str) -> int:
     return value
 
 
+#: ``port`` under another name, for settings declared after the field ``port`` hides it in the class body.
+port_number = port
+
+
 def log_level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -244,7 +248,10 @@ class Settings:
         "messages per second a connection may send on average before 4429 (0 disables the limit)",
     )
     flood_burst: float = setting(
-        20.0, non_negative_number, "messages a connection may send at once above --flood-rate"
+        20.0,
+        non_negative_number,
+        "messages a connection may send at once before --flood-rate applies; at least 1 while"
+        " --flood-rate is above 0 (0 is only accepted with --flood-rate=0, which disables the limit)",
     )
     max_sessions_per_user: int = setting(
         20,
@@ -268,6 +275,13 @@ class Settings:
         1,
         non_negative_int,
         "server processes sharing the port (0 = one per CPU core); more than 1 needs a mongodb:// store",
+    )
+    metrics_port: int | None = setting(
+        None,
+        port_number,
+        "also serve /metrics of each server process on a port of its own: process N (0, 1, ...)"
+        " on this port + N, so Prometheus scrapes each (0 picks free ports, logged); unset, only"
+        " on --port, answered by whichever process accepts the scrape",
     )
     process_timeout: float = setting(
         60.0,
@@ -361,6 +375,13 @@ class Settings:
                 f"invalid --min-heartbeat-interval: {self.min_heartbeat_interval:g}s must not"
                 f" exceed --heartbeat-interval ({self.heartbeat_interval:g}s)"
             )
+        if self.flood_rate > 0 and self.flood_burst < 1:
+            # A bucket that never holds a whole token refuses the very first
+            # message: every client would be closed with 4429 on its first heartbeat.
+            raise SettingsError(
+                f"invalid --flood-burst: {self.flood_burst:g} lets no message through; it must be"
+                f" at least 1 while --flood-rate is {self.flood_rate:g} (--flood-rate=0 disables the limit)"
+            )
         if self.auth == "none" and not is_loopback(self.host) and not self.allow_insecure_auth:
             raise SettingsError(
                 f"invalid --auth: 'none' trusts any userId, so it only listens on a loopback"
@@ -412,7 +433,8 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
         prog=prog,
         description="study-time: measures how long each learner studies each course.",
         epilog=f"Every setting can also be given as {ENV_PREFIX}NAME in the environment;"
-        " the command line wins.",
+        " the command line wins. Commands: 'server.py report --help' (study time reports from"
+        " the store) and 'server.py tokens --help' (API tokens for --auth=token).",
     )
     parser.add_argument("--version", action="version", version=f"study-time {version()}")
     for f in fields(Settings):

@@ -5,7 +5,8 @@ parent neither forwards SIGTERM/SIGINT nor stops restarting on them, so a
 graceful stop of the parent would orphan the workers with their unsaved
 credit. This does the same forking and restarting of workers killed by a signal, and
 on SIGTERM or SIGINT forwards the signal to every worker (each then shuts
-down gracefully: closes with 1001 and saves) and waits for them. A worker
+down gracefully: closes with 1001 and saves) and waits for them. SIGHUP is
+forwarded too: each worker reloads (``Service.reload``) and keeps serving. A worker
 that exits with an error status (say, it cannot reach the store at start)
 stops them all, with status 1, instead of being restarted in a loop.
 """
@@ -35,6 +36,8 @@ class Workers:
         self.count = count
         self.children: dict[int, int] = {}  # pid -> worker index
         self.stopping = False
+        #: In a worker, its index (0 .. count-1): its metrics and its --metrics-port say it.
+        self.index = 0
 
     def run(self) -> int | None:
         """Fork the workers and supervise them.
@@ -48,6 +51,7 @@ class Workers:
                 return None
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._forward)
+        signal.signal(signal.SIGHUP, self._forward_reload)
         log.info("started %d server processes: %s", self.count, " ".join(map(str, self.children)))
         status, restarts = 0, 0
         while self.children:
@@ -81,11 +85,21 @@ class Workers:
         """Fork one worker; True in the worker."""
         pid = os.fork()
         if pid == 0:
+            self.index = index
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
+            # Ignored until the worker serves and handles it (server.serve).
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             return True
         self.children[pid] = index
         return False
+
+    def _forward_reload(self, signum: int, frame: object) -> None:
+        """SIGHUP: every worker reloads (and logs what); nobody stops."""
+        log.info("forwarding SIGHUP to %d server processes", len(self.children))
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     def _forward(self, signum: int, frame: object) -> None:
         self.stopping = True

@@ -188,6 +188,16 @@ class Authenticator(ABC):
         requests). It is a hint, not a check: :mod:`auth.access` compares.
         """
 
+    async def reload(self) -> str | None:
+        """Read again what the backend loaded from outside (files, key sets): SIGHUP calls it.
+
+        Return a phrase for the log line saying what was reloaded (no
+        secrets), or None when there is nothing to reload (the default).
+        It must not raise for an unreadable source: keep what was loaded,
+        log why, and say so in the phrase. Sessions are never touched.
+        """
+        return None
+
     def describe(self) -> str:
         """One line for the start-up log (no secrets)."""
         return self.name

@@ -90,6 +90,17 @@ class JwksKeys:
                 raise JwksUnavailable
         return self._keys.get(kid)
 
+    async def refresh(self) -> bool:
+        """Fetch the set now, whatever its age or the refetch interval (SIGHUP); whether it worked.
+
+        A failed fetch keeps the set held while it is within its lifespan.
+        """
+        await self._refetch(lambda: True)
+        return not self._last_failed
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
     def _fresh(self) -> bool:
         return self._fetched_at is not None and self.clock() - self._fetched_at < self.lifespan
 

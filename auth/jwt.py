@@ -58,6 +58,7 @@ class JwtAuthenticator(Authenticator):
         algorithms: Sequence[str],
         secret: str | None = None,
         public_key: bytes | None = None,
+        public_key_file: str | None = None,
         jwks: JwksKeys | None = None,
         audience: str | None = None,
         issuer: str | None = None,
@@ -69,6 +70,7 @@ class JwtAuthenticator(Authenticator):
         self.key_algorithms = [a for a in algorithms if a not in HMAC_ALGORITHMS]
         self.secret = secret
         self.public_key = public_key
+        self.public_key_file = public_key_file
         self.jwks = jwks
         self.audience = audience
         self.issuer = issuer
@@ -122,6 +124,7 @@ class JwtAuthenticator(Authenticator):
             algorithms=algorithms,
             secret=secret,
             public_key=public_key,
+            public_key_file=keyfile,
             jwks=jwks,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
@@ -197,6 +200,26 @@ class JwtAuthenticator(Authenticator):
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise unauthorized(f"the token's {self.roles_claim} claim must be a list of role names")
         return frozenset(value)
+
+    async def reload(self) -> str | None:
+        """SIGHUP: read ``--jwt-public-key-file`` again and fetch the JWKS key set now.
+
+        A key file that no longer reads as a usable key keeps the key loaded
+        before (logged); the secret and the other settings need a restart.
+        """
+        done = []
+        if self.public_key_file:
+            try:
+                self.public_key = _read_public_key(self.public_key_file, self.key_algorithms)
+                done.append(f"--jwt-public-key-file {self.public_key_file}")
+            except SettingsError as exc:
+                log.error("not reloaded, keeping the key loaded before: %s", exc)
+                done.append(f"--jwt-public-key-file {self.public_key_file} (unreadable: kept the old key)")
+        if self.jwks is not None:
+            fetched = await self.jwks.refresh()
+            outcome = f"{len(self.jwks)} signing keys" if fetched else "fetch failed, see above"
+            done.append(f"JWKS {public_url(self.jwks.url)} ({outcome})")
+        return "; ".join(done) or None
 
     def describe(self) -> str:
         keys = []

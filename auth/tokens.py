@@ -9,7 +9,7 @@ hashes, each mapped to a user id and optional roles and courses::
 ``python server.py tokens create --user 123`` makes one and prints it once;
 ``tokens list`` and ``tokens revoke ID`` manage them. The server notices a
 changed file (its mtime, size or inode) on the next request and reloads it, so
-adding or revoking a token needs no restart.
+adding or revoking a token needs no restart; SIGHUP reloads it at once.
 
 Why a plain SHA-256 and not a slow password hash (scrypt, bcrypt): the
 tokens are 256 random bits, not passwords a person chose, so nobody can
@@ -178,7 +178,7 @@ class TokenAuthenticator(Authenticator):
         self.path = path
         self._signature: tuple[int, int, int] | None = None
         self._by_hash: dict[str, TokenEntry] = {}
-        self.reload(strict=True)
+        self.load(strict=True)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -205,7 +205,7 @@ class TokenAuthenticator(Authenticator):
     def reload_if_changed(self) -> None:
         """Reload when the file changed; one ``stat`` per request, microseconds."""
         if self._stat() != self._signature:
-            self.reload()
+            self.load()
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -214,7 +214,13 @@ class TokenAuthenticator(Authenticator):
             return None
         return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
-    def reload(self, *, strict: bool = False) -> None:
+    async def reload(self) -> str:
+        """SIGHUP: read the file now, changed or not (an edit within the mtime's granularity
+        keeping the size and inode is otherwise not noticed)."""
+        self.load()
+        return f"--tokens-file {self.path} ({len(self)} tokens)"
+
+    def load(self, *, strict: bool = False) -> None:
         """Read the file again. At start-up (``strict``) any problem is an error.
 
         Later, a missing file means no tokens (deleting it revokes them all),
@@ -264,6 +270,14 @@ def _list_of_ids(text: str) -> list[str]:
     return values
 
 
+def _course_ids(text: str) -> list[str]:
+    """At least one course: a token valid for none would be refused on every connection (4403)."""
+    values = _list_of_ids(text)
+    if not values:
+        raise argparse.ArgumentTypeError("must list at least one course id (omit --courses for every course)")
+    return values
+
+
 def _user_id(text: str) -> str:
     if not valid_id(text):
         raise argparse.ArgumentTypeError("must be 1-128 characters of letters, digits and _ . : @ -")
@@ -284,7 +298,12 @@ def cli(argv: Sequence[str]) -> int:
     create.add_argument(
         "--roles", type=_list_of_ids, default=[], help="comma-separated roles (admin, teacher)"
     )
-    create.add_argument("--courses", type=_list_of_ids, default=None, help="comma-separated course ids")
+    create.add_argument(
+        "--courses",
+        type=_course_ids,
+        default=None,
+        help="comma-separated course ids the token is limited to (omit for every course)",
+    )
     listing = commands.add_parser("list", help="list tokens (ids, users, roles, courses; never the tokens)")
     revoke = commands.add_parser("revoke", help="remove a token by its id")
     revoke.add_argument("id")
@@ -296,10 +315,10 @@ def cli(argv: Sequence[str]) -> int:
 
     if args.command == "list":
         try:
-            entries = read_entries(path) if os.path.exists(path) else []
+            entries = read_entries(path)  # a missing file is an error here: a wrong path lists nothing
         except TokensFileError as exc:
             print(f"server.py tokens: error: {exc}", file=sys.stderr)
-            return 2
+            return 1
         for entry in entries:
             courses = "all" if entry.courses is None else ",".join(sorted(entry.courses))
             roles = ",".join(sorted(entry.roles)) or "-"

@@ -76,3 +76,17 @@ def make_server(service: Service) -> HTTPServer:
         max_body_size=MAX_BODY_BYTES,
         max_buffer_size=MAX_READ_BUFFER_BYTES,
     )
+
+
+def make_metrics_server(service: Service) -> HTTPServer:
+    """An HTTP server answering only ``/metrics`` (``--metrics-port``): one per server process."""
+    app = tornado.web.Application(
+        [(r"/metrics", MetricsHandler, {"service": service})], log_function=log_request
+    )
+    return _HTTPServer(
+        app,
+        idle_connection_timeout=service.settings.http_idle_timeout,
+        max_header_size=MAX_HEADER_BYTES,
+        max_body_size=MAX_BODY_BYTES,
+        max_buffer_size=MAX_READ_BUFFER_BYTES,
+    )

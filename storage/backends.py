@@ -66,13 +66,19 @@ class Backend(ABC):
 
 
 def backend_for(url: str) -> Backend:
-    """The backend for a ``--store`` URL; :class:`StoreError` if the URL cannot be used."""
+    """The backend for a ``--store`` URL; :class:`StoreError` if the URL cannot be used.
+
+    Nothing connects here, so every error it raises is about the URL itself
+    (its message starts with ``invalid --store:``): ``server.py`` checks it
+    before binding the port and exits 2, like any other invalid setting.
+    """
     scheme = url.split(":", 1)[0] if ":" in url else url[:20]
     target = BACKENDS.get(scheme)
     if target is None:
         # Only the scheme is echoed: a database URL may carry a password.
         raise StoreError(
-            f"unsupported store URL scheme {scheme!r}: expected sqlite:///PATH or mongodb://HOST:PORT/DBNAME"
+            f"invalid --store: unsupported URL scheme {scheme!r}:"
+            " expected sqlite:///PATH or mongodb://HOST:PORT/DBNAME"
         )
     return load(target)(url)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import jwt
@@ -309,3 +310,24 @@ async def test_keys_past_their_lifespan_are_not_used_when_the_jwks_cannot_be_fet
         assert server.terminate() == 0
     assert "cannot fetch JWKS keys from --jwt-jwks-url http://127.0.0.1:" in server.log
     assert "Traceback" not in server.log
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sighup_fetches_the_jwks_at_once_so_a_withdrawn_key_stops_working(tmp_path, key):
+    token = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+    with (
+        JwksServer([jwk(key, "k1"), jwk(rsa_key(), "k2")]) as jwks,
+        ServerProcess(
+            *jwks_server_args(tmp_path, jwks, "--jwt-jwks-lifespan=3600", "--jwt-jwks-refetch-interval=3600")
+        ) as server,
+    ):
+        assert await session_error(server.url, token) is None
+        jwks.keys = [jwks.keys[1]]  # k1 withdrawn: neither lifespan nor a new kid would notice for an hour
+        server.signal(signal.SIGHUP)
+        await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the reload line")
+        assert f"reloaded on SIGHUP: JWKS {jwks.url} (1 signing keys)" in server.log
+        assert "removed k1" in server.log
+        error = await session_error(server.url, token)
+        assert error is not None and "signing key" in error["message"], error
+        assert jwks.fetches == 2
+        assert server.terminate() == 0

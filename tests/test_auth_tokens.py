@@ -148,3 +148,22 @@ def test_concurrent_creates_and_revokes_lose_nothing_and_resurrect_nothing(tmp_p
     assert len(hashes) == 12
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(f"{path}.lock").st_mode) == 0o600
+
+
+def test_a_token_for_no_course_is_refused(tmp_path):
+    from tests.support.auth_helpers import tokens
+
+    result = tokens(
+        "create", "--user", "u", "--courses", "", "--tokens-file", str(tmp_path / "t.json"), check=False
+    )
+    assert result.returncode == 2
+    assert "must list at least one course id" in result.stderr
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_listing_a_missing_tokens_file_says_so(tmp_path):
+    from tests.support.auth_helpers import tokens
+
+    result = tokens("list", "--tokens-file", str(tmp_path / "nonexistent.json"), check=False)
+    assert result.returncode == 1
+    assert "nonexistent.json does not exist" in result.stderr or "cannot read" in result.stderr

@@ -8,6 +8,7 @@ per (user, course), no second earned twice, and recovery after a SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 
@@ -157,3 +158,60 @@ def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_pat
     assert result.returncode == 1
     assert result.stderr.count("cannot start: cannot use the MongoDB store") == 2
     assert "restarting" not in result.stderr
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sighup_to_the_supervisor_reloads_every_worker_and_keeps_their_sessions(mongo_url, mongo_db):
+    server = ServerProcess("--processes=2", *server_args(mongo_url)).start()
+    try:
+        await wait_for(lambda: server.log.count("listening on") == 2, message="both processes")
+        clients = []
+        for i in range(4):
+            client = await Client.connect(server.url, f"u{i}", "c1")
+            await client.connected()
+            clients.append(client)
+        server.signal(signal.SIGHUP)
+        await wait_for(
+            lambda: server.log.count("reloaded on SIGHUP") == 2, timeout=10, message="both reloads"
+        )
+        assert "forwarding SIGHUP to 2 server processes" in server.log
+        assert server.proc.poll() is None
+        for client in clients:
+            assert (await client.heartbeat())["status"] == "success"
+        server.signal(signal.SIGTERM)
+        for client in clients:
+            code, _, _ = await client.closed(timeout=10)
+            assert code == 1001
+        assert server.wait() == 0
+    finally:
+        server.__exit__()
+    assert {d["endReason"] for d in sessions(mongo_db)} == {"server_shutdown"}
+    assert "restarting" not in server.log
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_each_process_is_scraped_on_its_own_metrics_port_and_says_which_it_is(mongo_url):
+    from tornado.httpclient import AsyncHTTPClient
+
+    from tests.support.helpers import parse_metrics
+
+    server = ServerProcess("--processes=2", "--metrics-port=0", *server_args(mongo_url)).start()
+    try:
+        pattern = re.compile(r"metrics of server process (\d) on (http://\S+/metrics)")
+        found = await wait_for(
+            lambda: len(pattern.findall(server.log)) == 2 and pattern.findall(server.log), message="two ports"
+        )
+        seen = {}
+        for worker, url in found:
+            samples = parse_metrics((await AsyncHTTPClient().fetch(url)).body.decode())
+            (info,) = [key for key in samples if key.startswith("study_time_process_info{")]
+            assert f'worker="{worker}"' in info
+            seen[worker] = info
+            assert samples["process_open_fds"] > 0
+            assert samples["process_resident_memory_bytes"] > 0
+            assert "study_time_live_sessions" in samples
+        assert set(seen) == {"0", "1"} and seen["0"] != seen["1"]  # two pids, told apart
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.__exit__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 
 import pytest
@@ -167,3 +168,111 @@ def test_a_second_server_on_the_same_sqlite_file_is_refused(db_url):
         result = run_server(f"--store={db_url}", "--port=0")
         assert result.returncode == 1
         assert "in use by another server process" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--auth=jwt"], "invalid --jwt-secret"),
+        (["--store=mongodb://127.0.0.1:1"], "invalid --store: a mongodb:// URL must name the database"),
+        (["--store=mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=soon"], "invalid --store:"),
+        (["--store=foo://x"], "invalid --store: unsupported URL scheme 'foo'"),
+        (["--flood-burst=0"], "invalid --flood-burst"),
+        (["--flood-rate=2", "--flood-burst=0.5"], "invalid --flood-burst"),
+    ],
+)
+def test_every_invalid_setting_is_reported_before_the_port_is_bound_with_exit_2(args, named):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run_server(f"--port={busy.getsockname()[1]}", *args, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"server.py: error: {named}" in result.stderr
+    assert "Address already in use" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_flood_burst_of_0_is_accepted_only_with_the_limit_off():
+    import settings
+
+    loaded = settings.load(["--flood-rate=0", "--flood-burst=0"], {})
+    assert (loaded.flood_rate, loaded.flood_burst) == (0, 0)
+    with pytest.raises(settings.SettingsError, match="--flood-rate=0 disables the limit"):
+        settings.load(["--flood-burst=0"], {})
+
+
+def test_an_unreachable_mongodb_at_start_up_is_one_line_naming_the_address_and_the_wait():
+    from tests.support.ferretdb import free_port
+
+    port = free_port()
+    url = f"mongodb://reader:hunter2@127.0.0.1:{port}/study?serverSelectionTimeoutMS=300"
+    result = run_server("--port=0", f"--store={url}")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    (line,) = errors
+    assert f"no server answered at 127.0.0.1:{port} within 0." in line
+    assert line.endswith("s (serverSelectionTimeoutMS)")
+    assert "Topology" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "reader" not in result.stderr
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_sighup_reloads_the_tokens_file_logs_it_and_keeps_every_session(db_url, tmp_path):
+    from tests.support.auth_helpers import bearer, create
+
+    tokens_file = tmp_path / "tokens.json"
+    first = create(tokens_file, "--user", "u1")
+    with ServerProcess(
+        f"--store={db_url}",
+        *FAST_ARGS,
+        "--heartbeat-timeout=30",
+        "--heartbeat-interval=10",
+        "--auth=token",
+        f"--tokens-file={tokens_file}",
+    ) as server:
+        client = await Client.connect(server.url, "u1", "c1", headers=bearer(first))
+        await client.connected()
+        second = create(tokens_file, "--user", "u2")
+        server.signal(signal.SIGHUP)
+        await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the reload line")
+        assert (
+            f"reloaded on SIGHUP: --tokens-file {tokens_file} (2 tokens); 1 sessions kept open" in server.log
+        )
+        assert server.proc.poll() is None
+        await client.heartbeat()  # the session is still open and credited
+        other = await Client.connect(server.url, "u2", "c1", headers=bearer(second))
+        await other.connected()
+        server.signal(signal.SIGTERM)
+        for each in (client, other):
+            code, _, _ = await each.closed(timeout=10)
+            assert code == 1001
+        assert await asyncio.get_running_loop().run_in_executor(None, server.wait) == 0
+    assert {r.end_reason for r in await records(db_url)} == {"server_shutdown"}
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_every_sighup_is_a_reload_even_with_nothing_to_reload(db_url):
+    server = ServerProcess(f"--store={db_url}", *FAST_ARGS)
+    try:
+        server.start()
+        for n in range(1, 4):
+            server.signal(signal.SIGHUP)
+            await wait_for(
+                lambda n=n: server.log.count("reloaded on SIGHUP") == n, timeout=10, message="reload"
+            )
+        assert "reloaded on SIGHUP: nothing to reload for --auth=none; 0 sessions kept open" in server.log
+        assert server.terminate() == 0
+    finally:
+        server.__exit__()
+
+
+def test_help_names_the_commands_and_a_misspelt_one_gets_one_line():
+    result = run_server("--help")
+    assert "server.py report --help" in result.stdout and "server.py tokens --help" in result.stdout
+    result = run_server("reprot", "--user=u1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "server.py: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
+        " settings start with -- (see server.py --help)"
+    ]

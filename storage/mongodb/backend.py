@@ -7,14 +7,14 @@ from ..base import Store
 from ..writer import SessionWriter
 from .coordination import MongoCoordinator
 from .reports import MongoReports
-from .store import MongoStore, database_name
+from .store import MongoStore, validate_url
 
 
 class MongoBackend(Backend):
     supports_many_processes = True
 
     def __init__(self, url: str) -> None:
-        database_name(url)  # a URL without a usable database name is a start-up error
+        validate_url(url)  # a URL the store could never use is an invalid setting, found before binding
         self._url = url
 
     def store(self, *, server: bool = True) -> MongoStore:

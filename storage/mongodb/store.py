@@ -5,7 +5,8 @@ which runs on the IOLoop Tornado uses; Motor, its predecessor, is deprecated
 and ran every call through a thread pool. Only what both MongoDB 6.0+ and
 FerretDB 1.24 support is used: single-document atomic updates, unordered
 bulk writes, ``find_one_and_update``, and ``$match``/``$group``/``$sort``
-aggregations. No transactions, no change streams.
+aggregations. No transactions, no change streams. The tests run on
+FerretDB; ``docs/storage.md`` says what that does and does not cover.
 
 ``docs/storage.md`` documents every collection, field and index.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC
@@ -23,7 +26,15 @@ from datetime import UTC
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import AutoReconnect, BulkWriteError, ConfigurationError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConfigurationError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+from pymongo.uri_parser import parse_uri
 
 from tracking.session import EndReason, SessionRecord
 
@@ -70,6 +81,30 @@ def database_name(url: str) -> str:
     return name
 
 
+def validate_url(url: str) -> None:
+    """Check a ``mongodb://`` URL without connecting; :class:`StoreError` says what is wrong.
+
+    ``mongodb+srv://`` URLs are checked for their database name only: the
+    rest needs a DNS lookup, which is the store's opening, not the setting's.
+    """
+    database_name(url)
+    if not url.startswith("mongodb://"):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown options: PyMongo warns and ignores them
+            parse_uri(url)
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        # PyMongo's messages name the offending option, never the password.
+        raise StoreError(f"invalid --store: {exc}") from None
+
+
+def hosts(url: str) -> str:
+    """The ``host:port`` list of a MongoDB URL, for messages: never the user or password."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    return rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+
+
 class MongoStore(Store):
     """Study records in a MongoDB database shared by every server process."""
 
@@ -100,9 +135,18 @@ class MongoStore(Store):
             raise StoreError(f"invalid --store: {exc}") from None
         codecs = CodecOptions(tz_aware=True, tzinfo=UTC, datetime_conversion=DatetimeConversion.DATETIME_MS)
         self._db = self._client.get_database(self.database_name, codec_options=codecs)
+        started = time.monotonic()
         try:
             await self._db.command("ping")
             await self._create_indexes()
+        except ServerSelectionTimeoutError:
+            # PyMongo's message is a topology dump hundreds of characters
+            # long; what an operator needs is where and how long.
+            await self.close()
+            raise StoreError(
+                f"cannot use the MongoDB store: no server answered at {hosts(self._url)}"
+                f" within {time.monotonic() - started:.1f}s (serverSelectionTimeoutMS)"
+            ) from None
         except PyMongoError as exc:
             await self.close()
             raise StoreError(f"cannot use the MongoDB store: {_describe(exc)}") from None

@@ -301,8 +301,13 @@ async def scrape(service) -> dict[str, float]:
     """Every sample of /metrics as ``name{label="value"}`` -> value."""
     response = await AsyncHTTPClient().fetch(f"{service.http_url}/metrics")
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return parse_metrics(response.body.decode())
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Every sample of a Prometheus text exposition as ``name{label="value"}`` -> value."""
     samples = {}
-    for family in text_string_to_metric_families(response.body.decode()):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
