@@ -48,10 +48,13 @@ class FaultyStore:
                 self.save_calls += 1
                 self.saved_records += len(args[0])
                 if self.count_snapshots:
+                    # type(), not isinstance(): a dead weakref.proxy left by an
+                    # earlier test raises ReferenceError on isinstance(), which
+                    # the writer then took for a store failure.
                     alive = sum(
                         1
                         for o in gc.get_objects()
-                        if isinstance(o, SessionRecord) and o.course_id == self.count_snapshots
+                        if type(o) is SessionRecord and o.course_id == self.count_snapshots
                     )
                     self.snapshots_alive_during_save.append(alive)
             return await attr(*args, **kwargs)
