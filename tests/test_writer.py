@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import math
+import time
 
 import pytest
 
@@ -23,6 +26,8 @@ class FaultyStore:
     def __init__(self, store) -> None:
         self.store = store
         self.down = False
+        #: What a call raises while the store is down: an outage, unless a test says otherwise.
+        self.failure: Exception = StoreUnavailable("outage (test)")
         self.saved_records = 0
         self.save_calls = 0
         self.gc_enabled_during_save: list[bool] = []
@@ -42,7 +47,7 @@ class FaultyStore:
             if name == "save" and self.before_save is not None:
                 self.before_save(self.save_calls + 1)
             if self.down:
-                raise StoreUnavailable("outage (test)")
+                raise self.failure
             if name == "save":
                 self.gc_enabled_during_save.append(gc.isenabled())
                 self.save_calls += 1
@@ -275,3 +280,142 @@ async def test_a_session_corrected_while_its_final_snapshot_is_being_written_cou
     totals.append(await writer.total_seconds("u1", "c1"))
     assert totals == [40, 40]
     assert await faulty.store.total_seconds("u1", "c1") == 40
+
+
+def open_sessions(tracker, clock, writer, n, course="c1", credit=20):
+    """``n`` live sessions of ``credit`` seconds each, all changed since the last flush."""
+    sessions = [tracker.open(f"u{i}", course, clock(), session_id=f"s{i}")[0] for i in range(n)]
+    clock.advance(credit)
+    for session in sessions:
+        tracker.heartbeat(session, clock())
+        writer.changed(session)
+    return sessions
+
+
+@pytest.mark.gen_test
+async def test_a_store_bug_is_logged_with_its_traceback_and_the_credit_waits_for_a_later_flush(
+    faulty, tracker, clock, caplog
+):
+    # Not an outage: the store raised something it should not. The flush must
+    # neither crash nor drop the credit; the next flush that works writes it.
+    writer = SessionWriter(faulty)
+    checkpoints = []
+    writer.on_checkpoint = lambda sessions, seconds, ok: checkpoints.append((sessions, ok))
+    open_sessions(tracker, clock, writer, 2, credit=30)
+    faulty.failure = RuntimeError("a bug in the store (test)")
+    faulty.down = True
+    with caplog.at_level(logging.WARNING, logger="study_time.store"):
+        assert await writer.flush() is False
+        assert not writer.healthy and writer.unsaved == 2
+        faulty.down = False
+        assert await writer.flush() is True
+    assert writer.healthy and writer.unsaved == 0
+    assert checkpoints == [(2, False), (2, True)]
+    assert [r.seconds for r in await faulty.store.sessions(course_id="c1")] == [30, 30]
+    (bug,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert bug.getMessage() == "unexpected error writing 2 sessions"
+    assert isinstance(bug.exc_info[1], RuntimeError)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0].startswith("store unavailable (a bug in the store (test)): keeping credit in memory")
+    assert warnings[1].startswith("store available again after")
+    assert warnings[1].endswith("wrote 2 waiting sessions")
+
+
+@pytest.mark.gen_test
+async def test_new_connections_are_refused_once_exactly_max_unsaved_sessions_wait(
+    faulty, tracker, clock, caplog
+):
+    writer = SessionWriter(faulty, max_unsaved=3)
+    faulty.down = True
+    open_sessions(tracker, clock, writer, 2)
+    assert not await writer.flush()
+    assert not writer.full  # 2 waiting, bound 3
+    open_sessions(tracker, clock, writer, 3)  # s0..s2 again: 3 waiting now
+    with caplog.at_level(logging.ERROR, logger="study_time.store"):
+        assert not await writer.flush()
+    assert writer.full
+    (refusing,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "3 sessions are waiting to be written" in refusing
+    assert "refusing new connections until it returns" in refusing
+    faulty.down = False
+    assert await writer.flush() and not writer.full
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+@pytest.mark.gen_test
+async def test_a_sliced_checkpoint_failing_part_way_reports_failure_and_writes_only_the_rest_later(
+    faulty, tracker, clock
+):
+    writer = SessionWriter(faulty)
+    n = 2_500
+    sessions = open_sessions(tracker, clock, writer, n)
+    failed = []
+
+    def second_slice_fails_once(save_number: int) -> None:
+        faulty.down = save_number == 2 and not failed
+        if faulty.down:
+            failed.append(save_number)
+
+    faulty.before_save = second_slice_fails_once
+    assert await writer.flush() is False
+    slice_size = faulty.store.save_slice
+    assert faulty.saved_records == slice_size  # the first slice landed
+    assert writer.unsaved == n - slice_size and not writer.healthy
+    faulty.down = False
+    assert all([await writer.total_seconds(s.user_id, "c1") == 20 for s in sessions[::250]])
+    assert await writer.flush() is True
+    assert faulty.saved_records == n  # what had landed is not written again
+    assert writer.unsaved == 0 and writer.healthy
+    stored = await faulty.store.sessions(course_id="c1")
+    assert len(stored) == n and all(r.seconds == 20 for r in stored)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+@pytest.mark.parametrize("slicing", [True, False], ids=["sliced", "whole"])
+@pytest.mark.gen_test
+async def test_a_flush_cancelled_part_way_loses_nothing_and_the_next_one_writes_everything(
+    faulty, tracker, clock, slicing
+):
+    writer = SessionWriter(faulty)
+    if not slicing:
+        faulty.save_slice = None  # written in one batch, as MongoDB does
+    n = 2_500
+    open_sessions(tracker, clock, writer, n)
+    flushing = asyncio.ensure_future(writer.flush())
+    if slicing:
+        # Cancelled while the first slice is on its way to the store.
+        faulty.before_save = lambda save_number: flushing.cancel()
+    else:
+        await asyncio.sleep(0)  # the flush has taken its first slice and yielded
+        flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    faulty.before_save = None
+    assert writer.unsaved == n
+    assert await writer.flush() is True
+    assert writer.unsaved == 0
+    stored = await faulty.store.sessions(course_id="c1")
+    assert len(stored) == n and all(r.seconds == 20 for r in stored)
+
+
+@pytest.mark.gen_test
+async def test_drain_at_shutdown_keeps_retrying_through_an_outage_and_writes_when_the_store_returns(
+    faulty, tracker, clock
+):
+    writer = SessionWriter(faulty)
+    open_sessions(tracker, clock, writer, 3)
+    attempts = []
+
+    def store_returns_after_three_failures(sessions: int, seconds: float, ok: bool) -> None:
+        attempts.append(ok)
+        faulty.down = len(attempts) < 3
+
+    writer.on_checkpoint = store_returns_after_three_failures
+    faulty.down = True
+    started = time.monotonic()
+    assert await writer.drain(10.0) is True
+    # Retried after 0.05, 0.1 and 0.2 s: shutdown is not held up once the store is back.
+    assert time.monotonic() - started < 3.0
+    assert attempts == [False, False, False, True]
+    assert writer.unsaved == 0
+    assert len(await faulty.store.sessions(course_id="c1")) == 3
