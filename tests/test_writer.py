@@ -348,8 +348,12 @@ async def test_connections_are_refused_at_exactly_max_unsaved_waiting_and_it_is_
         assert writer.full  # exactly 3 waiting
         assert not await writer.flush()  # still down: said once, not at every flush
         (refusing,) = refusals()
-        assert "3 sessions are waiting to be written" in refusing
-        assert "refusing new connections until it returns" in refusing
+        match = re.fullmatch(
+            r"store unavailable for (\d+)s and 3 sessions are waiting to be written"
+            r" \(--max-unsaved-sessions\): refusing new connections until it returns",
+            refusing,
+        )
+        assert match and int(match[1]) < 60
         faulty.down = False
         assert await writer.flush() and not writer.full
         # A later outage that fills up again is reported again.
@@ -449,6 +453,14 @@ async def test_drain_at_shutdown_keeps_retrying_through_an_outage_and_writes_whe
     )
     match = re.fullmatch(r"store available again after (\d+\.\d)s: wrote 3 waiting sessions", up)
     assert match and float(match[1]) < 2.0
+
+
+@pytest.mark.gen_test
+async def test_a_flush_with_nothing_to_write_succeeds_without_touching_the_store(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    assert await writer.flush() is True
+    assert await writer.drain(5.0) is True
+    assert faulty.save_calls == 0 and writer.healthy
 
 
 @pytest.mark.gen_test
