@@ -33,7 +33,7 @@ soak: $(VENV)/.dev
 
 ## Mutation testing (opt-in, not in `make test`): mutmut mutates the counting core, the writer and the
 ## day split ([tool.mutmut] in pyproject.toml), then prints per-module scores and fails on a survivor
-## not explained in docs/mutation-survivors.md. About 15 minutes on 2 cores; see docs/testing.md.
+## not explained in docs/mutation-survivors.md. About 10 minutes on 2 cores; see docs/testing.md.
 mutation: $(VENV)/.mutation
 	rm -rf mutants
 	$(VENV)/bin/mutmut run --max-children $${MUTATION_JOBS:-2} > mutants.log 2>&1 || { tail -n 40 mutants.log; exit 1; }
