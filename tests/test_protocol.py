@@ -132,6 +132,31 @@ async def test_a_bad_or_missing_timestamp_is_refused_without_credit(start_servic
     await client.close()
 
 
+def long_iso_timestamp(length: int) -> str:
+    """A valid ISO 8601 timestamp of exactly ``length`` characters (fractional digits pad it)."""
+    head, tail = "2023-12-25T10:00:00.", "+08:00"
+    return head + "1" * (length - len(head) - len(tail)) + tail
+
+
+@pytest.mark.gen_test
+async def test_a_valid_timestamp_is_accepted_up_to_64_characters_and_refused_beyond(start_service):
+    # Python parses a valid ISO timestamp of any length (any number of
+    # fractional digits), so only the 64-character cap refuses the longer one.
+    service, clock = await fake_clock_service(start_service)
+    client = await Client.connect(service.url)
+    await client.connected()
+    clock.advance(10)
+    reply = await client.heartbeat(long_iso_timestamp(64))
+    assert (reply["status"], reply["studyTime"]) == ("success", 10)
+    clock.advance(10)
+    reply = await client.heartbeat(long_iso_timestamp(65))
+    assert (reply["status"], reply["code"], reply["studyTime"]) == ("error", "invalid_timestamp", 10)
+    await client.close()
+    (record,) = await stored(service)
+    assert record.heartbeats == 1
+    assert record.last_client_time == "2023-12-25T10:00:00.111111+08:00"
+
+
 @pytest.mark.gen_test
 async def test_too_frequent_heartbeats_are_refused_without_credit(start_service):
     service, clock = await fake_clock_service(start_service)
@@ -207,12 +232,47 @@ async def test_missing_or_invalid_ids_are_refused_with_4400(start_service, query
 
 
 @pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("courseId=c1", "userId is required"),
+        ("userId=&courseId=c1", "userId is required"),
+        ("userId=u1&courseId=", "courseId is required"),
+        ("userId=u%201&courseId=c1", "userId must be 1-128 characters of letters, digits and _ . : @ -"),
+        ("userId=u1&courseId=c1%3B", "courseId must be 1-128 characters of letters, digits and _ . : @ -"),
+    ],
+)
+async def test_the_4400_error_says_which_id_is_missing_or_invalid(start_service, query, message):
+    service = await start_service()
+    client = await Client.connect(service.url, query=query)
+    code, _, messages = await client.closed()
+    assert code == 4400
+    assert messages[0]["message"] == message
+
+
+@pytest.mark.gen_test
 async def test_every_allowed_id_character_is_accepted(start_service):
     service = await start_service()
     user = "AZaz09_.:@-" + "x" * 117
     client = await Client.connect(service.url, user, "course-1.2:3@x_y")
     await client.connected()
     await client.close()
+
+
+@pytest.mark.gen_test
+async def test_the_study_record_keeps_the_client_s_user_agent_cut_at_256_characters(start_service):
+    service = await start_service()
+    browser = "Mozilla/5.0 (X11; Linux x86_64) StudyTimeTest/1.0"
+    long_agent = "Agent/" + "x" * 300
+    for user, agent in (("u1", browser), ("u2", long_agent)):
+        client = await Client.connect(service.url, user, "c1", headers={"User-Agent": agent})
+        await client.connected()
+        await client.close()
+    (first,) = await stored(service, user="u1")
+    (second,) = await stored(service, user="u2")
+    assert first.user_agent == browser
+    assert second.user_agent == long_agent[:256]
+    assert first.remote_addr == second.remote_addr == "127.0.0.1"
 
 
 @pytest.mark.gen_test

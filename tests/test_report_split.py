@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from reports import params
 from reports.params import ParameterError
-from reports.split import DayGrid, credit_in, micros, spread_whole_seconds, whole_seconds
+from reports.split import DayGrid, credit_in, in_window, micros, spread_whole_seconds, whole_seconds
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -134,3 +134,44 @@ def test_dates_are_local_midnights_and_a_date_in_to_is_inclusive():
     assert params.window("2024-01-01T08:00:00", None, SHANGHAI).start == at("2024-01-01T08:00:00+08:00")
     assert params.output_format(None, "text/csv, */*") == "csv"
     assert params.output_format("json", "text/csv") == "json"
+
+
+def test_a_daily_breakdown_names_only_the_days_inside_the_range():
+    # A session of five Shanghai days, asked for the middle three: no zero rows
+    # for the days before `from` or from `to` on.
+    grid = DayGrid(SHANGHAI)
+    start = at("2024-03-01T12:00:00+08:00")
+    end = start + 4 * 86400
+    lo, hi = at("2024-03-02T00:00:00+08:00"), at("2024-03-05T00:00:00+08:00")
+    parts = list(grid.split(start, end, end - start, lo, hi))
+    assert parts == [
+        (date(2024, 3, 2), 86400 * 10**6),
+        (date(2024, 3, 3), 86400 * 10**6),
+        (date(2024, 3, 4), 86400 * 10**6),
+    ]
+
+
+def test_a_range_ending_at_a_midnight_leaves_out_the_day_that_starts_there():
+    grid = DayGrid(SHANGHAI)
+    start = at("2024-03-01T22:00:00+08:00")
+    midnight = at("2024-03-02T00:00:00+08:00")
+    assert list(grid.split(start, start + 4 * 3600, 4 * 3600.0, start, midnight)) == [
+        (date(2024, 3, 1), 2 * 3600 * 10**6)
+    ]
+
+
+def test_a_session_ending_exactly_at_from_is_not_counted_in_a_range_starting_there():
+    grid = DayGrid(SHANGHAI)
+    start = at("2024-03-01T23:00:00+08:00")
+    lo = at("2024-03-02T00:00:00+08:00")
+    assert not in_window(start, lo, lo, lo + 86400)
+    assert list(grid.split(start, lo, 3600.0, lo, lo + 86400)) == []
+    assert credit_in(start, lo, 3600.0, lo, lo + 86400) == 0
+    # ...while one starting exactly at `to` belongs to the next range, not this one.
+    assert not in_window(lo + 86400, lo + 90000, lo, lo + 86400)
+    assert in_window(lo, lo + 10, lo, lo + 86400)
+
+
+def test_daily_whole_seconds_go_to_the_day_that_completes_each_second():
+    assert spread_whole_seconds([999_999, 1]) == [0, 1]
+    assert spread_whole_seconds([1_000_000, 999_999, 1]) == [1, 0, 1]

@@ -277,3 +277,125 @@ def test_a_cap_of_zero_means_no_cap(clock):
         assert tracker.admits("u1", f"c{n}")
         open_session(tracker, clock, course=f"c{n}")
     assert tracker.sessions_of("u1") == 50
+
+
+def test_a_heartbeat_arriving_exactly_at_the_timeout_deadline_ends_the_session_without_credit(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(20)
+    tracker.heartbeat(session, clock())
+    clock.advance(TIMEOUT)  # exactly one timeout after the last accepted heartbeat
+    assert tracker.heartbeat(session, clock()) is Verdict.EXPIRED
+    assert session.end_reason is EndReason.TIMEOUT
+    assert session.seconds == 20
+    assert session.ended_at == session.started_at + 20 + TIMEOUT
+
+
+def test_a_heartbeat_just_before_the_timeout_deadline_is_credited_in_full(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(TIMEOUT - 0.001)
+    assert tracker.heartbeat(session, clock()) is Verdict.ACCEPTED
+    assert session.seconds == pytest.approx(TIMEOUT - 0.001)
+    assert session.is_open
+
+
+def test_the_sweep_ends_a_session_exactly_at_its_deadline(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(TIMEOUT - 0.001)
+    assert tracker.expire(clock()) == []
+    clock.advance(0.001)
+    assert tracker.expire(clock()) == [session]
+    assert session.seconds == 0
+
+
+def test_a_clean_close_exactly_at_the_timeout_deadline_earns_no_tail(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    clock.advance(TIMEOUT)
+    assert tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+    assert session.end_reason is EndReason.TIMEOUT
+    assert session.seconds == 30
+
+
+def test_a_clean_close_just_before_the_timeout_deadline_earns_the_whole_tail(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(TIMEOUT - 0.5)
+    assert tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+    assert session.end_reason is EndReason.CLIENT_CLOSED
+    assert session.seconds == TIMEOUT - 0.5
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 0.0])
+def test_a_heartbeat_timeout_that_is_not_positive_is_refused(timeout):
+    with pytest.raises(ValueError) as refused:
+        Tracker(heartbeat_timeout=timeout, min_heartbeat_interval=0)
+    assert str(refused.value) == "heartbeat_timeout must be positive"
+
+
+def test_ending_a_session_that_already_ended_says_so_and_changes_nothing(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    assert tracker.end(session, clock(), EndReason.CLIENT_CLOSED) is True
+    ended = session.record()
+    clock.advance(20)
+    assert tracker.end(session, clock(), EndReason.SERVER_SHUTDOWN) is False
+    assert session.record() == ended
+    assert tracker.credited_seconds == 30
+
+
+def test_the_credited_seconds_metric_counts_what_sessions_earned_and_nothing_capped_away(tracker, clock):
+    first, _ = open_session(tracker, clock, user="u1")
+    second, _ = open_session(tracker, clock, user="u2")
+    clock.advance(30)
+    tracker.heartbeat(first, clock())
+    tracker.heartbeat(second, clock())
+    assert tracker.credited_seconds == 60
+    clock.advance(5)
+    # Taken over elsewhere 2 s after the heartbeat: the 3 s after that never count.
+    tracker.end(first, clock(), EndReason.REPLACED, credit_until=first.started_at + 32)
+    assert first.seconds == 32
+    assert tracker.credited_seconds == 62
+
+
+def test_capping_at_or_after_the_credited_instant_changes_nothing(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    before = session.record()
+    assert tracker.cap(session, session.credited_until) is False
+    assert tracker.cap(session, session.credited_until + 10) is False
+    assert session.record() == before  # nothing to write again
+
+
+def test_capping_takes_back_even_a_fraction_of_a_second(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    assert tracker.cap(session, session.started_at + 29.5) is True
+    assert session.seconds == 29.5
+    assert tracker.cap(session, session.started_at - 10) is True  # never before the start
+    assert session.seconds == 0
+    assert session.credited_until == session.started_at
+
+
+def test_a_session_whose_opening_failed_ends_as_lost_with_no_credit(tracker, clock):
+    session, _ = open_session(tracker, clock)
+    clock.advance(5)
+    tracker.discard(session)
+    assert session.end_reason is EndReason.CONNECTION_LOST
+    assert (session.ended_at, session.seconds) == (session.started_at, 0)
+    assert tracker.get("u1", "c1") is None and len(tracker) == 0
+    clock.advance(TIMEOUT)
+    assert tracker.expire(clock()) == []  # no longer swept either
+
+
+def test_discarding_a_session_replaced_while_it_was_opening_keeps_the_replacement(tracker, clock):
+    # The opening reads the learner's total from the store; a newer connection
+    # may replace the session meanwhile, and then the store read fails.
+    opening, _ = open_session(tracker, clock, sid="opening")
+    clock.advance(1)
+    newer, replaced = open_session(tracker, clock, sid="newer")
+    assert replaced is opening
+    tracker.discard(opening)
+    assert opening.end_reason is EndReason.REPLACED
+    assert tracker.get("u1", "c1") is newer and newer.is_open

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import math
+import re
+import time
 
 import pytest
 
@@ -23,6 +27,8 @@ class FaultyStore:
     def __init__(self, store) -> None:
         self.store = store
         self.down = False
+        #: What a call raises while the store is down: an outage, unless a test says otherwise.
+        self.failure: Exception = StoreUnavailable("outage (test)")
         self.saved_records = 0
         self.save_calls = 0
         self.gc_enabled_during_save: list[bool] = []
@@ -42,7 +48,7 @@ class FaultyStore:
             if name == "save" and self.before_save is not None:
                 self.before_save(self.save_calls + 1)
             if self.down:
-                raise StoreUnavailable("outage (test)")
+                raise self.failure
             if name == "save":
                 self.gc_enabled_during_save.append(gc.isenabled())
                 self.save_calls += 1
@@ -274,3 +280,275 @@ async def test_a_session_corrected_while_its_final_snapshot_is_being_written_cou
     totals.append(await writer.total_seconds("u1", "c1"))
     assert totals == [40, 40]
     assert await faulty.store.total_seconds("u1", "c1") == 40
+
+
+def open_sessions(tracker, clock, writer, n, course="c1", credit=20):
+    """``n`` live sessions of ``credit`` seconds each, all changed since the last flush."""
+    sessions = [tracker.open(f"u{i}", course, clock(), session_id=f"{course}-s{i}")[0] for i in range(n)]
+    clock.advance(credit)
+    for session in sessions:
+        tracker.heartbeat(session, clock())
+        writer.changed(session)
+    return sessions
+
+
+@pytest.mark.gen_test
+async def test_a_store_bug_is_logged_with_its_traceback_and_the_credit_waits_for_a_later_flush(
+    faulty, tracker, clock, caplog
+):
+    # Not an outage: the store raised something it should not. The flush must
+    # neither crash nor drop the credit; the next flush that works writes it.
+    writer = SessionWriter(faulty)
+    checkpoints = []
+    durations = []
+
+    def checkpoint(sessions: int, seconds: float, ok: bool) -> None:
+        checkpoints.append((sessions, ok))
+        durations.append(seconds)
+
+    writer.on_checkpoint = checkpoint
+    open_sessions(tracker, clock, writer, 2, credit=30)
+    faulty.failure = RuntimeError("a bug in the store (test)")
+    faulty.down = True
+    with caplog.at_level(logging.WARNING, logger="study_time.store"):
+        assert await writer.flush() is False
+        assert not writer.healthy and writer.unsaved == 2
+        faulty.down = False
+        assert await writer.flush() is True
+    assert writer.healthy and writer.unsaved == 0
+    assert checkpoints == [(2, False), (2, True)]
+    assert all(0 <= seconds < 60 for seconds in durations)  # the checkpoint-duration metric
+    assert [r.seconds for r in await faulty.store.sessions(course_id="c1")] == [30, 30]
+    (bug,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert bug.getMessage() == "unexpected error writing 2 sessions"
+    assert isinstance(bug.exc_info[1], RuntimeError)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0].startswith("store unavailable (a bug in the store (test)): keeping credit in memory")
+    assert warnings[1].startswith("store available again after")
+    assert warnings[1].endswith("wrote 2 waiting sessions")
+
+
+@pytest.mark.gen_test
+async def test_connections_are_refused_at_exactly_max_unsaved_waiting_and_it_is_logged_once_per_outage(
+    faulty, tracker, clock, caplog
+):
+    writer = SessionWriter(faulty, max_unsaved=3)
+    faulty.down = True
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+    with caplog.at_level(logging.ERROR, logger="study_time.store"):
+        sessions = open_sessions(tracker, clock, writer, 2, course="a")
+        assert not await writer.flush()
+        assert not writer.full and refusals() == []  # 2 waiting, bound 3: still accepting
+        sessions += open_sessions(tracker, clock, writer, 1, course="b")
+        assert not await writer.flush()
+        assert writer.full  # exactly 3 waiting
+        assert not await writer.flush()  # still down: said once, not at every flush
+        (refusing,) = refusals()
+        match = re.fullmatch(
+            r"store unavailable for (\d+)s and 3 sessions are waiting to be written"
+            r" \(--max-unsaved-sessions\): refusing new connections until it returns",
+            refusing,
+        )
+        assert match and int(match[1]) < 60
+        faulty.down = False
+        assert await writer.flush() and not writer.full
+        # A later outage that fills up again is reported again.
+        faulty.down = True
+        clock.advance(10)
+        for session in sessions:
+            tracker.heartbeat(session, clock())
+            writer.changed(session)
+        assert not await writer.flush()
+        assert writer.full and len(refusals()) == 2
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+@pytest.mark.gen_test
+async def test_a_sliced_checkpoint_failing_part_way_reports_failure_and_writes_only_the_rest_later(
+    faulty, tracker, clock
+):
+    writer = SessionWriter(faulty)
+    n = 2_500
+    sessions = open_sessions(tracker, clock, writer, n)
+    failed = []
+
+    def second_slice_fails_once(save_number: int) -> None:
+        faulty.down = save_number == 2 and not failed
+        if faulty.down:
+            failed.append(save_number)
+
+    faulty.before_save = second_slice_fails_once
+    assert await writer.flush() is False
+    slice_size = faulty.store.save_slice
+    assert faulty.saved_records == slice_size  # the first slice landed
+    assert writer.unsaved == n - slice_size and not writer.healthy
+    faulty.down = False
+    assert all([await writer.total_seconds(s.user_id, "c1") == 20 for s in sessions[::250]])
+    assert await writer.flush() is True
+    assert faulty.saved_records == n  # what had landed is not written again
+    assert writer.unsaved == 0 and writer.healthy
+    stored = await faulty.store.sessions(course_id="c1")
+    assert len(stored) == n and all(r.seconds == 20 for r in stored)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+@pytest.mark.parametrize("slicing", [True, False], ids=["sliced", "whole"])
+@pytest.mark.gen_test
+async def test_a_flush_cancelled_part_way_loses_nothing_and_the_next_one_writes_everything(
+    faulty, tracker, clock, slicing
+):
+    writer = SessionWriter(faulty)
+    if not slicing:
+        faulty.save_slice = None  # written in one batch, as MongoDB does
+    n = 2_500
+    open_sessions(tracker, clock, writer, n)
+    flushing = asyncio.ensure_future(writer.flush())
+    if slicing:
+        # Cancelled while the first slice is on its way to the store.
+        faulty.before_save = lambda save_number: flushing.cancel()
+    else:
+        await asyncio.sleep(0)  # the flush has taken its first slice and yielded
+        flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    faulty.before_save = None
+    assert writer.unsaved == n
+    assert await writer.flush() is True
+    assert writer.unsaved == 0
+    stored = await faulty.store.sessions(course_id="c1")
+    assert len(stored) == n and all(r.seconds == 20 for r in stored)
+
+
+@pytest.mark.gen_test
+async def test_drain_at_shutdown_keeps_retrying_through_an_outage_and_writes_when_the_store_returns(
+    faulty, tracker, clock, caplog
+):
+    writer = SessionWriter(faulty)
+    open_sessions(tracker, clock, writer, 3)
+    attempts = []
+
+    def store_returns_after_three_failures(sessions: int, seconds: float, ok: bool) -> None:
+        attempts.append((sessions, ok))
+        faulty.down = len(attempts) < 3
+
+    writer.on_checkpoint = store_returns_after_three_failures
+    faulty.down = True
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="study_time.store"):
+        assert await writer.drain(10.0) is True
+    # Retried after 0.05, 0.1 and 0.2 s: shutdown is not held up once the store is back.
+    assert time.monotonic() - started < 2.0
+    assert attempts == [(3, False), (3, False), (3, False), (3, True)]
+    assert writer.unsaved == 0
+    assert len(await faulty.store.sessions(course_id="c1")) == 3
+    # The operator is told once when the outage starts and once when it ends, with its length.
+    down, up = [r.getMessage() for r in caplog.records]
+    assert (
+        down
+        == "store unavailable (outage (test)): keeping credit in memory, 3 sessions waiting to be written"
+    )
+    match = re.fullmatch(r"store available again after (\d+\.\d)s: wrote 3 waiting sessions", up)
+    assert match and float(match[1]) < 2.0
+
+
+@pytest.mark.gen_test
+async def test_a_flush_with_nothing_to_write_succeeds_without_touching_the_store(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    assert await writer.flush() is True
+    assert await writer.drain(5.0) is True
+    assert faulty.save_calls == 0 and writer.healthy
+
+
+@pytest.mark.gen_test
+async def test_drain_gives_up_within_its_timeout_while_the_store_stays_down(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    open_sessions(tracker, clock, writer, 1)
+    faulty.down = True
+    started = time.monotonic()
+    assert await writer.drain(0.3) is False
+    # It stops retrying before the timeout would be overrun (the last wait would pass it).
+    assert time.monotonic() - started < 1.0
+    assert writer.unsaved == 1
+
+
+@pytest.mark.gen_test
+async def test_drain_also_writes_a_session_that_ends_while_it_is_flushing(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    first, second = open_sessions(tracker, clock, writer, 2)
+    tracker.end(first, clock(), EndReason.SERVER_SHUTDOWN)
+    writer.ended(first)
+
+    def second_ends_during_the_write(save_number: int) -> None:
+        if save_number == 1:
+            tracker.end(second, clock(), EndReason.SERVER_SHUTDOWN)
+            writer.ended(second)
+
+    faulty.before_save = second_ends_during_the_write
+    assert await writer.drain(5.0) is True
+    assert writer.unsaved == 0
+    stored = {r.session_id: r.end_reason for r in await faulty.store.sessions(course_id="c1")}
+    assert stored == {first.session_id: "server_shutdown", second.session_id: "server_shutdown"}
+
+
+@pytest.mark.gen_test
+async def test_a_session_ending_while_another_of_the_same_learner_is_written_stays_in_their_total(
+    faulty, tracker, clock
+):
+    # The learner's first session is being written when their next one ends:
+    # the total read before the next flush must include both.
+    writer = SessionWriter(faulty)
+    (first,) = open_sessions(tracker, clock, writer, 1, credit=30)
+    tracker.end(first, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(first)
+
+    def next_session_ends_during_the_write(save_number: int) -> None:
+        if save_number == 1:
+            second, _ = tracker.open("u0", "c1", clock(), session_id="second")
+            clock.advance(15)
+            tracker.end(second, clock(), EndReason.CLIENT_CLOSED)
+            writer.ended(second)
+
+    faulty.before_save = next_session_ends_during_the_write
+    assert await writer.flush()
+    faulty.before_save = None
+    assert not writer.is_saved("second")
+    assert await writer.total_seconds("u0", "c1") == 45
+    assert await writer.flush()
+    assert await writer.total_seconds("u0", "c1") == 45
+
+
+@pytest.mark.gen_test
+async def test_a_session_is_saved_only_once_nothing_of_it_waits_to_be_written(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    session, _ = tracker.open("u1", "c1", clock(), session_id="a")
+    assert writer.is_saved("a")  # nothing asked of the writer yet
+    writer.changed(session)
+    assert not writer.is_saved("a")
+    assert await writer.flush() and writer.is_saved("a")
+    clock.advance(20)
+    tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(session)
+    assert not writer.is_saved("a")
+    faulty.down = True
+    assert not await writer.flush()
+    assert not writer.is_saved("a")
+    faulty.down = False
+    assert await writer.flush() and writer.is_saved("a")
+
+
+@pytest.mark.gen_test
+async def test_the_writer_forgets_ended_sessions_once_they_are_written(faulty, tracker, clock):
+    # Memory stays as small as the live set: nothing is kept of a session
+    # whose final snapshot is in the store.
+    writer = SessionWriter(faulty)
+    sessions = open_sessions(tracker, clock, writer, 10)
+    assert await writer.flush()
+    for session in sessions[:7]:
+        tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+        writer.ended(session)
+    assert await writer.flush()
+    assert set(writer._durable) == {s.session_id for s in sessions[7:]}
+    assert (writer._pending, writer._pending_by_key, writer._dirty) == ({}, {}, {})
