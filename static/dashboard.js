@@ -224,6 +224,7 @@ export class Dashboards {
     if (!this.visible) return;
     const generation = ++this.generation;
     const current = () => generation === this.generation;
+    this.o.root.dataset.busy = "1"; // until the newest refresh has drawn (the tests wait for it)
     const text = this.t();
     const blocked = this.o.reach();
     if (blocked) return this.setState(blocked.state, blocked.words);
@@ -250,7 +251,10 @@ export class Dashboards {
     } catch (error) {
       if (current()) this.failed(error);
     } finally {
-      if (current()) this.schedule();
+      if (current()) {
+        this.o.root.dataset.busy = "0";
+        this.schedule();
+      }
     }
   }
 

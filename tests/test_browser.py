@@ -371,12 +371,20 @@ def test_the_reports_view_shows_my_courses_and_the_leaderboard(browser, serve):
             page.click("#disconnect")
         alice = pages[0]
         alice.click("#tab-reports")
-        alice.wait_for_function("document.getElementById('reports-state').dataset.state === 'ok'")
-        courses = alice.locator("#courses tbody tr").all_text_contents()
-        assert any("algebra" in row for row in courses), courses
-        board = alice.locator("#leaderboard tbody tr")
+        # No sign-in (--auth=none): the course of the Live tab with both learners first ...
+        alice.wait_for_function("document.getElementById('view-reports').dataset.busy === '0'")
+        assert alice.get_attribute("#reports-state", "data-state") == "ok"
+        board = alice.locator("#course-learners tbody tr")
         assert board.count() == 2
-        assert {alice.locator("#leaderboard tbody tr.me td").nth(1).text_content()} == {"alice"}
+        assert sorted(alice.locator("#course-learners tbody td:first-child").all_text_contents()) == [
+            "alice",
+            "bob",
+        ]
+        # ... and the Live tab's learner's own study.
+        alice.click("#dash-view-learner")
+        alice.wait_for_function("document.getElementById('view-reports').dataset.busy === '0'")
+        courses = alice.locator("#learner-courses tbody tr").all_text_contents()
+        assert any("algebra" in row for row in courses), courses
     finally:
         ctx.close()
 

@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -93,7 +94,9 @@ def seed(db_path: str, now: float | None = None) -> list[SessionRecord]:
         finally:
             await store.close()
 
-    asyncio.run(write())
+    # In a thread of its own: the caller may be running an event loop (pytest's, Playwright's).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(write())).result()
     return made
 
 
