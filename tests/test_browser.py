@@ -401,7 +401,7 @@ def test_the_demo_page_works_under_its_own_policy_and_connects_to_no_other_serve
         wait_attached(page, "#status[data-status='connected']")
         page.click("#tab-reports")
         wait_attached(page, "#reports-state[data-state='ok']")
-        assert page.locator("#courses tbody tr").count() == 1
+        assert page.locator("#course-learners tbody tr").count() == 1
         assert not [line for line in console if "Content Security Policy" in line], console
         # Another server's address, typed in (or given as ?server=): the browser refuses the socket.
         page.click("#tab-live")
@@ -468,7 +468,11 @@ def assert_blocked_and_stopped(page, own: str, other: str) -> None:
     page.click("#lang")
     assert page.text_content("#reason-text") == "被本页面的安全策略阻止"
     assert page.text_content("#cross-host-text") == BLOCKED_ZH.format(own=own, other=other)
-    assert len(log_lines(page, r"^connecting to")) == 1
+    # The log is in the page's language too (issue 13), the same single attempt.
+    assert len(log_lines(page, r"^正在连接 ")) == 1
+    assert log_lines(page, r"^connecting to|reconnecting") == []
+    blocked_zh = f"被本页面的内容安全策略（connect-src）阻止：{other}"  # noqa: RUF001 (Chinese punctuation)
+    assert log_lines(page, r"^被本页面的内容安全策略") == [blocked_zh]
     assert_no_page_errors(page)
 
 
