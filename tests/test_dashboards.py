@@ -348,12 +348,18 @@ def test_an_open_session_is_shown_open_with_the_time_of_the_figure(browser, tmp_
             while "open" not in page.inner_text("#learner-courses") and time.monotonic() < deadline:
                 page.click("#refresh")
                 settle(page)
-            as_of = page.get_attribute("#dash-asof", "data-asof")
-            clock = as_of[11:19]  # the server's instant in the browser's zone (both Asia/Shanghai)
-            assert page.text_content("#dash-asof") == f"as of {clock}"
-            assert f"open, as of {clock}" in page.inner_text("#learner-courses")
             pick_today(page)
-            assert f"open, as of {clock}" in page.inner_text("#learner-sessions")
+            # Read at once: the view refreshes itself meanwhile.
+            as_of, shown, courses, sessions = page.evaluate(
+                """() => [document.getElementById("dash-asof").dataset.asof,
+                          document.getElementById("dash-asof").textContent,
+                          document.getElementById("learner-courses").innerText,
+                          document.getElementById("learner-sessions").innerText]"""
+            )
+            clock = as_of[11:19]  # the server's instant in the browser's zone (both Asia/Shanghai)
+            assert shown == f"as of {clock}"
+            assert f"open, as of {clock}" in courses
+            assert f"open, as of {clock}" in sessions
             assert page.locator("#learner-sessions tbody td").last.text_content() == "open"
             assert page.errors == []
         finally:
