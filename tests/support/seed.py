@@ -74,7 +74,8 @@ def records(now: float | None = None) -> list[SessionRecord]:
                 found.append(
                     session(user, course, start.timestamp(), seconds, reason=rng.choice(END_REASONS))
                 )
-    # Today: learner01 studied this morning and is studying now (open, its last checkpoint 2 minutes ago).
+    # Today: learner01 studied this morning, and a session left open (a server starting on the store
+    # closes it as server_lost, keeping its last checkpoint: open sessions in tests come from live sockets).
     morning = today.replace(hour=7).timestamp()
     if morning + 1800 < now - 600:
         found.append(session(LEARNERS[0], COURSE, morning, 1500.5))
