@@ -101,7 +101,9 @@ export function formatDuration(totalSeconds) {
  * - `status`    (onStatus)    {status, previous, close, retry}
  * - `studytime` (onStudyTime) {studyTime, displayTime, source}
  * - `tick`      (onTick)      {displayTime} once a second while counting
- * - `log`       (onLog)       {time, direction: "in"|"out"|"info", text, message}
+ * - `log`       (onLog)       {time, direction: "in"|"out"|"info", text, message, event}
+ *   (`text` is English; `event` {name, ...values} lets a page word the
+ *   client's own lines in its language, `message` the server's)
  */
 export class StudyTimeClient extends EventTarget {
   constructor(options) {
@@ -182,7 +184,7 @@ export class StudyTimeClient extends EventTarget {
     if (this.options.token) params.set("token", this.options.token);
     const url = `${this.url}${this.url.includes("?") ? "&" : "?"}${params}`;
     this._setStatus(Status.CONNECTING);
-    this._log("info", `connecting to ${this.url}`);
+    this._log("info", `connecting to ${this.url}`, null, { name: "connecting", url: this.url });
     let ws;
     try {
       ws = new this.options.WebSocket(url);
@@ -196,7 +198,7 @@ export class StudyTimeClient extends EventTarget {
     this._closingBecause = null;
     this._pendingError = null;
     this._setTimer("connect", this.options.connectTimeout, () => {
-      this._log("info", "no answer from the server in time");
+      this._log("info", "no answer from the server in time", null, { name: "noAnswer" });
       this._closeSocket("connect_timeout");
     });
     ws.onmessage = (event) => this._received(ws, event.data);
@@ -256,7 +258,12 @@ export class StudyTimeClient extends EventTarget {
       error: this._pendingError,
       byClient: Boolean(byClient),
     };
-    this._log("info", `closed ${event.code}${event.reason ? ` (${event.reason})` : ""}`);
+    this._log("info", `closed ${event.code}${event.reason ? ` (${event.reason})` : ""}`, null, {
+      name: "closed",
+      code: event.code,
+      reason: event.reason || "",
+      kind: close.kind,
+    });
     if (byClient === "stopped" || byClient === "page_hidden" || byClient === "page_unloaded") {
       // We closed on purpose; stop() / _pause() set the status.
       this.lastClose = { ...close, willReconnect: false };
@@ -292,7 +299,11 @@ export class StudyTimeClient extends EventTarget {
     const delay = Math.round(ceiling * (0.5 + Math.random() * 0.5));
     this._attempt += 1;
     this.retry = { attempt: this._attempt, delay, at: Date.now() + delay };
-    this._log("info", `reconnecting in ${(delay / 1000).toFixed(1)}s (attempt ${this._attempt})`);
+    this._log("info", `reconnecting in ${(delay / 1000).toFixed(1)}s (attempt ${this._attempt})`, null, {
+      name: "reconnecting",
+      delay,
+      attempt: this._attempt,
+    });
     this._setTimer("retry", delay, () => this._connect());
     this._setStatus(Status.RECONNECTING);
   }
@@ -320,7 +331,7 @@ export class StudyTimeClient extends EventTarget {
       this._finish({ code: null, reason: "", kind: "connection_lost", error: null, byClient: true }, true);
       return;
     }
-    this._log("out", `close 1000 (${why})`);
+    this._log("out", `close 1000 (${why})`, null, { name: "closing", why });
     // A close frame (1000) ends the session cleanly, so the server credits
     // the time since the last heartbeat.
     ws.close(CloseCode.NORMAL, why);
@@ -343,7 +354,7 @@ export class StudyTimeClient extends EventTarget {
     // No word from the server for a whole timeout: the connection is dead
     // without having closed (a half-open TCP connection). Start again.
     if (now - this._lastHeardAt > (this.heartbeatInterval + this.heartbeatTimeout) * 1000) {
-      this._log("info", "the server stopped answering");
+      this._log("info", "the server stopped answering", null, { name: "stoppedAnswering" });
       ws.onclose = null;
       ws.onmessage = null;
       this._ws = null;
@@ -466,13 +477,17 @@ export class StudyTimeClient extends EventTarget {
     this.retry = null;
     this._stopCounting();
     // Only the host is logged: the blocked URL carries the query, token included.
-    this._log("info", `blocked by this page's Content-Security-Policy (connect-src): ${new URL(this.url).host}`);
+    const host = new URL(this.url).host;
+    this._log("info", `blocked by this page's Content-Security-Policy (connect-src): ${host}`, null, {
+      name: "blocked",
+      host,
+    });
     this._finish({ code: null, reason: "connect-src", kind: "blocked", error: null, byClient: true }, false);
   }
 
   _networkBack() {
     if (this.status === Status.RECONNECTING) {
-      this._log("info", "network is back");
+      this._log("info", "network is back", null, { name: "networkBack" });
       this._connect();
     }
   }
@@ -507,8 +522,8 @@ export class StudyTimeClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  _log(direction, text, message = null) {
-    this._emit("log", { time: new Date(), direction, text, message });
+  _log(direction, text, message = null, event = null) {
+    this._emit("log", { time: new Date(), direction, text, message, event });
   }
 
   _setTimer(name, ms, fn) {

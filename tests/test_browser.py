@@ -371,12 +371,20 @@ def test_the_reports_view_shows_my_courses_and_the_leaderboard(browser, serve):
             page.click("#disconnect")
         alice = pages[0]
         alice.click("#tab-reports")
-        alice.wait_for_function("document.getElementById('reports-state').dataset.state === 'ok'")
-        courses = alice.locator("#courses tbody tr").all_text_contents()
-        assert any("algebra" in row for row in courses), courses
-        board = alice.locator("#leaderboard tbody tr")
+        # No sign-in (--auth=none): the course of the Live tab with both learners first ...
+        alice.wait_for_function("document.getElementById('view-reports').dataset.busy === '0'")
+        assert alice.get_attribute("#reports-state", "data-state") == "ok"
+        board = alice.locator("#course-learners tbody tr")
         assert board.count() == 2
-        assert {alice.locator("#leaderboard tbody tr.me td").nth(1).text_content()} == {"alice"}
+        assert sorted(alice.locator("#course-learners tbody td:first-child").all_text_contents()) == [
+            "alice",
+            "bob",
+        ]
+        # ... and the Live tab's learner's own study.
+        alice.click("#dash-view-learner")
+        alice.wait_for_function("document.getElementById('view-reports').dataset.busy === '0'")
+        courses = alice.locator("#learner-courses tbody tr").all_text_contents()
+        assert any("algebra" in row for row in courses), courses
     finally:
         ctx.close()
 
@@ -393,7 +401,7 @@ def test_the_demo_page_works_under_its_own_policy_and_connects_to_no_other_serve
         wait_attached(page, "#status[data-status='connected']")
         page.click("#tab-reports")
         wait_attached(page, "#reports-state[data-state='ok']")
-        assert page.locator("#courses tbody tr").count() == 1
+        assert page.locator("#course-learners tbody tr").count() == 1
         assert not [line for line in console if "Content Security Policy" in line], console
         # Another server's address, typed in (or given as ?server=): the browser refuses the socket.
         page.click("#tab-live")
@@ -460,7 +468,11 @@ def assert_blocked_and_stopped(page, own: str, other: str) -> None:
     page.click("#lang")
     assert page.text_content("#reason-text") == "被本页面的安全策略阻止"
     assert page.text_content("#cross-host-text") == BLOCKED_ZH.format(own=own, other=other)
-    assert len(log_lines(page, r"^connecting to")) == 1
+    # The log is in the page's language too (issue 13), the same single attempt.
+    assert len(log_lines(page, r"^正在连接 ")) == 1
+    assert log_lines(page, r"^connecting to|reconnecting") == []
+    blocked_zh = f"被本页面的内容安全策略（connect-src）阻止：{other}"  # noqa: RUF001 (Chinese punctuation)
+    assert log_lines(page, r"^被本页面的内容安全策略") == [blocked_zh]
     assert_no_page_errors(page)
 
 

@@ -1,0 +1,107 @@
+"""A school's worth of study records for the dashboard tests and screenshots.
+
+``seed(db_path)`` writes, straight into a SQLite store, a course of 30
+learners studying over the last 60 days (some sessions crossing midnight in
+Asia/Shanghai, one still open), a second course some of them also take and a
+third with a few learners, the same records every time for a given ``now``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from storage.backends import backend_for
+from tracking.session import SessionRecord
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+COURSE = "algebra-101"
+OTHER = "physics-201"
+THIRD = "chem-110"
+LEARNERS = [f"learner{n:02d}" for n in range(1, 31)]
+DAYS = 60
+END_REASONS = ["client_closed"] * 6 + ["connection_lost", "timeout", "replaced"]
+
+
+def session(
+    user: str, course: str, start: float, seconds: float, *, ended: bool = True, reason: str = "client_closed"
+):
+    return SessionRecord(
+        session_id=uuid.uuid4().hex,
+        user_id=user,
+        course_id=course,
+        started_at=start,
+        credited_until=start + seconds,
+        seconds=seconds,
+        heartbeats=max(1, int(seconds // 30)),
+        rev=3,
+        ended_at=start + seconds + 1 if ended else None,
+        end_reason=reason if ended else None,
+        remote_addr="127.0.0.1",
+        user_agent="seed",
+        last_client_time=None,
+    )
+
+
+def records(now: float | None = None) -> list[SessionRecord]:
+    """The records: ``now`` (default the current time) is the end of the 60 days."""
+    now = time.time() if now is None else now
+    rng = random.Random(13)
+    today = datetime.fromtimestamp(now, SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
+    found: list[SessionRecord] = []
+    for i, user in enumerate(LEARNERS):
+        keen = 0.25 + 0.7 * (len(LEARNERS) - i) / len(LEARNERS)  # learner01 studies most
+        courses = (
+            [(COURSE, 1.0)] + ([(OTHER, 0.5)] if i % 3 == 0 else []) + ([(THIRD, 0.3)] if i % 7 == 0 else [])
+        )
+        for back in range(DAYS, 0, -1):
+            day = today - timedelta(days=back)
+            for course, share in courses:
+                if rng.random() > keen * share:
+                    continue
+                if rng.random() < 0.15:
+                    start = day.replace(hour=23, minute=rng.randrange(0, 50))  # across midnight
+                else:
+                    start = day.replace(
+                        hour=rng.choice([8, 10, 14, 16, 19, 20, 21]), minute=rng.randrange(60)
+                    )
+                seconds = rng.randrange(10, 90) * 60 + rng.random()
+                found.append(
+                    session(user, course, start.timestamp(), seconds, reason=rng.choice(END_REASONS))
+                )
+    # Today: learner01 studied this morning, and a session left open (a server starting on the store
+    # closes it as server_lost, keeping its last checkpoint: open sessions in tests come from live sockets).
+    morning = today.replace(hour=7).timestamp()
+    if morning + 1800 < now - 600:
+        found.append(session(LEARNERS[0], COURSE, morning, 1500.5))
+    found.append(session(LEARNERS[0], COURSE, now - 1200, 1080.0, ended=False))
+    return [r for r in found if r.credited_until <= now]
+
+
+def seed(db_path: str, now: float | None = None) -> list[SessionRecord]:
+    """Write :func:`records` into the SQLite store at ``db_path``; return them."""
+    made = records(now)
+
+    async def write() -> None:
+        store = backend_for(f"sqlite:///{db_path}").store()
+        await store.open()
+        try:
+            await store.save(made)
+        finally:
+            await store.close()
+
+    # In a thread of its own: the caller may be running an event loop (pytest's, Playwright's).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(write())).result()
+    return made
+
+
+if __name__ == "__main__":  # python -m tests.support.seed PATH: a database to try the dashboards on
+    import sys
+
+    print(len(seed(sys.argv[1])), "records")
