@@ -17,7 +17,6 @@ See docs/reports.md.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
@@ -29,7 +28,7 @@ from tornado.web import HTTPError, RequestHandler
 from auth import AuthError, Identity, auth_request
 from auth.access import may_list_courses, may_read, visible
 from auth.base import ADMIN, TEACHER
-from reports import params, rows
+from reports import params, responses, rows
 from reports.params import ParameterError, Window
 from reports.source import Scope
 from service import Service, StoreUnavailable
@@ -148,18 +147,6 @@ class ReportHandler(ServiceHandlerMixin, RequestHandler):
             return None, offset
         return limit, offset
 
-    def page_fields(self, end: int, total: int) -> dict:
-        """``limit``, ``offset``, ``total`` and ``next`` of a page of a ranked list that ends at ``end``."""
-        return {
-            "limit": self.limit,
-            "offset": self.offset,
-            "total": total,
-            "next": end if end < total else None,
-        }
-
-    def range_fields(self) -> dict:
-        return {"from": rows.iso(self.window.start, self.tz), "to": rows.iso(self.window.end, self.tz)}
-
     # Errors: one type, rendered in one place.
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
@@ -205,13 +192,14 @@ class ReportHandler(ServiceHandlerMixin, RequestHandler):
     # Output.
 
     def send_report(self, body: dict) -> None:
-        """A JSON report: ``body`` with ``asOf``, the server time its figures were read."""
-        self.send_json({**body, "asOf": rows.iso(self.as_of, self.tz)})
+        """A JSON report: ``body`` (from :mod:`reports.responses`) with ``asOf``, the server time its
+        figures were read."""
+        self.send_json(responses.with_as_of(body, self.as_of, self.tz))
 
     def send_json(self, body: dict) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body, separators=(",", ":")))
+        self.finish(responses.json_text(body))
 
     async def send_csv(self, name: str, columns: Iterable[str], batches: AsyncIterator[list[dict]]) -> None:
         """A CSV download: the header line, then each batch of rows flushed to the client as it comes."""
@@ -255,7 +243,7 @@ class LearnerCoursesHandler(ReportHandler):
         if self.fmt == "csv":
             await self.send_csv(f"learner-{user_id}-courses", rows.LEARNER_COURSES, chunks(found))
             return
-        self.send_report({"userId": user_id, **self.range_fields(), "courses": found})
+        self.send_report(responses.learner_courses(user_id, self.window, self.tz, found))
 
 
 class CourseLearnersHandler(ReportHandler):
@@ -272,17 +260,11 @@ class CourseLearnersHandler(ReportHandler):
         limit, offset = self.limit, self.offset
         board, total = await self.service.reports.course_learners(course_id, self.window, limit, offset)
         found = [rows.course_learner(offset + i + 1, course_id, t, self.tz) for i, t in enumerate(board)]
-        end = offset + len(board)
         if self.fmt == "csv":
             await self.send_csv(f"course-{course_id}-learners", rows.COURSE_LEARNERS, chunks(found))
             return
         self.send_report(
-            {
-                "courseId": course_id,
-                **self.range_fields(),
-                "learners": found,
-                **self.page_fields(end, total),
-            }
+            responses.course_learners(course_id, self.window, self.tz, found, limit, offset, total)
         )
 
 
@@ -295,18 +277,7 @@ class DailyHandler(ReportHandler):
         if self.fmt == "csv":
             await self.send_csv("daily", rows.DAILY, chunks(found))
             return
-        total = sum(d.micros for d in days)
-        self.send_report(
-            {
-                "userId": self.scope.user_id,
-                "courseId": self.scope.course_id,
-                "tz": self.tz.key,
-                **self.range_fields(),
-                "seconds": sum(d.seconds for d in days),
-                "secondsExact": total / 1_000_000,
-                "days": found,
-            }
-        )
+        self.send_report(responses.daily(self.scope, self.window, self.tz, days, found))
 
 
 class SessionsHandler(ReportHandler):
@@ -333,17 +304,7 @@ class SessionsHandler(ReportHandler):
         if self.fmt == "csv":
             await self.send_csv("sessions", rows.SESSIONS, chunks(page))
             return
-        self.send_report(
-            {
-                "userId": scope.user_id,
-                "courseId": scope.course_id,
-                **self.range_fields(),
-                "sessions": page,
-                "limit": limit,
-                "offset": offset,
-                "next": offset + limit if len(found) > limit else None,
-            }
-        )
+        self.send_report(responses.sessions(scope, window, tz, page, limit, offset, len(found) > limit))
 
 
 class WhoAmIHandler(ReportHandler):
@@ -392,15 +353,7 @@ class CoursesHandler(ReportHandler):
         if self.fmt == "csv":
             await self.send_csv("courses", rows.COURSES, chunks(found))
             return
-        end = offset + len(page)
-        self.send_report(
-            {
-                **self.range_fields(),
-                "tz": self.tz.key,
-                "courses": found,
-                **self.page_fields(end, total),
-            }
-        )
+        self.send_report(responses.courses(self.window, self.tz, found, limit, offset, total))
 
 
 class CourseDailyLearnersHandler(ReportHandler):
@@ -423,16 +376,9 @@ class CourseDailyLearnersHandler(ReportHandler):
             found = [r for learner in page for r in rows.learner_day_rows(learner, dates)]
             await self.send_csv(f"course-{course_id}-daily-learners", rows.DAILY_LEARNERS, chunks(found))
             return
-        end = offset + len(page)
+        learners = [rows.learner_days(r) for r in page]
         self.send_report(
-            {
-                "courseId": course_id,
-                "tz": self.tz.key,
-                **self.range_fields(),
-                "dates": [d.isoformat() for d in dates],
-                "learners": [rows.learner_days(r) for r in page],
-                **self.page_fields(end, total),
-            }
+            responses.daily_learners(course_id, self.window, self.tz, dates, learners, limit, offset, total)
         )
 
 

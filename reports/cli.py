@@ -3,8 +3,15 @@
 It reads the configured store (``--store`` or ``STUDY_TIME_STORE``, like the
 server) through a read-only report connection, so it works while a server is
 running on the same SQLite file. Every server setting is accepted (only
-``--store`` and ``--report-timezone`` matter here). Output is an aligned
-table or CSV with a header row; the rows are those of the HTTP endpoints.
+``--store`` and ``--report-timezone`` matter here).
+
+``--format=table`` (the default) is for people: durations such as
+``2h 03m 10s``, times to the second, aligned columns. ``--format=csv`` and
+``--format=json`` are for scripts: exactly what the HTTP endpoint answers for
+the same request (the same rows, :mod:`reports.responses` bodies, JSON paged
+like the endpoint). A progress line (sessions read, rows so far) goes to
+stderr while sessions stream when stderr is a terminal or with
+``--progress``; never otherwise, so pipes and scripts see nothing extra.
 
     python server.py report learner USER_ID [--from=...] [--to=...]
     python server.py report course COURSE_ID [--limit=N] [--offset=N]
@@ -18,19 +25,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from datetime import datetime
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 import settings as settings_module
 from settings import SettingsError
 from storage.backends import backend_for
 from storage.base import StoreError, StoreUnavailable
+from tracking.session import SessionRecord
 
-from . import params, rows
-from .params import ParameterError
+from . import params, responses, rows
+from .params import ParameterError, Window
 from .service import Reports
-from .source import Scope
+from .source import GroupBy, GroupSum, ReportSource, Scope, Span
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", dest="end", metavar="TIME", help="ISO 8601 date (inclusive) or time (exclusive)"
     )
     common.add_argument("--tz", help="IANA time zone for days and times (default --report-timezone)")
-    common.add_argument("--format", choices=("table", "csv"), default="table")
+    common.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (default): for people; csv, json: what the HTTP endpoint answers",
+    )
+    common.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a progress line on stderr while sessions are read (default: when stderr is a terminal)",
+    )
     learner = kinds.add_parser("learner", parents=[common], help="a learner's total per course")
     learner.add_argument("user_id", metavar="USER_ID")
     course = kinds.add_parser("course", parents=[common], help="a course's leaderboard")
@@ -58,51 +81,78 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--user", dest="user_id", metavar="USER_ID")
         sub.add_argument("--course", dest="course_id", metavar="COURSE_ID")
         if name == "sessions":
-            sub.add_argument("--limit", help="at most this many sessions (default all)")
+            sub.add_argument(
+                "--limit", help="at most this many sessions (default all; json: 100, as the endpoint)"
+            )
             sub.add_argument("--offset", help="skip this many sessions first")
     return parser
 
 
-def main(argv: Sequence[str], out: TextIO | None = None) -> int:
+def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     parser = build_parser()
     args, rest = parser.parse_known_args(list(argv))
     try:
         settings = settings_module.load(rest)
     except SettingsError as exc:
-        print(f"server.py report: error: {exc}", file=sys.stderr)
+        print(f"server.py report: error: {exc}", file=err)
         return 2
+    # Progress only where a person watches (a terminal), or when asked: a pipe stays clean.
+    wanted = err.isatty() if args.progress is None else args.progress
+    progress = Progress(err) if wanted else None
     try:
-        return asyncio.run(run(args, settings.store, settings.report_timezone, out))
+        return asyncio.run(run(args, settings.store, settings.report_timezone, out, progress))
     except ParameterError as exc:
         option = {"from": "--from", "to": "--to", "userId": "--user", "courseId": "--course"}
         print(
             f"server.py report: error: {option.get(exc.parameter, '--' + exc.parameter)}: {exc.message}",
-            file=sys.stderr,
+            file=err,
         )
         return 2
     except (StoreError, StoreUnavailable) as exc:
-        print(f"server.py report: error: cannot read the store: {exc}", file=sys.stderr)
+        print(f"server.py report: error: cannot read the store: {exc}", file=err)
         return 1
+    finally:
+        if progress is not None:
+            progress.done()
 
 
-async def run(args: argparse.Namespace, store_url: str, default_tz: str, out: TextIO) -> int:
+async def run(
+    args: argparse.Namespace, store_url: str, default_tz: str, out: TextIO, progress: Progress | None = None
+) -> int:
     tz = params.timezone(args.tz or default_tz)
     window = params.window(args.start, args.end, tz)
-    reports = Reports(backend_for(store_url).report_source())
+    fmt = args.format
+    # JSON is paged as the endpoint pages it (limit 1-1000, default 100), so that it is the
+    # endpoint's body; a table or CSV without --limit is the whole list, as the endpoint's CSV is.
+    limit, offset = (None, 0)
+    if args.kind in ("course", "sessions"):
+        limit, offset = params.page(args.limit, args.offset) if fmt == "json" else cli_page(args)
+    source = backend_for(store_url).report_source()
+    reports = Reports(source if progress is None else Counted(source, progress))
+    as_of = time.time()  # taken before any figure is read, as the endpoint's asOf
+    body: dict | None = None
     try:
         if args.kind == "learner":
             user_id = params.identifier(args.user_id, "userId")
+            assert user_id is not None
             found = [
                 rows.learner_course(user_id, t, tz) for t in await reports.learner_courses(user_id, window)
             ]
-            await emit(out, args.format, rows.LEARNER_COURSES, listed(found))
+            if fmt == "json":
+                body = responses.learner_courses(user_id, window, tz, found)
+            else:
+                await emit(out, fmt, rows.LEARNER_COURSES, listed(found), progress)
         elif args.kind == "course":
             course_id = params.identifier(args.course_id, "courseId")
-            limit, offset = cli_page(args)
-            board, _ = await reports.course_learners(course_id, window, limit, offset)
+            assert course_id is not None
+            board, total = await reports.course_learners(course_id, window, limit, offset)
             found = [rows.course_learner(offset + i + 1, course_id, t, tz) for i, t in enumerate(board)]
-            await emit(out, args.format, rows.COURSE_LEARNERS, listed(found))
+            if fmt == "json":
+                body = responses.course_learners(course_id, window, tz, found, limit, offset, total)
+            else:
+                await emit(out, fmt, rows.COURSE_LEARNERS, listed(found), progress)
         else:
             scope = Scope(
                 params.identifier(args.user_id, "userId", required=False),
@@ -112,23 +162,45 @@ async def run(args: argparse.Namespace, store_url: str, default_tz: str, out: Te
                 raise ParameterError("userId", "give --user, --course or both")
             if args.kind == "daily":
                 days = await reports.daily(scope, window, tz)
-                await emit(out, args.format, rows.DAILY, listed([rows.day(d) for d in days]))
+                found = [rows.day(d) for d in days]
+                if fmt == "json":
+                    body = responses.daily(scope, window, tz, days, found)
+                else:
+                    await emit(out, fmt, rows.DAILY, listed(found), progress)
+            elif fmt == "json":
+                assert limit is not None
+                # One more than asked says whether there is a next page, as the endpoint does.
+                records = await reports.sessions(scope, window, limit + 1, offset)
+                page = [rows.session(r, tz) for r in records[:limit]]
+                body = responses.sessions(scope, window, tz, page, limit, offset, len(records) > limit)
             else:
-                limit, offset = cli_page(args)
-
-                async def sessions() -> AsyncIterator[list[dict]]:
-                    left = limit
-                    async for batch in reports.session_batches(scope, window, offset):
-                        if left is not None:
-                            batch, left = batch[:left], left - min(left, len(batch))
-                        yield [rows.session(r, tz) for r in batch]
-                        if left == 0:
-                            return
-
-                await emit(out, args.format, rows.SESSIONS, sessions())
+                await emit(
+                    out, fmt, rows.SESSIONS, session_rows(reports, scope, window, tz, limit, offset), progress
+                )
     finally:
         await reports.close()
+    if body is not None:
+        out.write(responses.json_text(responses.with_as_of(body, as_of, tz)) + "\n")
     return 0
+
+
+async def session_rows(
+    reports: Reports, scope: Scope, window: Window, tz: ZoneInfo, limit: int | None, offset: int
+) -> AsyncIterator[list[dict]]:
+    """The sessions report's rows, batch by batch as the store yields them, at most ``limit``.
+
+    Stopping at ``limit`` closes the store's stream here (``aclosing``), while the store is
+    still open: left to the garbage collector, its cursor would be closed after the store,
+    and fail ("Cannot operate on a closed database") on stderr.
+    """
+    left = limit
+    async with aclosing(reports.session_batches(scope, window, offset)) as batches:
+        async for batch in batches:
+            if left is not None:
+                batch, left = batch[:left], left - min(left, len(batch))
+            yield [rows.session(r, tz) for r in batch]
+            if left == 0:
+                return
 
 
 def cli_page(args: argparse.Namespace) -> tuple[int | None, int]:
@@ -142,26 +214,159 @@ async def listed(items: list[dict]) -> AsyncIterator[list[dict]]:
     yield items
 
 
-async def emit(out: TextIO, fmt: str, columns: Sequence[str], batches: AsyncIterator[list[dict]]) -> None:
+async def emit(
+    out: TextIO,
+    fmt: str,
+    columns: Sequence[str],
+    batches: AsyncIterator[list[dict]],
+    progress: Progress | None = None,
+) -> None:
     """CSV is written batch by batch; a table needs every row first to align its columns."""
     if fmt == "csv":
         out.write(rows.csv_text(columns, [], header=True))
         async for batch in batches:
             out.write(rows.csv_text(columns, batch, header=False))
+            if progress is not None:
+                progress.add(rows=len(batch))
         return
-    table = [list(columns)]
+    shown = [c for c in columns if c not in TABLE_HIDDEN]
+    table = [[TABLE_HEADERS.get(c, c) for c in shown]]
     async for batch in batches:
-        table += [
-            [
-                "" if row[c] is None else str(row[c]).lower() if isinstance(row[c], bool) else str(row[c])
-                for c in columns
-            ]
-            for row in batch
-        ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+        table += [[table_cell(c, row[c]) for c in shown] for row in batch]
+        if progress is not None:
+            progress.add(rows=len(batch))
+    widths = [max(len(line[i]) for line in table) for i in range(len(shown))]
     for line in table:
-        out.write(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() + "\n"
+        cells = (
+            cell.rjust(width) if column in TABLE_NUMBERS else cell.ljust(width)
+            for cell, width, column in zip(line, widths, shown, strict=True)
         )
+        out.write("  ".join(cells).rstrip() + "\n")
     if len(table) == 1:
         out.write("(no study time found)\n")
+
+
+# The table: for people. The figures are those of the rows; only their presentation differs.
+
+#: ``secondsExact`` is for machines (CSV, JSON); the table shows the whole seconds as a duration.
+TABLE_HIDDEN = frozenset({"secondsExact"})
+TABLE_HEADERS = {"seconds": "time"}
+#: Right-aligned, as numbers are (durations too: their units line up).
+TABLE_NUMBERS = frozenset({"rank", "seconds", "sessions", "heartbeats", "learners"})
+TABLE_TIMES = frozenset({"firstStudiedAt", "lastStudiedAt", "startedAt", "creditedUntil", "endedAt"})
+
+
+def table_cell(column: str, value: object) -> str:
+    if value is None:
+        return ""
+    if column == "seconds" and isinstance(value, int):
+        return duration(value)
+    if column in TABLE_TIMES and isinstance(value, str):
+        # The row's ISO time, already in the report's zone: cut to the second (not rounded,
+        # as whole seconds are), with the offset kept so a time in a DST change is unambiguous.
+        return datetime.fromisoformat(value).isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def duration(seconds: int) -> str:
+    """Whole seconds for people: ``2h 03m 10s``, ``4m 05s``, ``45s``, ``0s`` (hours do not roll into days)."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+# Progress on stderr.
+
+
+class Progress:
+    """Sessions read and rows so far, as a line on ``stream`` at most every ``interval`` seconds.
+
+    On a terminal the line is rewritten in place (``\\r``); elsewhere (``--progress``
+    into a file or pipe) each update is a line of its own. :meth:`done` writes the
+    final counts, so even a short run shows where it ended.
+    """
+
+    def __init__(
+        self, stream: TextIO, interval: float = 0.25, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.stream, self.interval, self.clock = stream, interval, clock
+        self.overwrite = stream.isatty()
+        self.read = self.rows = 0
+        self._shown = -math.inf
+        self._finished = False
+
+    def add(self, *, read: int = 0, rows: int = 0) -> None:
+        self.read += read
+        self.rows += rows
+        now = self.clock()
+        if now - self._shown >= self.interval:
+            self._shown = now
+            self._show()
+
+    def done(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._show()
+        if self.overwrite:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def _show(self) -> None:
+        text = f"server.py report: {self.read:,} sessions read, {self.rows:,} rows so far"
+        self.stream.write(f"\r{text}\x1b[K" if self.overwrite else text + "\n")
+        self.stream.flush()
+
+
+class Counted(ReportSource):
+    """A report source that counts the sessions streamed through it into a :class:`Progress`.
+
+    Only the streams are counted (:meth:`spans` for the daily report,
+    :meth:`record_batches` for the sessions): the totals are summed inside the
+    database, which reports no progress.
+    """
+
+    def __init__(self, source: ReportSource, progress: Progress) -> None:
+        self.source, self.progress = source, progress
+
+    async def contained(self, scope: Scope, window: Window, by: GroupBy) -> list[GroupSum]:
+        return await self.source.contained(scope, window, by)
+
+    async def extents(
+        self, scope: Scope, window: Window, by: GroupBy, keys: list[str]
+    ) -> dict[str, tuple[float, float]]:
+        return await self.source.extents(scope, window, by, keys)
+
+    async def learners(self, scope: Scope, window: Window) -> dict[str, int]:
+        return await self.source.learners(scope, window)
+
+    async def crossing(self, scope: Scope, window: Window) -> list[Span]:
+        return await self.source.crossing(scope, window)
+
+    async def spans(self, scope: Scope, window: Window, batch: int = 10_000) -> AsyncIterator[list[Span]]:
+        async with aclosing(self.source.spans(scope, window, batch)) as inner:  # closed with this one
+            async for found in inner:
+                self.progress.add(read=len(found))
+                yield found
+
+    async def records(self, scope: Scope, window: Window, limit: int, offset: int) -> list[SessionRecord]:
+        found = await self.source.records(scope, window, limit, offset)
+        self.progress.add(read=len(found))
+        return found
+
+    async def record_batches(
+        self, scope: Scope, window: Window, offset: int = 0, batch: int = 1000
+    ) -> AsyncIterator[list[SessionRecord]]:
+        async with aclosing(self.source.record_batches(scope, window, offset, batch)) as inner:
+            async for found in inner:
+                self.progress.add(read=len(found))
+                yield found
+
+    async def close(self) -> None:
+        await self.source.close()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import os
+import re
+import subprocess
+import sys
+import time
 import uuid
 from datetime import datetime
 from urllib.parse import urlencode
@@ -398,17 +404,15 @@ def test_the_cli_prints_tables_and_csv_from_the_store(store, store_url, io_loop)
     table = run("learner", "u1", "--tz=Asia/Shanghai")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == [
-        "userId",
-        "courseId",
-        "seconds",
-        "secondsExact",
-        "sessions",
-        "firstStudiedAt",
-        "lastStudiedAt",
-        "open",
+    # The table is for people: a duration for the whole seconds, times to the second.
+    assert [re.split(r"\s{2,}", line.strip()) for line in lines] == [
+        ["userId", "courseId", "time", "sessions", "firstStudiedAt", "lastStudiedAt", "open"],
+        ["u1", "c1", "3h 30m 01s", "4", "2024-01-31 22:00:00+08:00", "2024-02-02 00:20:00+08:00", "yes"],
+        ["u1", "c2", "30s", "1", "2024-01-31 23:59:00+08:00", "2024-01-31 23:59:30+08:00", "no"],
     ]
-    assert lines[1].split()[:5] == ["u1", "c1", "12601", "12601.625", "4"]
+    # The figures are the rows': CSV (and JSON) carry them raw.
+    learner = run("learner", "u1", "--format=csv")
+    assert learner.stdout.splitlines()[1].split(",")[:5] == ["u1", "c1", "12601", "12601.625", "4"]
     daily = run("daily", "--user=u1", "--course=c1", "--tz=Asia/Shanghai", "--format=csv")
     assert daily.returncode == 0, daily.stderr
     assert daily.stdout.splitlines() == [
@@ -430,6 +434,184 @@ def test_the_cli_prints_tables_and_csv_from_the_store(store, store_url, io_loop)
     io_loop.run_sync(lambda: store.save([rec("@A1", "c1", start=MIDNIGHT, seconds=1.0)]))
     board = run("course", "c1", "--format=csv")
     assert "'@A1" in [row["userId"] for row in csv.DictReader(io.StringIO(board.stdout))]
+
+
+def test_the_cli_table_aligns_durations_and_times_for_people(store, store_url, io_loop):
+    io_loop.run_sync(lambda: store.save(HISTORY))
+    board = run_server("report", "course", "c1", "--tz=Asia/Shanghai", f"--store={store_url}")
+    assert board.returncode == 0, board.stderr
+    # Numbers (rank, time, sessions) right-aligned, text left-aligned; no microseconds.
+    assert board.stdout.splitlines() == [
+        "rank  courseId  userId        time  sessions  lastStudiedAt              open",
+        "   1  c1        u1      3h 30m 01s         4  2024-02-02 00:20:00+08:00  yes",
+        "   2  c1        u2          2m 00s         1  2024-02-01 00:01:00+08:00  no",
+    ]
+
+
+def test_durations_read_as_hours_minutes_and_seconds():
+    from reports.cli import duration
+
+    assert [duration(s) for s in (0, 45, 60, 65, 3600, 7390, 12601, 360000)] == [
+        "0s",
+        "45s",
+        "1m 00s",
+        "1m 05s",
+        "1h 00m 00s",
+        "2h 03m 10s",
+        "3h 30m 01s",
+        "100h 00m 00s",
+    ]
+
+
+# What the CLI prints for --format=json|csv is what the endpoint answers for the same request.
+SAME_REQUESTS = [
+    (["learner", "u1"], "/api/reports/learners/u1/courses", {}),
+    (
+        ["learner", "@A1", "--from=2024-01-31", "--to=2024-02-01"],
+        "/api/reports/learners/@A1/courses",
+        {"from": "2024-01-31", "to": "2024-02-01"},
+    ),
+    (["course", "c1"], "/api/reports/courses/c1/learners", {}),
+    (
+        ["course", "c1", "--limit=1", "--offset=1"],
+        "/api/reports/courses/c1/learners",
+        {"limit": 1, "offset": 1},
+    ),
+    (["daily", "--user=u1", "--course=c1"], "/api/reports/daily", {"userId": "u1", "courseId": "c1"}),
+    (
+        ["daily", "--course=c1", "--from=2024-02-01"],
+        "/api/reports/daily",
+        {"courseId": "c1", "from": "2024-02-01"},
+    ),
+    (["sessions", "--course=c1"], "/api/reports/sessions", {"courseId": "c1"}),
+    (
+        ["sessions", "--user=u1", "--limit=2", "--offset=1"],
+        "/api/reports/sessions",
+        {"userId": "u1", "limit": 2, "offset": 1},
+    ),
+]
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_cli_json_and_csv_are_what_the_endpoint_answers(start_service, store_url):
+    service = await start_service()
+    await service.store.save(
+        [
+            *HISTORY,
+            rec("@A1", "c1", start=MIDNIGHT, seconds=1.0),
+            rec("-2-3", "=1+1", start=MIDNIGHT, seconds=2.0),
+        ]
+    )
+    for cli_args, path, query in SAME_REQUESTS:
+        for tz in ("UTC", "Asia/Shanghai"):
+            before = time.time()
+            printed = await asyncio.to_thread(
+                run_server, "report", *cli_args, f"--tz={tz}", "--format=json", f"--store={store_url}"
+            )
+            assert printed.returncode == 0 and printed.stderr == "", printed
+            answer = body(await get(service, path, **query, tz=tz))
+            mine = json.loads(printed.stdout)
+            assert printed.stdout == json.dumps(mine, separators=(",", ":")) + "\n"  # one compact line
+            as_of = datetime.fromisoformat(mine.pop("asOf"))
+            assert (
+                before <= as_of.timestamp() <= time.time()
+                and as_of.utcoffset() == datetime.fromisoformat(answer.pop("asOf")).utcoffset()
+            )
+            assert mine == answer, (cli_args, tz)
+            # CSV byte for byte (CRLF line ends, formula cells neutralised).
+            exported = await asyncio.to_thread(
+                run_server,
+                "report",
+                *cli_args,
+                f"--tz={tz}",
+                "--format=csv",
+                f"--store={store_url}",
+                text=False,
+            )
+            assert exported.returncode == 0 and exported.stderr == b"", exported
+            response = await get(service, path, **query, tz=tz, format="csv")
+            assert response.code == 200 and exported.stdout == response.body, (cli_args, tz)
+    neutral = await asyncio.to_thread(
+        run_server, "report", "sessions", "--user=-2-3", "--format=csv", f"--store={store_url}"
+    )
+    assert ",'-2-3,'=1+1," in neutral.stdout
+
+
+def test_cli_progress_goes_to_stderr_when_asked_and_leaves_stdout_alone(store, store_url, io_loop):
+    from tests.support.records import record
+
+    many = [record(f"u{i % 7}", "big", started=MIDNIGHT + i * 60, seconds=30.0 + i) for i in range(5000)]
+    io_loop.run_sync(lambda: store.save(many))
+
+    def run(*args: str):
+        return run_server("report", *args, f"--store={store_url}")
+
+    line = re.compile(r"server\.py report: ([\d,]+) sessions read, ([\d,]+) rows so far")
+    for report in (
+        ["sessions", "--course=big", "--format=csv"],
+        ["sessions", "--course=big"],
+        ["daily", "--course=big"],
+    ):
+        quiet = run(*report)  # stderr is a pipe here: no progress unless asked
+        assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+        shown = run(*report, "--progress")
+        assert shown.returncode == 0
+        assert shown.stdout == quiet.stdout, report
+        lines = shown.stderr.splitlines()
+        assert len(lines) >= 2 and all(line.fullmatch(text) for text in lines), shown.stderr
+        counts = [tuple(int(n.replace(",", "")) for n in line.fullmatch(text).groups()) for text in lines]
+        assert counts == sorted(counts) and counts[-1][0] == 5000, counts  # it only goes forward, to the end
+        rows = 5000 if report[0] == "sessions" else len(quiet.stdout.splitlines()) - 1
+        assert counts[-1][1] == rows, (report, counts)
+    assert run("sessions", "--course=big", "--no-progress", "--format=csv").stderr == ""
+    # Stopping at --limit mid-stream closes the store's cursor before the store: nothing on stderr.
+    cut = run("sessions", "--course=big", "--limit=1", "--format=csv")
+    assert cut.returncode == 0 and len(cut.stdout.splitlines()) == 2 and cut.stderr == "", cut.stderr
+
+
+def test_cli_progress_is_shown_by_default_on_a_terminal(store, store_url, io_loop):
+    from tests.support.records import record
+
+    io_loop.run_sync(
+        lambda: store.save([record("u1", "big", started=MIDNIGHT + i, seconds=1.0) for i in range(1500)])
+    )
+    main, child = os.openpty()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "server.py",
+                "report",
+                "sessions",
+                "--course=big",
+                "--format=csv",
+                f"--store={store_url}",
+            ],
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            stdout=subprocess.PIPE,
+            stderr=child,
+            timeout=60,
+        )
+        os.close(child)
+        child = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(main)
+        if child != -1:
+            os.close(child)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 1501
+    # Rewritten in place on the terminal, then a final line end.
+    assert shown.startswith(b"\rserver.py report: ") and shown.endswith(
+        b"1,500 sessions read, 1,500 rows so far\x1b[K\r\n"
+    ), shown
 
 
 # Authorization, through the socket's auth backend (JWT here).

@@ -183,14 +183,19 @@ def raw_request(port: int, data: bytes, timeout: float = 10.0) -> tuple[int | No
     return parse(received)[:3]
 
 
-def run_server(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run ``python server.py ARGS`` to completion (start-up errors, CLI subcommands)."""
+def run_server(
+    *args: str, env: dict | None = None, timeout: float = 60, text: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``python server.py ARGS`` to completion (start-up errors, CLI subcommands).
+
+    ``text=False`` gives the output as bytes, line ends untranslated (CSV's CRLF).
+    """
     return subprocess.run(
         [sys.executable, "server.py", *args],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         capture_output=True,
-        text=True,
+        text=text,
         timeout=timeout,
     )
 
