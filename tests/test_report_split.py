@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import date, datetime
+from datetime import date
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,13 +14,10 @@ from hypothesis import strategies as st
 from reports import params
 from reports.params import ParameterError
 from reports.split import DayGrid, credit_in, in_window, micros, spread_whole_seconds, whole_seconds
+from tests.support.records import at
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
-
-
-def at(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
 
 
 def test_a_session_across_midnight_is_split_exactly_between_the_two_days():

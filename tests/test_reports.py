@@ -11,44 +11,19 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime
-from urllib.parse import urlencode
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from reports.params import Window
 from reports.source import Scope
 from reports.split import in_window
 from storage.backends import backend_for
 from tests.support.helpers import Client, run_server, wait_for
-from tracking.session import SessionRecord
-
-
-def at(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
-def rec(user="u1", course="c1", *, start: float, seconds: float, ended=True, **extra) -> SessionRecord:
-    fields = dict(
-        session_id=uuid.uuid4().hex,
-        user_id=user,
-        course_id=course,
-        started_at=start,
-        credited_until=start + seconds,
-        seconds=seconds,
-        heartbeats=int(seconds // 30),
-        rev=5,
-        ended_at=start + seconds if ended else None,
-        end_reason="client_closed" if ended else None,
-    )
-    fields.update(extra)
-    return SessionRecord(**fields)
-
+from tests.support.records import MIDNIGHT, rec
+from tests.support.reports import body, get
 
 # Sessions of u1 in c1 around midnight in Shanghai (UTC+8), with fractions.
-MIDNIGHT = at("2024-02-01T00:00:00+08:00")
 HISTORY = [
     rec(start=MIDNIGHT - 3600, seconds=9000.5),  # 23:00 -> 01:30:00.5, across midnight
     rec(start=MIDNIGHT - 7200, seconds=1800.25),  # 22:00 -> 22:30 on Jan 31
@@ -57,16 +32,6 @@ HISTORY = [
     rec("u2", "c1", start=MIDNIGHT - 60, seconds=120.0),
     rec("u1", "c2", start=MIDNIGHT - 60, seconds=30.0),
 ]
-
-
-async def get(service, path: str, headers: dict | None = None, **query) -> HTTPResponse:
-    url = f"{service.http_url}{path}" + (f"?{urlencode(query)}" if query else "")
-    return await AsyncHTTPClient().fetch(url, headers=headers, raise_error=False, request_timeout=20)
-
-
-def body(response: HTTPResponse) -> dict:
-    assert response.headers["Content-Type"].startswith("application/json"), response.headers
-    return json.loads(response.body)
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import json
+import math
 from urllib.parse import urlencode
 
 import pytest
@@ -16,8 +17,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
 from storage.writer import SessionWriter
 from tests.support.clock import FakeClock
+from tests.support.faulty import FaultyStore
 from tests.support.helpers import Client, wait_for
-from tests.test_reports import MIDNIGHT, at, body, get, rec
+from tests.support.records import MIDNIGHT, at, rec
+from tests.support.reports import body, get
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -388,8 +391,6 @@ async def wait_for_async(predicate, timeout: float, message: str) -> None:
 @pytest.mark.gen_test(timeout=30)
 async def test_prompt_writes_of_ended_sessions_are_coalesced_under_churn(store):
     """Sessions ending continuously for about a second: a few writes, each final snapshot once."""
-    from tests.test_writer import FaultyStore
-
     counting = FaultyStore(store)
     clock = FakeClock()
     tracker = Tracker(heartbeat_timeout=60, min_heartbeat_interval=1)
@@ -397,7 +398,7 @@ async def test_prompt_writes_of_ended_sessions_are_coalesced_under_churn(store):
     loop = asyncio.get_running_loop()
     began = loop.time()
     ended = 0
-    while loop.time() - began < 1.2:
+    for _ in range(60):  # 300 sessions end, five every 10 ms or so
         for _ in range(5):
             session, _ = tracker.open(f"u{ended}", "c1", clock(), session_id=f"s{ended}")
             clock.advance(1)
@@ -406,8 +407,11 @@ async def test_prompt_writes_of_ended_sessions_are_coalesced_under_churn(store):
             ended += 1
         await asyncio.sleep(0.01)
     await wait_for(lambda: writer.unsaved == 0, timeout=15, message="the ended sessions written")
-    # At most one write per 0.5 s (plus the first, at once), not one per session end.
-    assert ended > 100 and counting.save_calls <= 4, (ended, counting.save_calls)
+    elapsed = loop.time() - began
+    # At most one write per 0.5 s (the first at once), however long a busy
+    # machine stretched the churn: not one per session end.
+    assert counting.save_calls <= 1 + math.ceil(elapsed / 0.5), (ended, counting.save_calls, elapsed)
+    assert counting.save_calls * 10 < ended
     assert counting.saved_records == ended
     # Shutting down stops them; drain writes what is left.
     session, _ = tracker.open("last", "c1", clock(), session_id="last")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from tracking.session import SessionRecord
 
@@ -27,3 +28,28 @@ def record(user="u1", course="c1", *, seconds=10.5, started=T0, rev=2, ended=Tru
     )
     fields.update(extra)
     return SessionRecord(**fields)
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def rec(user="u1", course="c1", *, start: float, seconds: float, ended=True, **extra) -> SessionRecord:
+    fields = dict(
+        session_id=uuid.uuid4().hex,
+        user_id=user,
+        course_id=course,
+        started_at=start,
+        credited_until=start + seconds,
+        seconds=seconds,
+        heartbeats=int(seconds // 30),
+        rev=5,
+        ended_at=start + seconds if ended else None,
+        end_reason="client_closed" if ended else None,
+    )
+    fields.update(extra)
+    return SessionRecord(**fields)
+
+
+# Midnight in Shanghai (UTC+8), where the report tests put sessions that cross it.
+MIDNIGHT = at("2024-02-01T00:00:00+08:00")
