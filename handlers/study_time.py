@@ -10,10 +10,11 @@ to a session in ``service.py``. See ``docs/protocol.md``.
 from __future__ import annotations
 
 import logging
+from asyncio import Future
 
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError
-from tornado.websocket import WebSocketHandler, WebSocketProtocol
+from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from auth import SUBPROTOCOL, auth_request
 from service import Service
@@ -36,6 +37,24 @@ MAX_USER_AGENT = 256
 #: queued; one that never reads would otherwise make the server buffer every
 #: reply without bound. About 150 bytes a reply: a few KB per connection at most.
 MAX_UNREAD_REPLIES = 32
+
+
+class _Protocol(WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol, noting whether the client sent a close frame.
+
+    Tornado's ``close_code`` is None both for a connection lost without a
+    close frame and for a close frame with no status code, which is what
+    ``ws.close()`` sends from a browser (and from the API document's own
+    example). The first forfeits the time since the last heartbeat, the
+    second is the client closing and earns it, so they must be told apart.
+    """
+
+    client_sent_close = False
+
+    def _handle_message(self, opcode: int, data: bytes) -> Future[None] | None:
+        if opcode == 0x8:  # a close frame, whatever its payload
+            self.client_sent_close = True
+        return super()._handle_message(opcode, data)
 
 
 class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
@@ -160,10 +179,12 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
                 self.service.end_session(session, EndReason.RATE_LIMITED, now)
 
     def on_close(self) -> None:
-        # A close frame from the client is a clean end; none is a lost connection.
+        # A close frame from the client is a clean end, with or without a status
+        # code in it; none is a lost connection.
         session, self.session = self.session, None
         address, self._address = self._address, None
-        self.service.disconnected(self, address, session, clean=self.close_code is not None)
+        clean = isinstance(self._protocol, _Protocol) and self._protocol.client_sent_close
+        self.service.disconnected(self, address, session, clean=clean)
 
     # What the service needs of a connection (service.Connection).
 
@@ -174,9 +195,16 @@ class StudyTimeSocket(ServiceHandlerMixin, WebSocketHandler):
         return connection is None or connection.is_closing()
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
-        """Tornado's protocol object, kept here too: :meth:`on_ws_connection_close` needs its stream."""
-        self._protocol = super().get_websocket_protocol()
-        return self._protocol
+        """Tornado's protocol object, noting close frames (:class:`_Protocol`), kept here too.
+
+        :meth:`on_close` asks it whether the client sent a close frame, and
+        :meth:`on_ws_connection_close` needs its stream.
+        """
+        protocol = super().get_websocket_protocol()
+        if type(protocol) is WebSocketProtocol13:
+            protocol.__class__ = _Protocol
+        self._protocol = protocol
+        return protocol
 
     def on_ws_connection_close(self, close_code: int | None = None, close_reason: str | None = None) -> None:
         """Tornado's end of the connection (it calls :meth:`on_close`); then unlink what is left.

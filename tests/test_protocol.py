@@ -84,6 +84,21 @@ async def test_heartbeats_answer_the_cumulative_server_time(start_service):
 
 
 @pytest.mark.gen_test
+async def test_a_close_frame_without_a_status_code_is_a_clean_end_that_earns_the_tail(start_service):
+    # ws.close() with no arguments, as in the API document's own example and in
+    # browsers, sends a close frame with no body: still the client closing.
+    service, clock = await fake_clock_service(start_service)
+    client = await Client.connect(service.url)
+    await client.connected()
+    clock.advance(30)
+    await client.heartbeat()
+    clock.advance(4)
+    await client.close(code=None)
+    (record,) = await stored(service)
+    assert (record.end_reason, record.seconds) == ("client_closed", 34)
+
+
+@pytest.mark.gen_test
 async def test_client_timestamps_are_validated_but_never_credited(start_service):
     service, clock = await fake_clock_service(start_service)
     client = await Client.connect(service.url)

@@ -122,8 +122,8 @@ class Client:
                 return self.conn.close_code, self.conn.close_reason, messages
             messages.append(message)
 
-    async def close(self, code: int = 1000, timeout: float = 5.0) -> None:
-        """Close cleanly (a close frame) and wait for the server's answer."""
+    async def close(self, code: int | None = 1000, timeout: float = 5.0) -> None:
+        """Close cleanly (a close frame, with no status code if ``code`` is None); wait for the answer."""
         self.conn.close(code)
         await asyncio.wait_for(self._drain(), timeout)
 
