@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from storage.backends import backend_for
+from tests.support.records import record
 from tracking.session import SessionRecord
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -31,18 +31,15 @@ END_REASONS = ["client_closed"] * 6 + ["connection_lost", "timeout", "replaced"]
 def session(
     user: str, course: str, start: float, seconds: float, *, ended: bool = True, reason: str = "client_closed"
 ):
-    return SessionRecord(
-        session_id=uuid.uuid4().hex,
-        user_id=user,
-        course_id=course,
-        started_at=start,
-        credited_until=start + seconds,
+    return record(
+        user,
+        course,
+        started=start,
         seconds=seconds,
+        ended=ended,
         heartbeats=max(1, int(seconds // 30)),
         rev=3,
-        ended_at=start + seconds + 1 if ended else None,
         end_reason=reason if ended else None,
-        remote_addr="127.0.0.1",
         user_agent="seed",
         last_client_time=None,
     )
