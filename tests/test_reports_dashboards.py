@@ -9,20 +9,15 @@ import csv
 import gzip
 import io
 import json
-import math
 from urllib.parse import urlencode
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from storage.writer import SessionWriter
 from tests.support.clock import FakeClock
-from tests.support.faulty import FaultyStore
-from tests.support.helpers import Client, wait_for
+from tests.support.helpers import Client
 from tests.support.records import MIDNIGHT, at, rec
 from tests.support.reports import body, get
-from tracking.session import EndReason
-from tracking.tracker import Tracker
 
 SHANGHAI = {"tz": "Asia/Shanghai"}
 WINDOW = {"from": "2024-01-30", "to": "2024-02-03", **SHANGHAI}  # five days in Shanghai
@@ -386,36 +381,3 @@ async def wait_for_async(predicate, timeout: float, message: str) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(0.02)
-
-
-@pytest.mark.gen_test(timeout=30)
-async def test_prompt_writes_of_ended_sessions_are_coalesced_under_churn(store):
-    """Sessions ending continuously for about a second: a few writes, each final snapshot once."""
-    counting = FaultyStore(store)
-    clock = FakeClock()
-    tracker = Tracker(heartbeat_timeout=60, min_heartbeat_interval=1)
-    writer = SessionWriter(counting, ended_write_interval=0.5)
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    ended = 0
-    for _ in range(60):  # 300 sessions end, five every 10 ms or so
-        for _ in range(5):
-            session, _ = tracker.open(f"u{ended}", "c1", clock(), session_id=f"s{ended}")
-            clock.advance(1)
-            tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
-            writer.ended(session)
-            ended += 1
-        await asyncio.sleep(0.01)
-    await wait_for(lambda: writer.unsaved == 0, timeout=15, message="the ended sessions written")
-    elapsed = loop.time() - began
-    # At most one write per 0.5 s (the first at once), however long a busy
-    # machine stretched the churn: not one per session end.
-    assert counting.save_calls <= 1 + math.ceil(elapsed / 0.5), (ended, counting.save_calls, elapsed)
-    assert counting.save_calls * 10 < ended
-    assert counting.saved_records == ended
-    # Shutting down stops them; drain writes what is left.
-    session, _ = tracker.open("last", "c1", clock(), session_id="last")
-    tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
-    writer.stop_prompt_writes()
-    writer.ended(session)
-    assert writer.unsaved == 1 and await writer.drain(2) and counting.saved_records == ended + 1

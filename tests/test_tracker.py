@@ -399,3 +399,11 @@ def test_discarding_a_session_replaced_while_it_was_opening_keeps_the_replacemen
     tracker.discard(opening)
     assert opening.end_reason is EndReason.REPLACED
     assert tracker.get("u1", "c1") is newer and newer.is_open
+
+
+def test_a_tracker_built_without_a_cap_lets_a_learner_study_any_number_of_courses(clock):
+    tracker = Tracker(heartbeat_timeout=TIMEOUT, min_heartbeat_interval=MIN_INTERVAL)
+    for n in range(5):
+        assert tracker.admits("u1", f"c{n}")
+        open_session(tracker, clock, course=f"c{n}")
+    assert tracker.sessions_of("u1") == 5

@@ -15,6 +15,7 @@ from storage import StoreUnavailable
 from storage.writer import SessionWriter
 from tests.support.clock import FakeClock
 from tests.support.faulty import FaultyStore
+from tests.support.helpers import wait_for
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -504,3 +505,101 @@ async def test_the_writer_forgets_ended_sessions_once_they_are_written(faulty, t
     assert await writer.flush()
     assert set(writer._durable) == {s.session_id for s in sessions[7:]}
     assert (writer._pending, writer._pending_by_key, writer._dirty) == ({}, {}, {})
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_prompt_writes_of_ended_sessions_are_coalesced_under_churn(store):
+    """Sessions ending continuously for about a second: a few writes, each final snapshot once."""
+    counting = FaultyStore(store)
+    clock = FakeClock()
+    tracker = Tracker(heartbeat_timeout=60, min_heartbeat_interval=1)
+    writer = SessionWriter(counting, ended_write_interval=0.5)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    ended = 0
+    for _ in range(60):  # 300 sessions end, five every 10 ms or so
+        for _ in range(5):
+            session, _ = tracker.open(f"u{ended}", "c1", clock(), session_id=f"s{ended}")
+            clock.advance(1)
+            tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+            writer.ended(session)
+            ended += 1
+        await asyncio.sleep(0.01)
+    await wait_for(lambda: writer.unsaved == 0, timeout=15, message="the ended sessions written")
+    elapsed = loop.time() - began
+    # At most one write per 0.5 s (the first at once), however long a busy
+    # machine stretched the churn: not one per session end.
+    assert counting.save_calls <= 1 + math.ceil(elapsed / 0.5), (ended, counting.save_calls, elapsed)
+    assert counting.save_calls * 10 < ended
+    assert counting.saved_records == ended
+    # Shutting down stops them; drain writes what is left.
+    session, _ = tracker.open("last", "c1", clock(), session_id="last")
+    tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+    writer.stop_prompt_writes()
+    writer.ended(session)
+    assert writer.unsaved == 1 and await writer.drain(2) and counting.saved_records == ended + 1
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_ended_session_is_written_within_the_interval_without_waiting_for_a_checkpoint(
+    faulty, tracker, clock
+):
+    # Reports show a session closed within about a second, not a flush interval later.
+    writer = SessionWriter(faulty, ended_write_interval=0.2)
+    problems = capture_loop_errors()
+    loop = asyncio.get_running_loop()
+    first, _ = tracker.open("u1", "c1", clock(), session_id="a")
+    clock.advance(30)
+    tracker.end(first, clock(), EndReason.CLIENT_CLOSED)
+    began = loop.time()
+    writer.ended(first)
+    await wait_for(lambda: writer.is_saved("a"), timeout=5, message="the prompt write")
+    assert loop.time() - began < 0.15  # the first one at once
+    assert (await faulty.store.sessions(course_id="c1"))[0].end_reason == "client_closed"
+    # The next one waits for the interval since the last prompt write, then goes.
+    second, _ = tracker.open("u2", "c1", clock(), session_id="b")
+    tracker.end(second, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(second)
+    await wait_for(lambda: writer.is_saved("b"), timeout=5, message="the second prompt write")
+    assert loop.time() - began >= 0.2
+    assert faulty.save_calls == 2
+    # Each write ran as a task the writer let go of once done, and none failed.
+    await asyncio.sleep(0)
+    assert problems == []
+    assert not [t for t in asyncio.all_tasks() if "write_ended" in repr(t.get_coro())]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_no_prompt_write_is_tried_while_the_store_is_failing(faulty, tracker, clock):
+    # An outage is retried by the checkpoints, not hammered on every session end.
+    writer = SessionWriter(faulty, ended_write_interval=0.05)
+    attempts = []
+    faulty.before_save = attempts.append
+    live, _ = tracker.open("u1", "c1", clock(), session_id="a")
+    writer.changed(live)
+    faulty.down = True
+    assert not await writer.flush() and not writer.healthy
+    tried = len(attempts)
+    for i in range(5):
+        session, _ = tracker.open(f"u{i + 2}", "c1", clock(), session_id=f"s{i}")
+        tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+        writer.ended(session)
+    await asyncio.sleep(0.3)
+    assert len(attempts) == tried
+    faulty.down = False
+    assert await writer.flush() and writer.unsaved == 0
+
+
+def test_a_writer_without_an_interval_leaves_ended_sessions_to_the_next_checkpoint(faulty, tracker, clock):
+    writer = SessionWriter(faulty)
+    session, _ = tracker.open("u1", "c1", clock(), session_id="a")
+    tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(session)  # no event loop needed, nothing scheduled
+    assert writer.unsaved == 1 and faulty.save_calls == 0
+
+
+def capture_loop_errors() -> list[dict]:
+    """What the running loop reports to its exception handler (a failed callback, a lost task error)."""
+    problems: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: problems.append(context))
+    return problems
