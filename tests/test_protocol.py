@@ -84,6 +84,30 @@ async def test_heartbeats_answer_the_cumulative_server_time(start_service):
 
 
 @pytest.mark.gen_test
+async def test_a_client_gone_while_its_session_opens_ends_it_as_a_lost_connection(start_service):
+    # The session exists from the moment it is opened, while its total is still
+    # being read from the store: a client that drops then must end it as soon
+    # as the opening is over, not leave it to time out holding a place under
+    # the caps (Tornado reads nothing, not even the close, until open() returns).
+    service = await start_service(heartbeat_interval=10, heartbeat_timeout=30)
+    release = asyncio.Event()
+    claim = service.coordinator.claim
+
+    async def slow_claim(session):
+        await release.wait()
+        return await claim(session)
+
+    service.coordinator.claim = slow_claim
+    client = await Client.connect(service.url)  # upgraded; the opening waits for the claim
+    await wait_for(lambda: len(service.tracker) == 1, message="the session to be opening")
+    client.drop()
+    release.set()
+    await wait_for(lambda: len(service.tracker) == 0, message="the dropped session to end")
+    (record,) = await stored(service)
+    assert record.end_reason == "connection_lost"
+
+
+@pytest.mark.gen_test
 async def test_a_close_frame_without_a_status_code_is_a_clean_end_that_earns_the_tail(start_service):
     # ws.close() with no arguments, as in the API document's own example and in
     # browsers, sends a close frame with no body: still the client closing.
