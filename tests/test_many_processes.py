@@ -129,11 +129,7 @@ async def test_processes_2_serves_on_one_port_and_stops_gracefully(mongo_url, mo
             clients.append(client)
         for client in clients:
             assert (await client.heartbeat())["status"] == "success"
-        server.signal(signal.SIGTERM)
-        for client in clients:
-            code, _, _ = await client.closed(timeout=10)
-            assert code == 1001
-        assert server.wait() == 0
+        await stopped_gracefully(server, clients)
     finally:
         server.__exit__()
     docs = sessions(mongo_db)
@@ -178,11 +174,7 @@ async def test_sighup_to_the_supervisor_reloads_every_worker_and_keeps_their_ses
         assert server.proc.poll() is None
         for client in clients:
             assert (await client.heartbeat())["status"] == "success"
-        server.signal(signal.SIGTERM)
-        for client in clients:
-            code, _, _ = await client.closed(timeout=10)
-            assert code == 1001
-        assert server.wait() == 0
+        await stopped_gracefully(server, clients)
     finally:
         server.__exit__()
     assert {d["endReason"] for d in sessions(mongo_db)} == {"server_shutdown"}
@@ -215,3 +207,12 @@ async def test_each_process_is_scraped_on_its_own_metrics_port_and_says_which_it
         assert server.wait() == 0
     finally:
         server.__exit__()
+
+
+async def stopped_gracefully(server, clients) -> None:
+    """SIGTERM: every client is closed with 1001 and the supervisor exits 0."""
+    server.signal(signal.SIGTERM)
+    for client in clients:
+        code, _, _ = await client.closed(timeout=10)
+        assert code == 1001
+    assert server.wait() == 0
