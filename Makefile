@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test soak mutation lint format ferretdb browser nginx clean bench bench-full
+.PHONY: run test soak mutation lint format ferretdb browser nginx clean bench bench-full bench-mongo
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench: $(VENV)/.bench bench/node_modules/.ci
 bench-full: $(VENV)/.bench bench/node_modules/.ci ferretdb
 	$(PY) bench/run.py
 	$(PY) bench/plot.py
+
+## What the MongoDB store costs (commands, statements, documents per learner-hour, counted by
+## PyMongo command monitoring against FerretDB; about 2 minutes, not part of `make test`).
+bench-mongo: $(VENV)/.dev ferretdb
+	$(PY) bench/mongo_cost.py
 
 $(VENV)/.bench: bench/requirements.txt requirements.txt $(VENV)/.runtime
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
