@@ -137,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from reports.cli import main as report_main
 
         return report_main(argv[1:])
+    if argv[:1] == ["migrate"]:
+        from storage.migrate import main as migrate_main
+
+        return migrate_main(argv[1:])
     if argv[:1] == ["tokens"]:
         from auth.tokens import cli
 
@@ -144,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and not argv[0].startswith("-"):
         # A misspelt command: say so in one line, not with the settings' long usage.
         print(
-            f"server.py: error: unknown command {argv[0][:40]!r}: the commands are 'report' and"
-            " 'tokens'; settings start with -- (see server.py --help)",
+            f"server.py: error: unknown command {argv[0][:40]!r}: the commands are 'report',"
+            " 'tokens' and 'migrate'; settings start with -- (see server.py --help)",
             file=sys.stderr,
         )
         return 2

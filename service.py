@@ -109,7 +109,10 @@ class Service:
         # Ended sessions are written within ENDED_WRITE_INTERVAL, not at the next
         # checkpoint, so reports show them closed at once (storage/writer.py).
         self.writer = SessionWriter(
-            self.store, max_unsaved=settings.max_unsaved_sessions, ended_write_interval=ENDED_WRITE_INTERVAL
+            self.store,
+            max_unsaved=settings.max_unsaved_sessions,
+            ended_write_interval=ENDED_WRITE_INTERVAL,
+            checkpoint_interval=settings.checkpoint_interval,
         )
         self.coordinator = backend.coordinator(
             self.store,
@@ -343,11 +346,9 @@ class Service:
         if replaced is not None:
             self._ended(replaced)
         try:
-            # The replaced session's final credit is in the writer (or, from
-            # another process, estimated), so the total includes it whether or
-            # not it has been flushed.
-            elsewhere = await self.coordinator.claim(session)
-            base = await self.writer.total_seconds(user_id, course_id) + elsewhere
+            # One call: the total includes the replaced session's credit whether
+            # or not it has been written (storage/coordination.py).
+            base = await self.coordinator.claim(session)
         except StoreUnavailable as exc:
             log.warning(
                 "store unavailable opening a session for user=%s course=%s: %s", user_id, course_id, exc

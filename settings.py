@@ -234,7 +234,16 @@ class Settings:
     )
     sweep_interval: float = setting(1.0, seconds, "seconds between timeout sweeps")
     flush_interval: float = setting(
-        5.0, seconds, "seconds between checkpoints of credit to the store (a crash loses at most this)"
+        5.0,
+        seconds,
+        "seconds between writes to the store: new sessions, ended ones, and the checkpoints"
+        " that are due (--checkpoint-interval)",
+    )
+    checkpoint_interval: float = setting(
+        60.0,
+        non_negative_seconds,
+        "seconds between two checkpoints of one live session's credit (0 = at every write);"
+        " a crash (SIGKILL) loses at most this plus --flush-interval of each live session",
     )
     shutdown_timeout: float = setting(
         5.0, seconds, "seconds a graceful shutdown waits for the store to take the last credit"
@@ -434,7 +443,8 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
         description="study-time: measures how long each learner studies each course.",
         epilog=f"Every setting can also be given as {ENV_PREFIX}NAME in the environment;"
         " the command line wins. Commands: 'server.py report --help' (study time reports from"
-        " the store) and 'server.py tokens --help' (API tokens for --auth=token).",
+        " the store), 'server.py tokens --help' (API tokens for --auth=token) and 'server.py migrate"
+        " --help' (upgrade a store written by an earlier version).",
     )
     parser.add_argument("--version", action="version", version=f"study-time {version()}")
     for f in fields(Settings):

@@ -62,7 +62,7 @@ class Backend(ABC):
         self, store: Store, writer: SessionWriter, *, heartbeat_interval: float, process_timeout: float
     ) -> Coordinator:
         """What coordinates this process with the others on ``store``: nothing, for a single process."""
-        return Coordinator()
+        return Coordinator(writer)
 
 
 def backend_for(url: str) -> Backend:

@@ -56,6 +56,10 @@ class Store(ABC):
     async def total_seconds(self, user_id: str, course_id: str) -> float:
         """The credit of every stored session of this user and course, fractions included."""
 
+    async def upgrade(self) -> int:
+        """Bring data written by an earlier version to this schema (idempotent); return what was built."""
+        return 0
+
     @abstractmethod
     async def recover(self, now: float) -> list[SessionRecord]:
         """Close the sessions left open by a server that is gone; return them as closed.

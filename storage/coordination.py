@@ -17,8 +17,17 @@ own (:class:`storage.mongodb.coordination.MongoCoordinator`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tracking.session import Session, SessionRecord
+
+
+class Writer(Protocol):
+    """What a coordinator needs of the write-behind (:class:`storage.writer.SessionWriter`)."""
+
+    async def total_seconds(self, user_id: str, course_id: str) -> float: ...
+
+    def is_saved(self, session_id: str) -> bool: ...
 
 
 @dataclass
@@ -42,6 +51,9 @@ class Coordinator:
     #: Seconds between polls, or None when there is nothing to poll.
     poll_interval: float | None = None
 
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
     async def start(self, now: float) -> None:
         """Announce this process (before it serves connections)."""
 
@@ -54,12 +66,14 @@ class Coordinator:
     async def claim(self, session: Session) -> float:
         """Take the (user, course) of a new session from whichever process holds it.
 
-        Returns the credit of the replaced session on another process that
-        the store may not have yet (it is still in that process's write-behind
-        buffer), for the total announced to the client. Raises
-        :class:`StoreUnavailable`.
+        Returns the learner's total for the course before this session (the
+        ``base_seconds`` announced to the client): every earlier session's
+        credit, including what is still waiting in a write-behind buffer
+        here or, estimated, in another process's. Raises
+        :class:`StoreUnavailable`. A single process reads the store's total
+        and adds what its writer has not written yet.
         """
-        return 0.0
+        return await self.writer.total_seconds(session.user_id, session.course_id)
 
     def ended(self, session: Session) -> None:
         """A session of this process ended; release its lease once its final snapshot is saved."""

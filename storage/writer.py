@@ -69,10 +69,19 @@ class SessionWriter:
     """Buffers session snapshots and flushes them to a :class:`Store` in batches."""
 
     def __init__(
-        self, store: Store, *, max_unsaved: int = 100_000, ended_write_interval: float | None = None
+        self,
+        store: Store,
+        *,
+        max_unsaved: int = 100_000,
+        ended_write_interval: float | None = None,
+        checkpoint_interval: float = 0.0,
     ) -> None:
         self.store = store
         self.max_unsaved = max_unsaved
+        #: Seconds between two checkpoints of one live session (0: at every flush).
+        self.checkpoint_interval = checkpoint_interval
+        # Monotonic time each live session's last checkpoint was taken.
+        self._checkpointed_at: dict[str, float] = {}
         #: Seconds between two prompt writes of ended sessions; None: at the next flush only.
         self.ended_write_interval = ended_write_interval
         self._ended_write: asyncio.TimerHandle | None = None  # the scheduled prompt write
@@ -103,6 +112,7 @@ class SessionWriter:
     def ended(self, session: Session) -> None:
         """A session ended: its final snapshot is written at the next flush."""
         self._dirty.pop(session.session_id, None)
+        self._checkpointed_at.pop(session.session_id, None)
         # A running flush must not snapshot it again: once this final snapshot
         # is written, a second one would be counted as credit still waiting.
         self._taking.pop(session.session_id, None)
@@ -160,19 +170,25 @@ class SessionWriter:
                 total += self._pending[session_id].seconds - self._durable.get(session_id, 0.0)
             return total
 
-    async def flush(self) -> bool:
-        """Write every changed session; return False if the store failed (kept for later)."""
+    async def flush(self, *, force: bool = False) -> bool:
+        """Write every changed session that is due; return False if the store failed (kept for later).
+
+        A live session is due once ``checkpoint_interval`` has passed since its
+        last checkpoint (a new one at once); ``force`` writes every changed one.
+        """
         async with self._lock, cyclic_gc_paused():
             # Snapshots are taken in slices, letting the IOLoop answer heartbeats
             # in between rather than holding it for the whole checkpoint. Sessions
             # changing meanwhile are marked in the new dict, for the next flush.
-            self._taking, self._dirty = self._dirty, {}
+            self._taking = self._due(force)
             sliced = self.store.save_slice is not None
             try:
                 taken = 0
+                now = time.monotonic()
                 while self._taking:
                     _, session = self._taking.popitem()
                     self._set_pending(session.record())
+                    self._checkpointed_at[session.session_id] = now
                     taken += 1
                     if taken % SNAPSHOT_SLICE:
                         continue
@@ -195,6 +211,20 @@ class SessionWriter:
                 for session_id, session in self._taking.items():
                     self._dirty.setdefault(session_id, session)
                 self._taking = {}
+
+    def _due(self, force: bool) -> dict[str, Session]:
+        """Take the changed sessions to checkpoint now off ``_dirty``; the others stay there."""
+        if force or not self.checkpoint_interval:
+            due, self._dirty = self._dirty, {}
+            return due
+        due, later = {}, {}
+        threshold = time.monotonic() - self.checkpoint_interval
+        checkpointed_at = self._checkpointed_at
+        for session_id, session in self._dirty.items():
+            last = checkpointed_at.get(session_id)
+            (due if last is None or last <= threshold else later)[session_id] = session
+        self._dirty = later
+        return due
 
     async def _write_pending(self) -> bool:
         """Write every waiting snapshot, in the store's slices; False if the store failed."""
@@ -283,7 +313,7 @@ class SessionWriter:
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
-            if await self.flush() and not self._pending and not self._dirty:
+            if await self.flush(force=True) and not self._pending and not self._dirty:
                 return True
             if time.monotonic() + delay > deadline:
                 return False

@@ -47,6 +47,7 @@ SERVER_ARGS = (
     "--min-heartbeat-interval=0.05",
     "--sweep-interval=0.1",
     "--flush-interval=0.2",
+    "--checkpoint-interval=0",
     "--http-idle-timeout=1",
     # Hundreds of connections at once from one loopback address (the churn); the
     # per-address cap itself is tested in tests/test_limits.py.

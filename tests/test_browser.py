@@ -38,6 +38,7 @@ FAST_ARGS = (
     "--min-heartbeat-interval=0.25",
     "--sweep-interval=0.1",
     "--flush-interval=0.1",
+    "--checkpoint-interval=0",
     "--flood-rate=0",
 )
 INTERVAL_MS = 500

@@ -36,6 +36,7 @@ FAST_ARGS = (
     "--min-heartbeat-interval=0.25",
     "--sweep-interval=0.1",
     "--flush-interval=30",  # long: an ended session must reach the reports without waiting for it
+    "--checkpoint-interval=0",
     "--flood-rate=0",
     "--report-timezone=Asia/Shanghai",
 )

@@ -29,6 +29,17 @@ def sessions(db, **query) -> list[dict]:
     return list(db[SESSIONS].find(query).sort("startedAt", 1))
 
 
+def leases_held(db) -> int:
+    """Leases some session holds (the documents stay: they keep the running totals)."""
+    return db[LEASES].count_documents({"sessionId": {"$exists": True}})
+
+
+def running_total(db, user: str, course: str) -> float | None:
+    """The running total of (user, course), once every session of it is added (None before)."""
+    doc = db[LEASES].find_one({"_id": f"{user}/{course}"})
+    return None if doc is None or doc.get("open") else doc["seconds"]
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_a_connection_on_another_process_replaces_the_first_without_double_counting(
     mongo_url, mongo_db
@@ -83,7 +94,10 @@ async def test_a_connection_on_another_process_replaces_the_first_without_double
         )
         # The second client was told the first session's credit up to the takeover.
         assert hello["studyTime"] == int(old["seconds"])
-        await wait_for(lambda: mongo_db[LEASES].count_documents({}) == 0, message="the lease released")
+        await wait_for(lambda: leases_held(mongo_db) == 0, message="the lease released")
+        # Each session's credit is in the running total once.
+        total = await wait_for(lambda: running_total(mongo_db, "u1", "c1"), message="both sessions added")
+        assert total == pytest.approx(old["seconds"] + new["seconds"], abs=2 * MS)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -108,7 +122,8 @@ async def test_a_killed_process_is_cleaned_up_by_another(mongo_url, mongo_db):
         assert doc["endReason"] == "server_lost"
         assert doc["endedAt"] == doc["creditedUntil"]
         assert doc["seconds"] == pytest.approx(0.4, abs=0.2)  # three heartbeats 0.2 s apart
-        await wait_for(lambda: mongo_db[LEASES].count_documents({}) == 0, message="A's lease freed")
+        await wait_for(lambda: leases_held(mongo_db) == 0, message="A's lease freed")
+        assert running_total(mongo_db, "u1", "c1") == pytest.approx(doc["seconds"])
         await wait_for(lambda: mongo_db[PROCESSES].count_documents({}) == 1, message="A's record removed")
         again = await Client.connect(b.url, "u1", "c1")
         assert (await again.connected())["studyTime"] == int(doc["seconds"])
@@ -136,7 +151,9 @@ async def test_processes_2_serves_on_one_port_and_stops_gracefully(mongo_url, mo
     assert len(docs) == 6
     assert {d["endReason"] for d in docs} == {"server_shutdown"}
     assert mongo_db[PROCESSES].count_documents({}) == 0
-    assert mongo_db[LEASES].count_documents({}) == 0
+    assert leases_held(mongo_db) == 0
+    for doc in docs:
+        assert running_total(mongo_db, doc["userId"], "c1") == pytest.approx(doc["seconds"])
 
 
 def test_the_sqlite_store_refuses_several_processes(tmp_path):

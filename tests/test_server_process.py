@@ -18,6 +18,7 @@ FAST_ARGS = (
     "--min-heartbeat-interval=0.05",
     "--sweep-interval=0.05",
     "--flush-interval=0.2",
+    "--checkpoint-interval=0",
 )
 
 
@@ -270,9 +271,10 @@ async def test_every_sighup_is_a_reload_even_with_nothing_to_reload(db_url):
 def test_help_names_the_commands_and_a_misspelt_one_gets_one_line():
     result = run_server("--help")
     assert "server.py report --help" in result.stdout and "server.py tokens --help" in result.stdout
+    assert "server.py migrate --help" in result.stdout
     result = run_server("reprot", "--user=u1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "server.py: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
-        " settings start with -- (see server.py --help)"
+        "server.py: error: unknown command 'reprot': the commands are 'report', 'tokens' and"
+        " 'migrate'; settings start with -- (see server.py --help)"
     ]

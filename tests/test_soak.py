@@ -158,6 +158,7 @@ async def test_soak_no_growth_in_memory_or_file_descriptors(tmp_path):
         "--min-heartbeat-interval=0.5",
         "--sweep-interval=0.5",
         "--flush-interval=1",
+        "--checkpoint-interval=0",
         "--http-idle-timeout=2",
         # Thousands of learners from a few loopback addresses, as from a school's NAT.
         "--max-connections-per-address=0",

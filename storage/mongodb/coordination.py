@@ -4,63 +4,81 @@
 single-process case. :class:`MongoCoordinator` implements it on three
 collections documented in ``docs/storage.md``:
 
-* ``study_leases``: one document per (user, course) naming the session and
-  process that hold it. Opening a session swaps the lease atomically
-  (``find_one_and_update``) and learns who held it before.
-* ``study_takeovers``: a notice to the previous holder's process, which polls
-  for its notices every :attr:`~Coordinator.poll_interval` (at most half a
-  heartbeat interval), ends that session as ``replaced`` with its credit
-  capped at the takeover instant, and closes its client with 4409.
-* ``study_processes``: one liveness record per process, refreshed at every
-  poll and expiring after ``--process-timeout``. Any process (or the next
-  one to start) closes the open sessions of an expired process at their last
-  checkpoint (``server_lost``) and deletes its leases.
+* ``study_leases``: one document per (user, course), kept for good, holding
+  its running total (``seconds``), the sessions not yet added to it
+  (``open``) and the lease (which session and process hold it). Opening a
+  session is one ``find_one_and_update`` that takes the lease, notes the
+  session in ``open`` and returns the document as it was: the total, plus
+  what is known of the sessions not yet in it, is the learner's total. A
+  session's credit is added once, when its final snapshot is in the store,
+  by a statement guarded by its ``open`` entry (:func:`.schema.fold`).
+* ``study_takeovers``: a notice to the previous holder's process, which reads
+  its notices every :attr:`~Coordinator.poll_interval` (at most half a
+  heartbeat interval) while it has sessions, ends that session as ``replaced``
+  with its credit capped at the takeover instant, and closes its client with
+  4409. A process with no sessions does not look.
+* ``study_processes``: one liveness record per process, refreshed every
+  quarter of ``--process-timeout`` and expiring after it. A process that finds
+  an expired one (it lists them as often) claims it and, in a task of its own
+  that never holds up its refresh, closes its open sessions at their last
+  checkpoint (``server_lost``) and frees its leases.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import socket
 import time
 
-from pymongo import DeleteOne, ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from tracking.session import Session
+from tracking.session import Session, SessionRecord
 
 from ..base import StoreUnavailable
 from ..coordination import Coordinator, PollResult
 from ..writer import SessionWriter
-from .schema import LEASES, PROCESSES, SESSIONS, TAKEOVERS, from_date, to_date
+from .schema import LEASE_FIELDS, LEASES, PROCESSES, SESSIONS, TAKEOVERS, fold, from_date, lease_key, to_date
 from .store import MongoStore, errors
 
 log = logging.getLogger("study_time.coordination")
 
 
-def lease_key(user_id: str, course_id: str) -> str:
-    # Ids cannot contain "/" (tracking.protocol.ID_PATTERN): the key is unambiguous.
-    return f"{user_id}/{course_id}"
-
-
 class MongoCoordinator(Coordinator):
-    """Leases, takeover notices and process liveness in the MongoDB store."""
+    """Leases, running totals, takeover notices and process liveness in the MongoDB store."""
 
     def __init__(
         self, store: MongoStore, writer: SessionWriter, *, heartbeat_interval: float, process_timeout: float
     ) -> None:
+        super().__init__(writer)
         self.store = store
-        self.writer = writer
         self.process_id = store.process_id
         self.process_timeout = process_timeout
         # Half a heartbeat interval, so a replaced client hears of it within one;
-        # at most a second, which costs one indexed query per process per second.
+        # at most a second. Only a process with sessions reads its notices.
         self.poll_interval = min(heartbeat_interval / 2, 1.0)
-        self._sessions: dict[str, Session] = {}  # claimed here and not yet released
+        #: Seconds between refreshes of this process's liveness record, and
+        #: between looks at the others' (an idle process's only commands).
+        self.refresh_interval = process_timeout / 4
+        self._sessions: dict[str, Session] = {}  # claimed here and not yet added to their totals
+        self._by_key: dict[tuple[str, str], set[str]] = {}  # the same, by (user, course)
         self._ended: set[str] = set()  # of those, the ended ones
+        # Ended sessions whose credit may be added whatever holds their lease:
+        # replaced here, or told of their takeover (so capped at it already).
+        self._settled: set[str] = set()
+        # Ended sessions whose lease another process took before their credit
+        # was added: waiting for the takeover notice, until this monotonic time.
+        self._waiting: dict[str, float] = {}
         self._healthy_since: float | None = None  # monotonic; None while the store fails
-        self._last_reap = float("-inf")
+        self._last_refresh = float("-inf")
+        self._last_look = float("-inf")
+        # Expiry of every process at the last look (server time); unknown ones are alive.
+        self._expiry_of: dict[str, float] = {}
+        self._recovery: asyncio.Task | None = None
+        self._recovered: list[SessionRecord] = []
 
     @property
     def _db(self):
@@ -68,6 +86,10 @@ class MongoCoordinator(Coordinator):
 
     def _expiry(self, now: float):
         return to_date(now + self.process_timeout)
+
+    def _alive(self, process_id: str, now: float) -> bool:
+        expiry = self._expiry_of.get(process_id)
+        return expiry is None or expiry >= now
 
     async def start(self, now: float) -> None:
         async with errors():
@@ -84,11 +106,20 @@ class MongoCoordinator(Coordinator):
                 upsert=True,
             )
         self._healthy_since = time.monotonic()
+        self._last_refresh = time.monotonic()
 
     async def stop(self, *, saved: bool) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(BaseException):
+                await self._recovery
         try:
             async with errors():
-                await self._db[LEASES].delete_many({"processId": self.process_id})
+                # Whatever is saved is added to its total now, waiting or not.
+                await self._release(set(), final=True)
+                await self._db[LEASES].update_many(
+                    {"processId": self.process_id}, {"$unset": dict.fromkeys(LEASE_FIELDS, "")}
+                )
                 await self._db[TAKEOVERS].delete_many({"processId": self.process_id})
                 if saved:
                     await self._db[PROCESSES].delete_one({"_id": self.process_id})
@@ -102,11 +133,25 @@ class MongoCoordinator(Coordinator):
             log.warning("could not withdraw this process (the others will once it expires): %s", exc)
 
     async def claim(self, session: Session) -> float:
+        """Take the lease and return the learner's total, in one ``find_one_and_update``.
+
+        The total is the running total as it was, plus each session noted in
+        ``open`` (not yet added to it): this process's own from memory, another
+        live process's live one estimated as wall time up to the next session's
+        start (every accepted gap is shorter than the timeout, so credit is
+        wall time), and the rest as stored. Another process's sessions need
+        their documents: one more read, only when there are any.
+        """
         now = session.started_at
-        self._sessions[session.session_id] = session
+        key = session.key
+        # What this process knows of its own sessions of this key, taken before
+        # the read: one whose credit is added meanwhile is in the snapshot and,
+        # if added before the read, no longer in ``open``; never counted twice.
+        local = {sid: self._sessions[sid].seconds for sid in self._by_key.get(key, ())}
+        self._track(session)
         async with errors():
             prior = await self._db[LEASES].find_one_and_update(
-                {"_id": lease_key(session.user_id, session.course_id)},
+                {"_id": lease_key(*key)},
                 {
                     "$set": {
                         "userId": session.user_id,
@@ -114,48 +159,65 @@ class MongoCoordinator(Coordinator):
                         "sessionId": session.session_id,
                         "processId": self.process_id,
                         "since": to_date(now),
-                    }
+                        f"open.{session.session_id}": {"p": self.process_id, "t": now},
+                    },
+                    "$setOnInsert": {"seconds": 0.0},
                 },
                 upsert=True,
                 return_document=ReturnDocument.BEFORE,
             )
-            if prior is None or prior["processId"] == self.process_id:
-                return 0.0  # nobody, or this process: the tracker already replaced it
-            holder = await self._db[PROCESSES].find_one(
-                {"_id": prior["processId"], "expiresAt": {"$gte": to_date(now)}}, {"_id": 1}
-            )
-            if holder is None:
-                # Its process is gone: recovery closes the session at its last
-                # checkpoint, which the stored total already counts.
+            if prior is None:
                 return 0.0
+            entries = sorted((prior.get("open") or {}).items(), key=lambda item: item[1]["t"])
+            remote = [sid for sid, entry in entries if entry["p"] != self.process_id]
+            docs = {}
+            if remote:
+                docs = {
+                    d["_id"]: d
+                    async for d in self._db[SESSIONS].find(
+                        {"userId": session.user_id, "_id": {"$in": remote}}, {"seconds": 1, "endedAt": 1}
+                    )
+                }
+            total = float(prior.get("seconds", 0.0))
+            repairs = []
+            for i, (sid, entry) in enumerate(entries):
+                if entry["p"] == self.process_id:
+                    total += local.get(sid, 0.0)
+                    continue
+                doc = docs.get(sid)
+                stored = float(doc["seconds"]) if doc is not None else 0.0
+                if self._alive(entry["p"], now) and (doc is None or doc.get("endedAt") is None):
+                    until = entries[i + 1][1]["t"] if i + 1 < len(entries) else now
+                    total += max(stored, until - entry["t"])
+                    continue
+                total += stored
+                if not self._alive(entry["p"], now) and (doc is None or doc.get("endedAt") is not None):
+                    # Ended (or never written) on a process that is gone before
+                    # its credit was added: add it now, once.
+                    repairs.append(UpdateOne(*fold(session.user_id, session.course_id, sid, stored)))
+            if repairs:
+                await self._db[LEASES].bulk_write(repairs, ordered=False)
+            holder, replaced = prior.get("processId"), prior.get("sessionId")
+            if holder == self.process_id and replaced:
+                self._settled.add(replaced)  # replaced here, at this instant: nothing to cap
+            if not holder or not replaced or holder == self.process_id or not self._alive(holder, now):
+                # Nobody, this process (the tracker replaced it), or a process
+                # that is gone (recovery closes it at its last checkpoint).
+                return total
             # A concurrent takeover of the same session may have noted it already.
             with contextlib.suppress(DuplicateKeyError):
                 await self._db[TAKEOVERS].insert_one(
-                    {
-                        "_id": prior["sessionId"],
-                        "processId": prior["processId"],
-                        "at": to_date(now),
-                        "by": session.session_id,
-                    }
+                    {"_id": replaced, "processId": holder, "at": to_date(now), "by": session.session_id}
                 )
-            replaced = await self._db[SESSIONS].find_one(
-                {"_id": prior["sessionId"]}, {"seconds": 1, "endedAt": 1}
-            )
         log.info(
             "session %s of user=%s course=%s took over session %s from process %s",
             session.session_id,
             session.user_id,
             session.course_id,
-            prior["sessionId"],
-            prior["processId"],
+            replaced,
+            holder,
         )
-        if replaced is not None and replaced.get("endedAt") is not None:
-            return 0.0  # its final credit is stored and counted
-        # Live on the other process: its credit runs from its start to now
-        # (every accepted gap is shorter than the timeout, so credit is wall
-        # time); the store has it up to its last checkpoint.
-        stored = float(replaced["seconds"]) if replaced is not None else 0.0
-        return max(0.0, now - from_date(prior["since"]) - stored)
+        return total
 
     def ended(self, session: Session) -> None:
         if session.session_id in self._sessions:
@@ -163,38 +225,59 @@ class MongoCoordinator(Coordinator):
 
     async def poll(self, now: float) -> PollResult:
         result = PollResult()
+        if self._recovered:
+            result.recovered, self._recovered = self._recovered, []
         try:
             async with errors():
-                if not await self._refresh(now):
+                due = time.monotonic() - self._last_refresh >= self.refresh_interval
+                if (due or self._healthy_since is None) and not await self._refresh(now):
                     result.presumed_dead = True
                     return result
-                noticed = await self._takeovers(result)
-                await self._release(exclude=noticed)
-                if (
-                    self._healthy_since is not None
-                    and time.monotonic() - self._healthy_since >= self.process_timeout
-                    and time.monotonic() - self._last_reap >= self.process_timeout / 4
-                ):
-                    self._last_reap = time.monotonic()
-                    # The full recovery scans every open session; run it only
-                    # when a process has expired (an indexed lookup).
-                    if await self._db[PROCESSES].find_one({"expiresAt": {"$lt": to_date(now)}}, {"_id": 1}):
-                        result.recovered = await self.store.recover(now)
+                noticed = await self._takeovers(result) if self._sessions else set()
+                if self._last_refresh == float("-inf") and not await self._refresh(now):
+                    result.presumed_dead = True
+                    return result
+                await self._release(noticed)
+                if time.monotonic() - self._last_look >= self.refresh_interval:
+                    await self._look(now)
         except StoreUnavailable as exc:
             if self._healthy_since is not None:
                 log.warning("coordination paused, the store is unavailable: %s", exc)
             self._healthy_since = None
         return result
 
+    async def _look(self, now: float) -> None:
+        """List the processes (their expiry); start a recovery if one has expired."""
+        self._last_look = time.monotonic()
+        self._expiry_of = {
+            d["_id"]: from_date(d["expiresAt"]) async for d in self._db[PROCESSES].find({}, {"expiresAt": 1})
+        }
+        expired = any(expiry < now for expiry in self._expiry_of.values())
+        if (
+            expired
+            and self._healthy_since is not None
+            # Only a process that has itself reached the store for a whole
+            # --process-timeout may judge others dead: after an outage that
+            # every process suffered, each first gets the time to refresh.
+            and time.monotonic() - self._healthy_since >= self.process_timeout
+            and (self._recovery is None or self._recovery.done())
+        ):
+            self._recovery = asyncio.get_running_loop().create_task(self._recover(now))
+
+    async def _recover(self, now: float) -> None:
+        """Close what expired processes left open; reported at the next poll."""
+        try:
+            self._recovered.extend(await self.store.recover(now))
+        except StoreUnavailable as exc:
+            log.warning("recovery of expired processes failed (retried at the next look): %s", exc)
+
     async def _refresh(self, now: float) -> bool:
         """Extend this process's liveness; False if the others had presumed it dead."""
         updated = await self._db[PROCESSES].update_one(
             {"_id": self.process_id}, {"$set": {"expiresAt": self._expiry(now)}}
         )
+        self._last_refresh = time.monotonic()
         if self._healthy_since is None:
-            # Only a process that has itself reached the store for a whole
-            # --process-timeout may judge others dead: after an outage that
-            # every process suffered, each first gets the time to refresh.
             self._healthy_since = time.monotonic()
         if updated.matched_count:
             return True
@@ -203,8 +286,11 @@ class MongoCoordinator(Coordinator):
             " its %d sessions were closed as server_lost elsewhere; closing them here",
             len(self._sessions) - len(self._ended),
         )
-        self._sessions.clear()
-        self._ended.clear()
+        # Its open sessions were closed (and added to their totals) elsewhere;
+        # the ended ones were not, and are added here once saved.
+        for sid in [sid for sid in self._sessions if sid not in self._ended]:
+            self._forget(sid)
+        self._settled.update(self._ended)
         await self.start(now)
         return False
 
@@ -212,31 +298,72 @@ class MongoCoordinator(Coordinator):
         notices = [d async for d in self._db[TAKEOVERS].find({"processId": self.process_id})]
         if not notices:
             return set()
+        if any(notice.get("dead") for notice in notices):
+            # Another process presumed this one dead: the refresh says so.
+            await self._db[TAKEOVERS].delete_many({"_id": f"dead:{self.process_id}"})
+            self._last_refresh = float("-inf")
+            return set()
         for notice in notices:
             session = self._sessions.get(notice["_id"])
             if session is not None:
                 result.takeovers.append((session, from_date(notice["at"])))
+                self._settled.add(notice["_id"])  # capped at the takeover by the service
+                self._waiting.pop(notice["_id"], None)
         await self._db[TAKEOVERS].delete_many({"_id": {"$in": [n["_id"] for n in notices]}})
         return {n["_id"] for n in notices}
 
-    async def _release(self, exclude: set[str]) -> None:
-        """Delete the leases of ended sessions whose final snapshot is in the store."""
-        done = [sid for sid in self._ended if sid not in exclude and self.writer.is_saved(sid)]
+    async def _release(self, exclude: set[str], *, final: bool = False) -> None:
+        """Add the credit of ended sessions whose final snapshot is saved to their totals.
+
+        One guarded statement each (:func:`.schema.fold`): while the session
+        still holds its lease, the same statement releases it. One whose lease
+        another process took first waits for that process's takeover notice
+        (the credit must be capped at the takeover instant first), for at most
+        ``--process-timeout``; ``final`` (shutting down) does not wait.
+        """
+        clock = time.monotonic()
+        done = [
+            sid
+            for sid in self._ended
+            if sid not in exclude
+            and self.writer.is_saved(sid)
+            and (final or sid not in self._waiting or self._waiting[sid] <= clock)
+        ]
         if not done:
             return
-        # Only if still ours: a lease taken over meanwhile belongs to the new session.
-        await self._db[LEASES].bulk_write(
-            [
-                DeleteOne(
-                    {
-                        "_id": lease_key(self._sessions[sid].user_id, self._sessions[sid].course_id),
-                        "sessionId": sid,
-                    }
-                )
-                for sid in done
-            ],
-            ordered=False,
-        )
+        ops = []
         for sid in done:
-            self._ended.discard(sid)
-            self._sessions.pop(sid, None)
+            s = self._sessions[sid]
+            ungated = final or sid in self._settled or sid in self._waiting
+            ops.append(UpdateOne(*fold(s.user_id, s.course_id, sid, s.seconds, release=not ungated)))
+            if final and not ungated:
+                ops.append(UpdateOne(*fold(s.user_id, s.course_id, sid, s.seconds)))
+        result = await self._db[LEASES].bulk_write(ops, ordered=True)
+        if not final and result.matched_count < len(done):
+            # Some were added already (a retry), or their lease moved on: look.
+            keys = list({lease_key(*self._sessions[sid].key) for sid in done})
+            still_open = set()
+            async for d in self._db[LEASES].find({"_id": {"$in": keys}}, {"open": 1}):
+                still_open.update(d.get("open") or {})
+            for sid in [sid for sid in done if sid in still_open]:
+                if sid not in self._waiting:
+                    self._waiting[sid] = clock + self.process_timeout
+                done.remove(sid)
+        for sid in done:
+            self._forget(sid)
+
+    def _track(self, session: Session) -> None:
+        self._sessions[session.session_id] = session
+        self._by_key.setdefault(session.key, set()).add(session.session_id)
+
+    def _forget(self, sid: str) -> None:
+        session = self._sessions.pop(sid, None)
+        self._ended.discard(sid)
+        self._settled.discard(sid)
+        self._waiting.pop(sid, None)
+        if session is not None:
+            ids = self._by_key.get(session.key)
+            if ids is not None:
+                ids.discard(sid)
+                if not ids:
+                    del self._by_key[session.key]

@@ -15,9 +15,25 @@ from pymongo import IndexModel
 from tracking.session import SessionRecord
 
 SESSIONS = "study_sessions"
+#: One document per (user, course), kept for good: the running total of its
+#: sessions' credit (``seconds``), the sessions not yet added to it (``open``)
+#: and, while a session holds it, the lease (``sessionId``, ``processId``, ``since``).
 LEASES = "study_leases"
 TAKEOVERS = "study_takeovers"
 PROCESSES = "study_processes"
+#: ``{_id: "schema", version}``: which schema the database holds (upgrades, store.py).
+META = "study_meta"
+SCHEMA_VERSION = 2
+
+#: The lease fields of a ``study_leases`` document, unset when the lease is released.
+LEASE_FIELDS = ("sessionId", "processId", "since")
+
+#: The shard key of each collection on a sharded cluster (docs/storage.md,
+#: "Sharding"); every hot-path update and delete filters on these fields.
+SHARD_KEYS: dict[str, dict] = {
+    SESSIONS: {"userId": "hashed"},
+    LEASES: {"_id": "hashed"},
+}
 
 INDEXES: dict[str, list[IndexModel]] = {
     SESSIONS: [
@@ -29,6 +45,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         # "sessions still open" (endedAt is null), and those of one process
         IndexModel([("endedAt", 1), ("processId", 1)], name="open_by_process"),
     ],
+    # leases held by one process (released at its end, freed when it dies)
     LEASES: [IndexModel([("processId", 1)], name="process")],
     TAKEOVERS: [IndexModel([("processId", 1)], name="process")],
     PROCESSES: [IndexModel([("expiresAt", 1)], name="expires")],
@@ -46,6 +63,51 @@ def from_date(value: Any) -> float:
 
 def utc_day(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
+def lease_key(user_id: str, course_id: str) -> str:
+    """The ``_id`` of a (user, course)'s ``study_leases`` document."""
+    # Ids cannot contain "/" (tracking.protocol.ID_PATTERN): the key is unambiguous.
+    return f"{user_id}/{course_id}"
+
+
+def session_filter(r: SessionRecord) -> dict:
+    """The filter of a hot-path write of a record's session: its shard key (userId) and ``_id``."""
+    return {"userId": r.user_id, "_id": r.session_id}
+
+
+def checkpoint_update(r: SessionRecord) -> dict:
+    """The ``$set`` of a checkpoint or final snapshot: only the fields that change after the opening."""
+    changed = {
+        "creditedUntil": to_date(r.credited_until),
+        "exact.creditedUntil": r.credited_until,
+        "seconds": float(r.seconds),
+        "heartbeats": r.heartbeats,
+        "lastClientTime": r.last_client_time,
+        "rev": r.rev,
+    }
+    if r.ended_at is not None:
+        changed["endedAt"] = to_date(r.ended_at)
+        changed["exact.endedAt"] = r.ended_at
+        changed["endReason"] = r.end_reason
+    return {"$set": changed}
+
+
+def fold(user_id: str, course_id: str, session_id: str, seconds: float, *, release: bool = False) -> tuple:
+    """The (filter, update) that adds a session's credit to its running total, once.
+
+    ``open.<session>`` is set when the session is claimed and unset by the
+    same statement that adds its credit: a statement that finds it gone has
+    nothing to add, so retries, recovery and takeovers never add it twice.
+    With ``release``, only while the session still holds the lease, which the
+    statement releases too.
+    """
+    query: dict = {"_id": lease_key(user_id, course_id), f"open.{session_id}": {"$exists": True}}
+    unset = {f"open.{session_id}": ""}
+    if release:
+        query["sessionId"] = session_id
+        unset.update(dict.fromkeys(LEASE_FIELDS, ""))
+    return query, {"$inc": {"seconds": float(seconds)}, "$unset": unset}
 
 
 def document_from_record(r: SessionRecord, process_id: str) -> dict:

@@ -14,6 +14,7 @@ FerretDB; ``docs/storage.md`` says what that does and does not cover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -30,6 +31,7 @@ from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
     ConfigurationError,
+    DuplicateKeyError,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -41,17 +43,28 @@ from tracking.session import EndReason, SessionRecord
 from ..base import Store, StoreError, StoreUnavailable
 from .schema import (
     INDEXES,
+    LEASE_FIELDS,
     LEASES,
+    META,
     PROCESSES,
+    SCHEMA_VERSION,
     SESSIONS,
     TAKEOVERS,
+    checkpoint_update,
     document_from_record,
+    fold,
+    from_date,
+    lease_key,
     record_from_document,
+    session_filter,
     to_date,
 )
 
 DUPLICATE_KEY = 11000
 INDEX_ATTEMPTS = 5
+#: Seconds a survivor holds its claim on a dead process while it closes the
+#: process's sessions; if it dies meanwhile, another claims it after this.
+REAP_SECONDS = 60.0
 
 # Short defaults so that an outage is noticed in seconds, not after PyMongo's
 # 30 s server selection, and a hung connection cannot stall the flushes; a
@@ -108,9 +121,15 @@ def hosts(url: str) -> str:
 class MongoStore(Store):
     """Study records in a MongoDB database shared by every server process."""
 
-    def __init__(self, url: str, *, socket_timeout_ms: int | None = None) -> None:
-        """``socket_timeout_ms`` replaces the default ``socketTimeoutMS`` (unless the URL sets it)."""
+    def __init__(
+        self, url: str, *, socket_timeout_ms: int | None = None, event_listeners: Sequence[object] = ()
+    ) -> None:
+        """``socket_timeout_ms`` replaces the default ``socketTimeoutMS`` (unless the URL sets it);
+        ``event_listeners`` are PyMongo monitoring listeners (tests count commands with them)."""
         self._url = url
+        self._listeners = list(event_listeners)
+        #: Running totals built by the upgrade at the last :meth:`open` (docs/storage.md, "Upgrades").
+        self.upgraded = 0
         self.database_name = database_name(url)
         present = {key.lower() for key in _query_options(url)}
         defaults = dict(DEFAULT_OPTIONS)
@@ -120,6 +139,9 @@ class MongoStore(Store):
         self.process_id = new_process_id()
         self._client: AsyncMongoClient | None = None
         self._db: AsyncDatabase | None = None
+        # Sessions this store has inserted and not yet written final: their
+        # next snapshots are updates (see save).
+        self._inserted: set[str] = set()
 
     @property
     def db(self) -> AsyncDatabase:
@@ -129,7 +151,13 @@ class MongoStore(Store):
 
     async def open(self) -> None:
         try:
-            self._client = AsyncMongoClient(self._url, tz_aware=True, appname="study-time", **self._options)
+            self._client = AsyncMongoClient(
+                self._url,
+                tz_aware=True,
+                appname="study-time",
+                event_listeners=self._listeners,
+                **self._options,
+            )
         except (ConfigurationError, ValueError, TypeError) as exc:
             # PyMongo's messages name the offending option, never the password.
             raise StoreError(f"invalid --store: {exc}") from None
@@ -139,6 +167,7 @@ class MongoStore(Store):
         try:
             await self._db.command("ping")
             await self._create_indexes()
+            self.upgraded = await self.upgrade()
         except ServerSelectionTimeoutError:
             # PyMongo's message is a topology dump hundreds of characters
             # long; what an operator needs is where and how long.
@@ -185,42 +214,58 @@ class MongoStore(Store):
             await self.db.command("ping")
 
     async def save(self, records: Sequence[SessionRecord]) -> None:
+        """Insert the sessions new to the store, whole; send only what changed of the others.
+
+        A session's first snapshot is one insert (its document, whole); every
+        later one is an update of the fields that change (``checkpoint_update``),
+        filtered on the shard key, the id and an older ``rev``. An insert that
+        finds the document there (its earlier reply was lost) becomes an
+        update, so nothing is read first.
+        """
         if not records:
             return
         latest: dict[str, SessionRecord] = {}
         for record in records:  # a batch may repeat a session: its highest rev wins
             if record.session_id not in latest or record.rev > latest[record.session_id].rev:
                 latest[record.session_id] = record
-        docs = [document_from_record(r, self.process_id) for r in latest.values()]
+        new = [r for r in latest.values() if r.session_id not in self._inserted]
+        known = [r for r in latest.values() if r.session_id in self._inserted]
         sessions = self.db[SESSIONS]
         async with errors():
-            # Upsert in two steps because FerretDB's reply to an upsert that
-            # hits a duplicate key breaks PyMongo's bulk API. First update the
-            # documents that exist and hold an older revision; a session that
-            # someone else closed as server_lost is final.
-            updates = [
-                UpdateOne(
-                    {"_id": d["_id"], "rev": {"$lt": d["rev"]}, "endReason": {"$ne": EndReason.SERVER_LOST}},
-                    {"$set": {k: v for k, v in d.items() if k != "_id"}},
-                )
-                for d in docs
-            ]
-            result = await sessions.bulk_write(updates, ordered=False)
-            if result.matched_count == len(docs):
-                return
-            # Then insert the sessions that are not there yet. A duplicate key
-            # means the document exists with this or a newer revision: done.
-            existing = {d["_id"] async for d in sessions.find({"_id": {"$in": list(latest)}}, {"_id": 1})}
-            missing = [d for d in docs if d["_id"] not in existing]
-            if missing:
+            if new:
                 try:
-                    await sessions.insert_many(missing, ordered=False)
+                    await sessions.insert_many(
+                        [document_from_record(r, self.process_id) for r in new], ordered=False
+                    )
                 except BulkWriteError as exc:
                     write_errors = exc.details.get("writeErrors", [])
                     if any(e.get("code") != DUPLICATE_KEY for e in write_errors):
                         raise StoreUnavailable(
                             f"MongoDB refused a write: {write_errors[0].get('errmsg')}"
                         ) from None
+                    # There already: written before (a lost reply) or by a recovery.
+                    known.extend(new[e["index"]] for e in write_errors)
+                self._inserted.update(r.session_id for r in new)
+            if known:
+                # A session someone else closed as server_lost is final.
+                await sessions.bulk_write(
+                    [
+                        UpdateOne(
+                            {
+                                **session_filter(r),
+                                "rev": {"$lt": r.rev},
+                                "endReason": {"$ne": EndReason.SERVER_LOST},
+                            },
+                            checkpoint_update(r),
+                        )
+                        for r in known
+                    ],
+                    ordered=False,
+                )
+        # A final snapshot is never followed by another insert: forget it.
+        for r in latest.values():
+            if not r.is_open:
+                self._inserted.discard(r.session_id)
 
     async def total_seconds(self, user_id: str, course_id: str) -> float:
         pipeline = [
@@ -230,6 +275,45 @@ class MongoStore(Store):
         async with errors():
             rows = await (await self.db[SESSIONS].aggregate(pipeline)).to_list()
         return float(rows[0]["seconds"]) if rows else 0.0
+
+    async def upgrade(self) -> int:
+        """Bring a database written by an earlier version to this schema; return the totals built.
+
+        Version 1 kept no running totals: each (user, course) gets its
+        ``seconds`` from the sum of its stored sessions, once. Idempotent and
+        safe to run by several processes starting together: a total is only
+        ever set where none exists, and a new database is marked current at
+        once. Run on every start (``open``) and by ``study-time migrate``.
+        """
+        async with errors():
+            meta = await self.db[META].find_one({"_id": "schema"})
+            if meta is not None and meta.get("version", 0) >= SCHEMA_VERSION:
+                return 0
+            built = 0
+            if await self.db[SESSIONS].find_one({}, {"_id": 1}) is not None:
+                pipeline = [
+                    {"$group": {"_id": {"u": "$userId", "c": "$courseId"}, "seconds": {"$sum": "$seconds"}}}
+                ]
+                rows = await (await self.db[SESSIONS].aggregate(pipeline)).to_list()
+                for row in rows:
+                    user, course = row["_id"]["u"], row["_id"]["c"]
+                    fields = {"userId": user, "courseId": course, "seconds": float(row["seconds"])}
+                    done = await self.db[LEASES].update_one(
+                        {"_id": lease_key(user, course), "seconds": {"$exists": False}}, {"$set": fields}
+                    )
+                    if not done.matched_count:
+                        # No document yet, or one that has its total already.
+                        with contextlib.suppress(DuplicateKeyError):
+                            await self.db[LEASES].insert_one({"_id": lease_key(user, course), **fields})
+                            built += 1
+                    else:
+                        built += 1
+            # Processes starting together race to create it: the loser's is a duplicate.
+            with contextlib.suppress(DuplicateKeyError):
+                await self.db[META].update_one(
+                    {"_id": "schema"}, {"$set": {"version": SCHEMA_VERSION}}, upsert=True
+                )
+        return built
 
     async def live_processes(self, now: float) -> list[str]:
         """The ids of the server processes whose liveness record has not expired at ``now``."""
@@ -245,18 +329,41 @@ class MongoStore(Store):
         A process is alive while its ``study_processes`` record has not
         expired (see :mod:`storage.mongodb.coordination`); sessions saved without a
         live owner (by a process that is gone, or by a store used outside a
-        server) are orphans.
+        server) are orphans. Each expired process is claimed first
+        (``reaper``, atomically): of several survivors only the one that
+        claims it closes its sessions, so each orphan is closed once. A
+        session's credit is added to its running total by the same guarded
+        statement as any other (:func:`~storage.mongodb.schema.fold`).
         """
         async with errors():
-            live = await self.live_processes(now)
-            orphan_filter = {"endedAt": None, "processId": {"$nin": live}}
-            orphans = [record_from_document(d) async for d in self.db[SESSIONS].find(orphan_filter)]
+            processes = [d async for d in self.db[PROCESSES].find({}, {"expiresAt": 1})]
+            live = [d["_id"] for d in processes if from_date(d["expiresAt"]) >= now]
+            claimed_by_others = []
+            for d in processes:
+                if d["_id"] in live:
+                    continue
+                won = await self.db[PROCESSES].find_one_and_update(
+                    {
+                        "_id": d["_id"],
+                        "expiresAt": {"$lt": to_date(now)},
+                        "$or": [{"reapUntil": {"$exists": False}}, {"reapUntil": {"$lt": to_date(now)}}],
+                    },
+                    {"$set": {"reaper": self.process_id, "reapUntil": to_date(now + REAP_SECONDS)}},
+                )
+                if won is None:
+                    claimed_by_others.append(d["_id"])
+            keep = live + claimed_by_others
+            orphan_filter = {"endedAt": None, "processId": {"$nin": keep}}
+            orphan_docs = [d async for d in self.db[SESSIONS].find(orphan_filter)]
+            owners = {d.get("processId") for d in orphan_docs if d.get("processId")}
+            owners.update(d["_id"] for d in processes if d["_id"] not in keep)
+            orphans = [record_from_document(d) for d in orphan_docs]
             recovered = []
             for record in orphans:
                 # Guarded by rev: a checkpoint landing meanwhile wins, and the
                 # next recovery closes the session at that checkpoint instead.
                 result = await self.db[SESSIONS].update_one(
-                    {"_id": record.session_id, "rev": record.rev, "endedAt": None},
+                    {**session_filter(record), "rev": record.rev, "endedAt": None},
                     {
                         "$set": {
                             "endedAt": to_date(record.credited_until),
@@ -275,9 +382,31 @@ class MongoStore(Store):
                             rev=record.rev + 1,
                         )
                     )
-            await self.db[LEASES].delete_many({"processId": {"$nin": live}})
-            await self.db[TAKEOVERS].delete_many({"processId": {"$nin": live}})
-            await self.db[PROCESSES].delete_many({"expiresAt": {"$lt": to_date(now)}})
+            if recovered:
+                await self.db[LEASES].bulk_write(
+                    [UpdateOne(*fold(r.user_id, r.course_id, r.session_id, r.seconds)) for r in recovered],
+                    ordered=False,
+                )
+            await self.db[LEASES].update_many(
+                {"processId": {"$exists": True, "$nin": keep}},
+                {"$unset": dict.fromkeys(LEASE_FIELDS, "")},
+            )
+            await self.db[TAKEOVERS].delete_many({"processId": {"$nin": keep}})
+            # A process presumed dead that is in fact alive (cut off from the
+            # store) learns it from this notice at its next look for notices.
+            gone = {r_doc for r_doc in owners if r_doc not in keep}
+            if gone:
+                with contextlib.suppress(BulkWriteError):
+                    await self.db[TAKEOVERS].insert_many(
+                        [
+                            {"_id": f"dead:{pid}", "processId": pid, "dead": True, "at": to_date(now)}
+                            for pid in gone
+                        ],
+                        ordered=False,
+                    )
+            await self.db[PROCESSES].delete_many(
+                {"expiresAt": {"$lt": to_date(now)}, "reaper": self.process_id}
+            )
         recovered.sort(key=lambda r: (r.started_at, r.session_id))
         return recovered
 

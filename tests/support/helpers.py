@@ -32,6 +32,7 @@ FAST = dict(
     min_heartbeat_interval=0.05,
     sweep_interval=0.05,
     flush_interval=0.1,
+    checkpoint_interval=0.0,
     shutdown_timeout=3.0,
     flood_rate=0.0,
 )

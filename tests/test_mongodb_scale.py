@@ -1,0 +1,332 @@
+"""What the MongoDB store sends, counted by PyMongo command monitoring (docs/storage.md, docs/performance.md).
+
+Constant-cost openings at any history, checkpoints that send only what
+changed and name the shard key, running totals that never count a second
+twice, an idle process that stays quiet, one survivor per orphan, and the
+upgrade of a database written by the previous schema. Against the real test
+server (FerretDB, or $STUDY_TIME_TEST_MONGODB_URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+
+import pytest
+import tornado.netutil
+from pymongo import monitoring
+
+import server
+from service import Service
+from storage.mongodb.coordination import MongoCoordinator
+from storage.mongodb.schema import LEASES, META, PROCESSES, SESSIONS, document_from_record, to_date
+from storage.mongodb.store import MongoStore
+from storage.writer import SessionWriter
+from tests.support.helpers import ROOT, Client, fast_settings, wait_for
+from tests.support.records import T0, record
+from tracking.tracker import Tracker
+
+
+class Commands(monitoring.CommandListener):
+    """Every command a client sent: (name, collection, command)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None, dict]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in ("hello", "isMaster", "ismaster", "endSessions", "ping"):
+            return
+        command = event.command
+        target = command.get(event.command_name)
+        self.seen.append((event.command_name, target if isinstance(target, str) else None, command))
+
+    def succeeded(self, event) -> None: ...
+
+    def failed(self, event) -> None: ...
+
+    def take(self) -> list[tuple[str, str | None, dict]]:
+        seen, self.seen = self.seen, []
+        return seen
+
+
+@pytest.fixture
+def store_kind() -> str:
+    return "mongodb"
+
+
+@pytest.fixture
+def watched(io_loop, mongo_url):
+    """A MongoDB store whose commands are counted, and the counter."""
+    commands = Commands()
+    opened = MongoStore(mongo_url, event_listeners=[commands])
+    io_loop.run_sync(opened.open)
+    commands.take()
+    yield opened, commands
+    io_loop.run_sync(opened.close)
+
+
+async def serve(settings, store) -> Service:
+    service = Service(settings, store=store)
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    await service.start(sockets, server.make_server(service))
+    service.url = f"ws://127.0.0.1:{sockets[0].getsockname()[1]}"  # type: ignore[attr-defined]
+    return service
+
+
+def past_sessions(user: str, count: int, seconds: float = 60.0) -> list[dict]:
+    """Documents as the previous version wrote them: ended sessions of ``user`` in course c1."""
+    return [
+        document_from_record(record(user, seconds=seconds, started=T0 + i * 1000), "gone")
+        for i in range(count)
+    ]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_opening_reads_the_same_two_documents_whatever_the_history(mongo_url, mongo_db):
+    mongo_db[SESSIONS].insert_many(past_sessions("veteran", 2000))
+    commands = Commands()
+    store = MongoStore(mongo_url, event_listeners=[commands])
+    service = await serve(fast_settings(store=mongo_url), store)  # upgrades: builds the totals
+    try:
+        shapes = {}
+        for user, expected in (("newcomer", 0), ("veteran", 2000 * 60)):
+            commands.take()
+            client = await Client.connect(service.url, user, "c1")
+            assert (await client.connected())["studyTime"] == expected
+            shapes[user] = [
+                (name, target)
+                for name, target, _ in commands.take()
+                if target not in ("study_takeovers", "study_processes")
+            ]
+            await client.close()
+        # One findAndModify on the learner's lease-and-total document, nothing
+        # else before the answer (the session document is written by the next flush).
+        for user in shapes:
+            opening = [s for s in shapes[user] if s[0] in ("findAndModify", "aggregate", "find")]
+            assert opening == [("findAndModify", LEASES)], (user, shapes[user])
+    finally:
+        await service.shutdown()
+
+
+@pytest.mark.gen_test
+async def test_a_session_is_inserted_once_then_checkpoints_set_only_what_changed_on_its_shard_key(watched):
+    store, commands = watched
+    tracker = Tracker(heartbeat_timeout=60, min_heartbeat_interval=0)
+    writer = SessionWriter(store)
+    session, _ = tracker.open("u1", "c1", 1000.0, session_id=uuid.uuid4().hex, remote_addr="10.0.0.1")
+    writer.changed(session)
+    assert await writer.flush()
+    ((name, target, command),) = commands.take()
+    assert (name, target, len(command["documents"])) == ("insert", SESSIONS, 1)  # no update-miss, no find
+    tracker.heartbeat(session, 1030.0)
+    writer.changed(session)
+    assert await writer.flush()
+    ((name, target, command),) = commands.take()
+    assert (name, target) == ("update", SESSIONS)
+    (statement,) = command["updates"]
+    assert statement["q"]["userId"] == "u1" and statement["q"]["_id"] == session.session_id
+    assert set(statement["u"]) == {"$set"}
+    assert set(statement["u"]["$set"]) == {
+        "creditedUntil",
+        "exact.creditedUntil",
+        "seconds",
+        "heartbeats",
+        "lastClientTime",
+        "rev",
+    }
+    tracker.end(session, 1040.0, tracker_reason())
+    writer.ended(session)
+    assert await writer.flush()
+    ((name, target, command),) = commands.take()
+    (statement,) = command["updates"]
+    assert {"endedAt", "endReason", "exact.endedAt"} <= set(statement["u"]["$set"])
+    assert "remoteAddr" not in statement["u"]["$set"] and "startedAt" not in statement["u"]["$set"]
+    (stored,) = await store.sessions(user_id="u1")
+    assert stored == session.record()
+
+
+def tracker_reason():
+    from tracking.session import EndReason
+
+    return EndReason.CLIENT_CLOSED
+
+
+@pytest.mark.gen_test
+async def test_a_live_session_is_checkpointed_once_per_checkpoint_interval(watched):
+    store, commands = watched
+    clock = [0.0]
+    tracker = Tracker(heartbeat_timeout=600, min_heartbeat_interval=0)
+    writer = SessionWriter(store, checkpoint_interval=3600)
+    session, _ = tracker.open("u1", "c1", 1000.0, session_id=uuid.uuid4().hex)
+    writer.changed(session)
+    assert await writer.flush()  # a new session is written at once
+    for beat in range(1, 5):
+        clock[0] = 1000.0 + 30 * beat
+        tracker.heartbeat(session, clock[0])
+        writer.changed(session)
+        assert await writer.flush()
+    assert [name for name, _, _ in commands.take()] == ["insert"]  # no checkpoint due yet
+    assert writer.unsaved == 1 and not writer.is_saved(session.session_id)
+    assert await writer.drain(5)  # shutting down writes it whatever the interval
+    (stored,) = await store.sessions(user_id="u1")
+    assert stored.seconds == 120
+
+
+@pytest.mark.gen_test
+async def test_a_retried_or_recovered_session_is_added_to_the_running_total_once(watched, mongo_db):
+    store, _ = watched
+    tracker = Tracker(heartbeat_timeout=600, min_heartbeat_interval=0)
+    writer = SessionWriter(store)
+    coordinator = MongoCoordinator(store, writer, heartbeat_interval=30, process_timeout=60)
+    await coordinator.start(1000.0)
+    first, _ = tracker.open("u1", "c1", 1000.0, session_id="first")
+    assert await coordinator.claim(first) == 0
+    tracker.heartbeat(first, 1030.0)
+    tracker.end(first, 1040.0, tracker_reason())
+    writer.ended(first)
+    coordinator.ended(first)
+    # A new session opens before the first's final snapshot is written: its
+    # total has the first's credit, from memory.
+    second, _ = tracker.open("u1", "c1", 1050.0, session_id="second")
+    assert await coordinator.claim(second) == pytest.approx(40)
+    assert await writer.flush()
+    await coordinator.poll(1051.0)
+    lease = mongo_db[LEASES].find_one({"_id": "u1/c1"})
+    assert lease["seconds"] == pytest.approx(40) and set(lease["open"]) == {"second"}
+    # The same final snapshot again (a lost reply), and the release again: nothing more.
+    await store.save([first.record()])
+    coordinator._ended.add("first")
+    coordinator._sessions["first"] = first
+    await coordinator.poll(1052.0)
+    assert mongo_db[LEASES].find_one({"_id": "u1/c1"})["seconds"] == pytest.approx(40)
+    # The second is checkpointed, then its process dies: one survivor closes
+    # it and adds its checkpoint once, however many try.
+    tracker.heartbeat(second, 1080.0)
+    writer.changed(second)
+    assert await writer.flush()
+    mongo_db[PROCESSES].update_one({"_id": store.process_id}, {"$set": {"expiresAt": to_date(0)}})
+    survivors = [MongoStore(store._url), MongoStore(store._url)]
+    for survivor in survivors:
+        await survivor.open()
+    try:
+        # One after the other: FerretDB does not make concurrent updates of
+        # one document atomic, as MongoDB does (docs/storage.md).
+        results = [await s.recover(2000.0) for s in survivors]
+    finally:
+        for survivor in survivors:
+            await survivor.close()
+    assert [len(r) for r in results] == [1, 0]
+    lease = mongo_db[LEASES].find_one({"_id": "u1/c1"})
+    assert lease["seconds"] == pytest.approx(70) and not lease.get("open")
+    assert "sessionId" not in lease  # the dead process's lease is freed
+    assert await store.total_seconds("u1", "c1") == pytest.approx(70)
+
+
+@pytest.mark.gen_test
+async def test_each_orphan_is_closed_by_exactly_one_of_two_survivors(mongo_url, mongo_db):
+    """The survivor that claims a dead process closes its sessions; the other one
+    does not touch them while the claim holds, and finds nothing left after."""
+    dead = "dead-host:1:abc"
+    orphans = [replace(record(f"u{i}", ended=False, seconds=5.0), rev=3) for i in range(10)]
+    mongo_db[SESSIONS].insert_many([document_from_record(r, dead) for r in orphans])
+    # Claimed a moment ago by a survivor that is still at work on it.
+    mongo_db[PROCESSES].insert_one(
+        {"_id": dead, "expiresAt": to_date(T0), "reaper": "other", "reapUntil": to_date(T0 + 160)}
+    )
+    counters = [Commands(), Commands()]
+    survivors = [MongoStore(mongo_url, event_listeners=[c]) for c in counters]
+    for survivor in survivors:
+        await survivor.open()
+    try:
+        for c in counters:
+            c.take()
+        assert await survivors[0].recover(T0 + 100) == []
+        assert [target for _, target, _ in counters[0].take() if target == SESSIONS] == [SESSIONS]  # the find
+        # The claim lapses (that survivor died): the next one takes it over, once.
+        assert len(await survivors[1].recover(T0 + 200)) == 10
+        assert await survivors[0].recover(T0 + 201) == []
+    finally:
+        for survivor in survivors:
+            await survivor.close()
+    closes = [
+        statement
+        for c in counters
+        for name, target, command in c.seen
+        if (name, target) == ("update", SESSIONS)
+        for statement in command["updates"]
+        if statement["u"]["$set"].get("endReason") == "server_lost"
+    ]
+    assert len(closes) == 10  # one statement per orphan, by the survivor that claimed the process
+    assert all(statement["q"]["userId"].startswith("u") for statement in closes)  # on its shard key
+    assert mongo_db[SESSIONS].count_documents({"endReason": "server_lost"}) == 10
+    assert mongo_db[PROCESSES].count_documents({}) == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_idle_process_reads_no_notices_and_refreshes_once_per_quarter_timeout(watched):
+    store, commands = watched
+    writer = SessionWriter(store)
+    coordinator = MongoCoordinator(store, writer, heartbeat_interval=0.2, process_timeout=2.0)
+    await coordinator.start(1000.0)
+    commands.take()
+    polls = 0
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while loop.time() - began < 2.0:  # 20 polls in two seconds, as at a 0.2 s heartbeat
+        await coordinator.poll(1000.0 + loop.time() - began)
+        polls += 1
+        await asyncio.sleep(0.1)
+    seen = [(name, target) for name, target, _ in commands.take()]
+    assert polls >= 15
+    assert ("find", "study_takeovers") not in seen
+    # A refresh and a look every 0.5 s (a quarter of the timeout): at most 5 of each in 2 s.
+    assert len(seen) <= 10, seen
+    assert set(seen) <= {("update", PROCESSES), ("find", PROCESSES)}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_database_of_the_previous_schema_is_upgraded_and_every_total_kept(mongo_url, mongo_db):
+    """Written as version 1 wrote it: sessions (one left open by a crash) and
+    leases without totals, no schema version. The new server builds each
+    learner's total once, and the learners are told exactly those totals."""
+    expected = {"ann": 3 * 60.0 + 12.5, "bob": 45.25, "cy": 2 * 60.0}
+    mongo_db[SESSIONS].insert_many(past_sessions("ann", 3) + past_sessions("bob", 1, 45.25))
+    mongo_db[SESSIONS].insert_many(past_sessions("cy", 2))
+    mongo_db[SESSIONS].insert_one(document_from_record(record("ann", seconds=12.5, ended=False), "gone"))
+    mongo_db[LEASES].insert_one(
+        {"_id": "ann/c1", "userId": "ann", "courseId": "c1", "sessionId": "x", "processId": "gone"}
+    )
+    result = subprocess.run(
+        [sys.executable, "server.py", "migrate", f"--store={mongo_url}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "running totals built: 3" in result.stdout
+    assert mongo_db[META].find_one({"_id": "schema"})["version"] == 2
+    again = subprocess.run(
+        [sys.executable, "server.py", "migrate", f"--store={mongo_url}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert "running totals built: 0" in again.stdout
+    service = await serve(fast_settings(store=mongo_url), MongoStore(mongo_url))
+    try:
+        for user, seconds in expected.items():
+            assert mongo_db[LEASES].find_one({"_id": f"{user}/c1"})["seconds"] == pytest.approx(seconds)
+            client = await Client.connect(service.url, user, "c1")
+            assert (await client.connected())["studyTime"] == int(seconds)
+            await client.close()
+        # The crash's open session is closed as server_lost, its credit counted once.
+        await wait_for(
+            lambda: mongo_db[SESSIONS].count_documents({"endReason": "server_lost"}) == 1, message="recovery"
+        )
+    finally:
+        await service.shutdown()
+    assert mongo_db[LEASES].find_one({"_id": "ann/c1"})["seconds"] == pytest.approx(expected["ann"], abs=1)
