@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 
@@ -74,7 +75,9 @@ class MongoCoordinator(Coordinator):
         self._waiting: dict[str, float] = {}
         self._healthy_since: float | None = None  # monotonic; None while the store fails
         self._last_refresh = float("-inf")
-        self._last_look = float("-inf")
+        # Each process looks at its own phase, so survivors of one death seldom
+        # try to claim it at the same instant (one claim wins anyway, on MongoDB).
+        self._last_look = time.monotonic() - random.uniform(0, self.refresh_interval)
         # Expiry of every process at the last look (server time); unknown ones are alive.
         self._expiry_of: dict[str, float] = {}
         self._recovery: asyncio.Task | None = None
@@ -161,13 +164,20 @@ class MongoCoordinator(Coordinator):
                         "since": to_date(now),
                         f"open.{session.session_id}": {"p": self.process_id, "t": now},
                     },
-                    "$setOnInsert": {"seconds": 0.0},
                 },
                 upsert=True,
                 return_document=ReturnDocument.BEFORE,
             )
-            if prior is None:
-                return 0.0
+            if prior is None or "seconds" not in prior:
+                # The first session of this pair since the running totals exist
+                # (a new learner, or sessions written by a tool or an earlier
+                # version and not upgraded): built once, from the sessions that
+                # started before this one; later ones are noted in ``open``.
+                built = await self.store.session_credit(session.user_id, session.course_id, before=now)
+                await self._db[LEASES].update_one(
+                    {"_id": lease_key(*key), "seconds": {"$exists": False}}, {"$set": {"seconds": built}}
+                )
+                prior = {**(prior or {}), "seconds": built}
             entries = sorted((prior.get("open") or {}).items(), key=lambda item: item[1]["t"])
             remote = [sid for sid, entry in entries if entry["p"] != self.process_id]
             docs = {}
@@ -179,6 +189,13 @@ class MongoCoordinator(Coordinator):
                     )
                 }
             total = float(prior.get("seconds", 0.0))
+            unknown = {entry["p"] for sid, entry in entries if sid in remote} - set(self._expiry_of)
+            if unknown:
+                # Started since the last look, or gone (or a tool's): one read says.
+                for pid in unknown:
+                    self._expiry_of[pid] = float("-inf")
+                async for d in self._db[PROCESSES].find({"_id": {"$in": list(unknown)}}, {"expiresAt": 1}):
+                    self._expiry_of[d["_id"]] = from_date(d["expiresAt"])
             repairs = []
             for i, (sid, entry) in enumerate(entries):
                 if entry["p"] == self.process_id:
@@ -186,12 +203,13 @@ class MongoCoordinator(Coordinator):
                     continue
                 doc = docs.get(sid)
                 stored = float(doc["seconds"]) if doc is not None else 0.0
-                if self._alive(entry["p"], now) and (doc is None or doc.get("endedAt") is None):
+                alive = self._alive(entry["p"], now)
+                if alive and (doc is None or doc.get("endedAt") is None):
                     until = entries[i + 1][1]["t"] if i + 1 < len(entries) else now
                     total += max(stored, until - entry["t"])
                     continue
                 total += stored
-                if not self._alive(entry["p"], now) and (doc is None or doc.get("endedAt") is not None):
+                if not alive and (doc is None or doc.get("endedAt") is not None):
                     # Ended (or never written) on a process that is gone before
                     # its credit was added: add it now, once.
                     repairs.append(UpdateOne(*fold(session.user_id, session.course_id, sid, stored)))

@@ -268,10 +268,19 @@ class MongoStore(Store):
                 self._inserted.discard(r.session_id)
 
     async def total_seconds(self, user_id: str, course_id: str) -> float:
-        pipeline = [
-            {"$match": {"userId": user_id, "courseId": course_id}},
-            {"$group": {"_id": None, "seconds": {"$sum": "$seconds"}}},
-        ]
+        """The sum of the stored sessions (not the running total: see ``session_credit``)."""
+        return await self.session_credit(user_id, course_id)
+
+    async def session_credit(self, user_id: str, course_id: str, before: float | None = None) -> float:
+        """The credit of the stored sessions of a user and course (started ``before``, if given).
+
+        Reads every one of them: for reports, tests and the one-time building
+        of a running total, never for an opening that has its running total.
+        """
+        match: dict = {"userId": user_id, "courseId": course_id}
+        if before is not None:
+            match["startedAt"] = {"$lt": to_date(before)}
+        pipeline = [{"$match": match}, {"$group": {"_id": None, "seconds": {"$sum": "$seconds"}}}]
         async with errors():
             rows = await (await self.db[SESSIONS].aggregate(pipeline)).to_list()
         return float(rows[0]["seconds"]) if rows else 0.0

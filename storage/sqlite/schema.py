@@ -49,6 +49,32 @@ CREATE INDEX IF NOT EXISTS study_sessions_course_started
     ON study_sessions (course_id, started_at);
 CREATE INDEX IF NOT EXISTS study_sessions_open
     ON study_sessions (ended_at) WHERE ended_at IS NULL;
+-- The running total of each (user, course): kept by the triggers in the
+-- transaction of every session write, so an opening reads one row.
+CREATE TABLE IF NOT EXISTS study_totals (
+    user_id   TEXT NOT NULL,
+    course_id TEXT NOT NULL,
+    seconds   REAL NOT NULL,
+    PRIMARY KEY (user_id, course_id)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS study_totals_insert AFTER INSERT ON study_sessions BEGIN
+    INSERT INTO study_totals (user_id, course_id, seconds) VALUES (NEW.user_id, NEW.course_id, NEW.seconds)
+        ON CONFLICT (user_id, course_id) DO UPDATE SET seconds = seconds + excluded.seconds;
+END;
+CREATE TRIGGER IF NOT EXISTS study_totals_update AFTER UPDATE OF seconds ON study_sessions BEGIN
+    UPDATE study_totals SET seconds = seconds + NEW.seconds - OLD.seconds
+        WHERE user_id = NEW.user_id AND course_id = NEW.course_id;
+END;
+"""
+
+#: ``PRAGMA user_version`` of a database with ``study_totals`` built (0: written before it existed).
+SCHEMA_VERSION = 2
+
+#: Builds the running totals of a database written before they existed (once, see store.py).
+BUILD_TOTALS = """
+DELETE FROM study_totals;
+INSERT INTO study_totals (user_id, course_id, seconds)
+    SELECT user_id, course_id, SUM(seconds) FROM study_sessions GROUP BY user_id, course_id;
 """
 
 

@@ -27,7 +27,7 @@ from typing import TypeVar
 from tracking.session import EndReason, SessionRecord
 
 from ..base import Store, StoreError, StoreUnavailable
-from .schema import COLUMNS, SCHEMA, record_from_row
+from .schema import BUILD_TOTALS, COLUMNS, SCHEMA, SCHEMA_VERSION, record_from_row
 
 log = logging.getLogger("study_time.store")
 
@@ -70,6 +70,8 @@ class SQLiteStore(Store):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        #: Running totals built by the upgrade at the last :meth:`open` (docs/storage.md, "SQLite").
+        self.upgraded = 0
 
     async def open(self) -> None:
         self._make_files_owner_only()
@@ -115,10 +117,9 @@ class SQLiteStore(Store):
     async def total_seconds(self, user_id: str, course_id: str) -> float:
         def read() -> float:
             row = self._db.execute(
-                "SELECT COALESCE(SUM(seconds), 0) FROM study_sessions WHERE user_id = ? AND course_id = ?",
-                (user_id, course_id),
+                "SELECT seconds FROM study_totals WHERE user_id = ? AND course_id = ?", (user_id, course_id)
             ).fetchone()
-            return float(row[0])
+            return float(row[0]) if row else 0.0
 
         return await self._run(read)
 
@@ -172,7 +173,12 @@ class SQLiteStore(Store):
         # promise: a crash loses at most one checkpoint interval.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
         conn.executescript(SCHEMA)
+        if version < SCHEMA_VERSION:
+            # Written by an earlier version (or new): build the running totals once.
+            conn.executescript(f"BEGIN; {BUILD_TOTALS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            self.upgraded = conn.execute("SELECT COUNT(*) FROM study_totals").fetchone()[0]
         self._conn = conn
 
     def _select(self, where: str, params: tuple) -> list[SessionRecord]:

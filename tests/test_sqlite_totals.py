@@ -1,0 +1,56 @@
+"""The SQLite store's running totals (``study_totals``): built once for a file written before them."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from storage.sqlite.schema import COLUMNS
+from storage.sqlite.store import SQLiteStore
+from tests.support.records import T0, record
+
+# The schema of the previous version: sessions only, no totals, user_version 0.
+OLD_SCHEMA = """
+CREATE TABLE study_sessions (
+    session_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, course_id TEXT NOT NULL,
+    started_at REAL NOT NULL, credited_until REAL NOT NULL, seconds REAL NOT NULL,
+    heartbeats INTEGER NOT NULL, rev INTEGER NOT NULL, ended_at REAL, end_reason TEXT,
+    remote_addr TEXT, user_agent TEXT, last_client_time TEXT
+);
+"""
+
+
+@pytest.mark.gen_test
+async def test_a_file_of_the_previous_version_gets_its_totals_once_and_keeps_them_exact(tmp_path):
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA)
+    rows = [
+        record("u1", seconds=60.25, started=T0),
+        record("u1", seconds=30, started=T0 + 100),
+        record("u2", seconds=5, started=T0, ended=False),
+    ]
+    old.executemany(
+        f"INSERT INTO study_sessions VALUES ({', '.join('?' for _ in COLUMNS)})",
+        [tuple(getattr(r, c) for c in COLUMNS) for r in rows],
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert store.upgraded == 2
+        assert await store.total_seconds("u1", "c1") == pytest.approx(90.25)
+        assert await store.total_seconds("u2", "c1") == pytest.approx(5)
+        await store.save([record("u1", seconds=9.75, started=T0 + 200)])
+        assert await store.total_seconds("u1", "c1") == pytest.approx(100)
+    finally:
+        await store.close()
+    again = SQLiteStore(path)
+    await again.open()  # already upgraded: nothing rebuilt, nothing counted twice
+    try:
+        assert again.upgraded == 0
+        assert await again.total_seconds("u1", "c1") == pytest.approx(100)
+    finally:
+        await again.close()
