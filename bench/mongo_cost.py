@@ -10,7 +10,7 @@ bench's own reads go through a client made before it (unmonitored).
 
 Scenarios (each against one FerretDB started here, its data in a temp folder):
 
-* ``learner_hour``: N learners over real WebSockets each study one session
+* ``learner_hour``: N returning learners (one past session each) over real WebSockets each study one session
   of 30 minutes at a 30 s heartbeat and close it. Time is scaled down by
   ``--scale`` (every interval setting divided by it: at 60, a heartbeat every
   0.5 s, a session of 30 s), so the count of heartbeats, checkpoints and
@@ -161,6 +161,8 @@ def totals(events: list[dict]) -> dict:
 
 async def learner_hour(url: str, db, learners: int, scale: float) -> dict:
     settings = settings_for(url, scale)
+    for i in range(learners):  # returning learners: one earlier session each
+        seed_history(db, f"learner{i}", 1)
     service = await start(settings)
     beats = 60  # 30 minutes at a 30 s heartbeat
     try:
