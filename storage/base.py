@@ -1,8 +1,9 @@
 """The store interface: the little the tracker needs from a database.
 
 A store persists :class:`~tracking.session.SessionRecord` snapshots, one
-study record per session, and derives totals from them (sessions are the
-append-only record; no total is stored). Starting, checkpointing and
+study record per session, and keeps each learner's total per course with
+them (a running total, so that opening a session reads one row or
+document whatever the history: docs/storage.md). Starting, checkpointing and
 finishing a session are all the same operation, :meth:`Store.save` of the
 session's latest snapshot: it is an idempotent upsert keyed by
 ``session_id`` that never lets a snapshot with a lower ``rev`` overwrite a

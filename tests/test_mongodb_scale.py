@@ -22,7 +22,15 @@ from pymongo import monitoring
 import server
 from service import Service
 from storage.mongodb.coordination import MongoCoordinator
-from storage.mongodb.schema import LEASES, META, PROCESSES, SESSIONS, document_from_record, to_date
+from storage.mongodb.schema import (
+    LEASES,
+    META,
+    PROCESSES,
+    SESSIONS,
+    document_from_record,
+    record_from_document,
+    to_date,
+)
 from storage.mongodb.store import MongoStore
 from storage.writer import SessionWriter
 from tests.support.helpers import ROOT, Client, fast_settings, wait_for
@@ -149,7 +157,7 @@ async def test_a_session_is_inserted_once_then_checkpoints_set_only_what_changed
     (statement,) = command["updates"]
     assert {"endedAt", "endReason", "exact.endedAt"} <= set(statement["u"]["$set"])
     assert "remoteAddr" not in statement["u"]["$set"] and "startedAt" not in statement["u"]["$set"]
-    (stored,) = await store.sessions(user_id="u1")
+    (stored,) = [record_from_document(d) async for d in store.db[SESSIONS].find({"userId": "u1"})]
     assert stored == session.record()
 
 
@@ -176,7 +184,7 @@ async def test_a_live_session_is_checkpointed_once_per_checkpoint_interval(watch
     assert [name for name, _, _ in commands.take()] == ["insert"]  # no checkpoint due yet
     assert writer.unsaved == 1 and not writer.is_saved(session.session_id)
     assert await writer.drain(5)  # shutting down writes it whatever the interval
-    (stored,) = await store.sessions(user_id="u1")
+    (stored,) = [record_from_document(d) async for d in store.db[SESSIONS].find({"userId": "u1"})]
     assert stored.seconds == 120
 
 
