@@ -113,6 +113,7 @@ class Service:
             max_unsaved=settings.max_unsaved_sessions,
             ended_write_interval=ENDED_WRITE_INTERVAL,
             checkpoint_interval=settings.checkpoint_interval,
+            keep_seconds=settings.keep_sessions_days * 86400,
         )
         self.coordinator = backend.coordinator(
             self.store,

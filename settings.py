@@ -245,6 +245,12 @@ class Settings:
         "seconds between two checkpoints of one live session's credit (0 = at every write);"
         " a crash (SIGKILL) loses at most this plus --flush-interval of each live session",
     )
+    keep_sessions_days: int = setting(
+        0,
+        non_negative_int,
+        "delete study records of sessions that ended more than this many days ago, checked hourly"
+        " (0 = keep every record); learners' totals are kept, reports then cover only these days",
+    )
     shutdown_timeout: float = setting(
         5.0, seconds, "seconds a graceful shutdown waits for the store to take the last credit"
     )

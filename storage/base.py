@@ -57,6 +57,14 @@ class Store(ABC):
     async def total_seconds(self, user_id: str, course_id: str) -> float:
         """The credit of every stored session of this user and course, fractions included."""
 
+    @abstractmethod
+    async def expire(self, ended_before: float) -> int:
+        """Delete the records of sessions that ended before this server time; return how many.
+
+        Running totals are kept (``--keep-sessions-days``): only the
+        session-level history goes.
+        """
+
     async def upgrade(self) -> int:
         """Bring data written by an earlier version to this schema (idempotent); return what was built."""
         return 0

@@ -42,6 +42,8 @@ log = logging.getLogger("study_time.store")
 #: Session snapshots taken per IOLoop iteration during a flush (and, for a
 #: store that writes in slices, written before the next are taken).
 SNAPSHOT_SLICE = 1000
+#: Seconds between deletions of old records (``--keep-sessions-days``).
+EXPIRE_EVERY = 3600.0
 
 
 @contextlib.asynccontextmanager
@@ -75,6 +77,7 @@ class SessionWriter:
         max_unsaved: int = 100_000,
         ended_write_interval: float | None = None,
         checkpoint_interval: float = 0.0,
+        keep_seconds: float = 0.0,
     ) -> None:
         self.store = store
         self.max_unsaved = max_unsaved
@@ -82,6 +85,9 @@ class SessionWriter:
         self.checkpoint_interval = checkpoint_interval
         # Monotonic time each live session's last checkpoint was taken.
         self._checkpointed_at: dict[str, float] = {}
+        #: Records of sessions ended longer ago than this are deleted (0: kept), hourly.
+        self.keep_seconds = keep_seconds
+        self._expired_at = -math.inf  # monotonic time of the last expiry
         #: Seconds between two prompt writes of ended sessions; None: at the next flush only.
         self.ended_write_interval = ended_write_interval
         self._ended_write: asyncio.TimerHandle | None = None  # the scheduled prompt write
@@ -170,6 +176,20 @@ class SessionWriter:
                 total += self._pending[session_id].seconds - self._durable.get(session_id, 0.0)
             return total
 
+    async def expire_old_records(self) -> int:
+        """Delete records older than ``keep_seconds`` at most once an hour (``--keep-sessions-days``)."""
+        if not self.keep_seconds or time.monotonic() - self._expired_at < EXPIRE_EVERY:
+            return 0
+        self._expired_at = time.monotonic()
+        try:
+            deleted = await self.store.expire(time.time() - self.keep_seconds)
+        except StoreUnavailable as exc:
+            log.warning("could not delete old study records (retried in an hour): %s", exc)
+            return 0
+        if deleted:
+            log.info("deleted %d study records older than --keep-sessions-days", deleted)
+        return deleted
+
     async def flush(self, *, force: bool = False) -> bool:
         """Write every changed session that is due; return False if the store failed (kept for later).
 
@@ -204,7 +224,10 @@ class SessionWriter:
                         while self._taking:
                             self._set_pending(self._taking.popitem()[1].record())
                         return False
-                return await self._write_pending()
+                written = await self._write_pending()
+                if written:
+                    await self.expire_old_records()
+                return written
             finally:
                 # Only if the flush itself was cancelled: the untaken sessions
                 # are marked changed again, for the next one.

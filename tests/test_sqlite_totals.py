@@ -54,3 +54,29 @@ async def test_a_file_of_the_previous_version_gets_its_totals_once_and_keeps_the
         assert await again.total_seconds("u1", "c1") == pytest.approx(100)
     finally:
         await again.close()
+
+
+@pytest.mark.gen_test
+async def test_keep_sessions_days_deletes_old_records_hourly_and_keeps_the_totals(tmp_path):
+    from storage.writer import SessionWriter
+    from tracking.tracker import Tracker
+
+    store = SQLiteStore(str(tmp_path / "db"))
+    await store.open()
+    try:
+        await store.save([record("u1", seconds=60, started=T0)])  # ended years ago
+        writer = SessionWriter(store, keep_seconds=30 * 86400)
+        session, _ = Tracker(heartbeat_timeout=60, min_heartbeat_interval=0).open(
+            "u1", "c1", T0 + 1e8, session_id="s"
+        )
+        writer.changed(session)
+        assert await writer.flush()
+        count = sqlite3.connect(store.path).execute("SELECT COUNT(*) FROM study_sessions").fetchone()[0]
+        assert count == 1  # the old record went; the new session stays
+        assert await store.total_seconds("u1", "c1") == pytest.approx(60)  # the total did not
+        await store.save([record("u1", seconds=1, started=T0 + 10)])
+        assert await writer.flush()  # within the hour: nothing deleted
+        count = sqlite3.connect(store.path).execute("SELECT COUNT(*) FROM study_sessions").fetchone()[0]
+        assert count == 2
+    finally:
+        await store.close()

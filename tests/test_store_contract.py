@@ -132,3 +132,15 @@ async def test_open_is_idempotent_and_data_survives_reopening(store, store_url):
     finally:
         await again.close()
     await store.open()  # the fixture closes it again
+
+
+@pytest.mark.gen_test
+async def test_expire_deletes_only_records_of_sessions_ended_before_the_horizon(store):
+    old = record(seconds=10, started=T0)  # ended at T0 + 11
+    recent = record(seconds=5, started=T0 + 10_000)
+    still_open = record(seconds=2, started=T0, ended=False)
+    await store.save([old, recent, still_open])
+    assert await store.expire(T0 + 5000) == 1
+    assert await store.expire(T0 + 5000) == 0
+    assert await store.expire(T0 + 100_000) == 1  # the recent one; an open session never
+    assert await store.recover(T0 + 100_000) != []  # the open one is still there

@@ -325,6 +325,14 @@ class MongoStore(Store):
                 )
         return built
 
+    async def expire(self, ended_before: float) -> int:
+        """One ``delete_many`` on ``endedAt`` (the ``open_by_process`` index); totals stay."""
+        async with errors():
+            result = await self.db[SESSIONS].delete_many(
+                {"endedAt": {"$ne": None, "$lt": to_date(ended_before)}}
+            )
+        return result.deleted_count
+
     async def live_processes(self, now: float) -> list[str]:
         """The ids of the server processes whose liveness record has not expired at ``now``."""
         async with errors():

@@ -123,6 +123,15 @@ class SQLiteStore(Store):
 
         return await self._run(read)
 
+    async def expire(self, ended_before: float) -> int:
+        def delete() -> int:
+            with self._db:  # no trigger on delete: the running totals stay
+                return self._db.execute(
+                    "DELETE FROM study_sessions WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
+                ).rowcount
+
+        return await self._run(delete)
+
     async def recover(self, now: float) -> list[SessionRecord]:
         if not self.exclusive:
             raise StoreError("only the server that holds the SQLite file may recover its sessions")
