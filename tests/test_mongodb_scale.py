@@ -343,3 +343,20 @@ async def test_a_database_of_the_previous_schema_is_upgraded_and_every_total_kep
     finally:
         await service.shutdown()
     assert mongo_db[LEASES].find_one({"_id": "ann/c1"})["seconds"] == pytest.approx(expected["ann"], abs=1)
+
+
+@pytest.mark.gen_test
+async def test_notices_are_polled_on_a_server_without_change_streams_and_watched_on_a_replica_set(watched):
+    """FerretDB (no replica set) gets the polling fallback; on a replica set the
+    coordinator watches inserts of its own notices only."""
+    from storage.mongodb.coordination import notice_pipeline
+
+    store, _ = watched
+    coordinator = MongoCoordinator(store, SessionWriter(store), heartbeat_interval=2, process_timeout=60)
+    await coordinator.start(1000.0)
+    hello = await store.db.command("hello")
+    if "setName" in hello:
+        pytest.skip("a replica set: the change stream path runs instead")
+    assert coordinator._watch is None and not coordinator._watching
+    assert notice_pipeline("p1") == [{"$match": {"operationType": "insert", "fullDocument.processId": "p1"}}]
+    await coordinator.stop(saved=True)

@@ -35,7 +35,7 @@ import socket
 import time
 
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from tracking.session import Session, SessionRecord
 
@@ -46,6 +46,14 @@ from .schema import LEASE_FIELDS, LEASES, PROCESSES, SESSIONS, TAKEOVERS, fold, 
 from .store import MongoStore, errors
 
 log = logging.getLogger("study_time.coordination")
+
+#: How long the change stream's server waits for a notice before answering empty (one getMore).
+WATCH_AWAIT_MS = 10_000
+
+
+def notice_pipeline(process_id: str) -> list[dict]:
+    """The change stream of new takeover notices for one process."""
+    return [{"$match": {"operationType": "insert", "fullDocument.processId": process_id}}]
 
 
 class MongoCoordinator(Coordinator):
@@ -81,6 +89,11 @@ class MongoCoordinator(Coordinator):
         # Expiry of every process at the last look (server time); unknown ones are alive.
         self._expiry_of: dict[str, float] = {}
         self._recovery: asyncio.Task | None = None
+        # The change stream of notices (replica sets), whether it runs, and
+        # whether it pushed a notice since the last read.
+        self._watch: asyncio.Task | None = None
+        self._watching = False
+        self._noticed = False
         self._recovered: list[SessionRecord] = []
 
     @property
@@ -110,12 +123,45 @@ class MongoCoordinator(Coordinator):
             )
         self._healthy_since = time.monotonic()
         self._last_refresh = time.monotonic()
+        if self._watch is None:
+            await self._start_watching()
+
+    async def _start_watching(self) -> None:
+        """On a replica set or sharded cluster, have new notices pushed (a change stream).
+
+        Standalone servers and FerretDB have no change streams: notices are
+        then read every poll while the process has sessions (the fallback the
+        tests run). With the stream, a poll reads them only after one arrived.
+        """
+        try:
+            hello = await self._db.command("hello")
+        except PyMongoError:
+            return
+        if "setName" not in hello and hello.get("msg") != "isdbgrid":
+            return
+        self._watch = asyncio.get_running_loop().create_task(self._watch_notices())
+
+    async def _watch_notices(self) -> None:
+        try:
+            stream = await self._db[TAKEOVERS].watch(
+                notice_pipeline(self.process_id), max_await_time_ms=WATCH_AWAIT_MS
+            )
+            async with stream:
+                self._watching = True
+                async for _ in stream:
+                    self._noticed = True
+        except PyMongoError as exc:
+            log.warning("no change stream on %s (reading notices every poll): %s", TAKEOVERS, exc)
+        finally:
+            self._watching = False
+            self._noticed = True  # whatever came meanwhile is read at the next poll
 
     async def stop(self, *, saved: bool) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
-            with contextlib.suppress(BaseException):
-                await self._recovery
+        for task in (self._recovery, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         try:
             async with errors():
                 # Whatever is saved is added to its total now, waiting or not.
@@ -251,7 +297,10 @@ class MongoCoordinator(Coordinator):
                 if (due or self._healthy_since is None) and not await self._refresh(now):
                     result.presumed_dead = True
                     return result
-                noticed = await self._takeovers(result) if self._sessions else set()
+                noticed = set()
+                if self._sessions and (self._noticed or not self._watching):
+                    self._noticed = False
+                    noticed = await self._takeovers(result)
                 if self._last_refresh == float("-inf") and not await self._refresh(now):
                     result.presumed_dead = True
                     return result

@@ -5,7 +5,8 @@ which runs on the IOLoop Tornado uses; Motor, its predecessor, is deprecated
 and ran every call through a thread pool. Only what both MongoDB 6.0+ and
 FerretDB 1.24 support is used: single-document atomic updates, unordered
 bulk writes, ``find_one_and_update``, and ``$match``/``$group``/``$sort``
-aggregations. No transactions, no change streams, no TTL indexes. The tests
+aggregations. No transactions, no TTL indexes (change streams only where the
+server has them: coordination.py). The tests
 run on FerretDB; ``docs/storage.md`` says what that does and does not cover,
 and how the running totals (``study_leases``) stay exact.
 
