@@ -20,6 +20,7 @@ if ROOT not in sys.path:
 import server  # noqa: E402
 from service import Service  # noqa: E402
 from tests.support import ferretdb  # noqa: E402
+from tests.support.dashboard_page import school  # noqa: E402,F401 (the dashboards' seeded server, a fixture)
 from tests.support.helpers import fast_settings  # noqa: E402
 
 
