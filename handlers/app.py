@@ -14,6 +14,7 @@ from .base import StaticFiles, drop_stream_error_traceback, log_request
 from .health import HealthHandler
 from .hosts import AllowedHosts, HostRefusedHandler, host_check_applies
 from .ops import MetricsHandler, ReadyHandler
+from .report_events import ChangesHandler, SessionEvents
 from .reports import ROUTES as REPORT_ROUTES
 from .study_time import StudyTimeSocket
 
@@ -30,12 +31,16 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 def make_app(service: Service) -> tornado.web.Application:
     """The application serving ``service``: the socket, reports, operations and the demo page."""
     settings = service.settings
+    # Ended sessions this process writes wake the dashboards' long polls (report_events.py).
+    events = SessionEvents(service.clock)
+    service.writer.on_saved = events.saved
     routes: list = [
         (r"/api/study-time", StudyTimeSocket, {"service": service}),
         (r"/healthz", HealthHandler),
         (r"/readyz", ReadyHandler, {"service": service}),
         (r"/metrics", MetricsHandler, {"service": service}),
         *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
+        (r"/api/reports/changes", ChangesHandler, {"service": service, "events": events}),
         (r"/(.*)", StaticFiles, {"path": STATIC_DIR, "default_filename": "index.html"}),
     ]
     if host_check_applies(settings):

@@ -1,10 +1,10 @@
 // Freshness: a long poll of /api/reports/changes (docs/reports.md, "Changes").
-// The server holds the request until a session in the view's scope ends or
-// starts after `since` (the asOf of the figures shown), or until its hold
-// runs out; an answer "changed" makes the view refresh, which watches again
-// from its new asOf. One request is open per visible dashboard, instead of
-// a refresh every 15 s; a server without the endpoint (or an error) falls
-// back to refreshing every FALLBACK_MS.
+// The server holds the request until a session in the view's scope has ended
+// after `since` (the asOf of the figures shown), or until its hold (25 s)
+// runs out; either answer makes the view refresh, which watches again from
+// its new asOf. One request is open per visible dashboard, instead of a
+// refresh every 15 s; a server without the endpoint (or an error) falls back
+// to refreshing every FALLBACK_MS.
 
 const FALLBACK_MS = 15_000;
 
@@ -48,12 +48,11 @@ export class Changes {
         return;
       }
       if (this.key !== key) return;
-      if (answer && answer.changed) {
-        this.key = null;
-        this.onChange();
-        return;
-      }
-      // The hold ran out with nothing new: ask again, from the same figures.
+      // Changed, or the hold ran out (a session ended on another process in the instant
+      // between the figures and this request is caught then): read the figures again.
+      this.key = null;
+      this.onChange(answer?.changed);
+      return;
     }
   }
 }

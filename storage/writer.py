@@ -93,6 +93,8 @@ class SessionWriter:
         self._full_logged = False
         #: Called after each write to the store with (snapshots, seconds taken, succeeded).
         self.on_checkpoint: Callable[[int, float, bool], None] | None = None
+        #: Called with the records of each successful write (the dashboards' long poll).
+        self.on_saved: Callable[[list[SessionRecord]], None] | None = None
 
     # Called synchronously by the handler; these never block or fail.
 
@@ -227,6 +229,8 @@ class SessionWriter:
             return False
         self._checkpointed(len(batch), started, True)
         self._note_success(len(batch))
+        if self.on_saved is not None:
+            self.on_saved(batch)
         # What the store holds for a session is remembered while it may still
         # change (it is open) or a newer snapshot of it is waiting: totals add
         # only the waiting snapshot's difference from it. An ended session with
