@@ -197,31 +197,32 @@ def pick_today(page) -> None:
 
 
 def test_a_session_that_ends_is_in_the_dashboard_within_two_seconds(browser, school):
-    """With checkpoints 30 s apart, a session ended by Disconnect is in the dashboard within ~2 s."""
+    """Issue 21, item 7: with checkpoints 30 s apart and nobody pressing Refresh, a session ended in
+    one tab is in the dashboard open in another within 2 s of its socket closing (the long poll)."""
     server, tokens = school
-    page = open_reports(browser, server, tokens["learner"], query=f"&userId={LEARNERS[0]}")
+    board = open_reports(browser, server, tokens["learner"])
+    live = open_reports(browser, server, tokens["learner"], query=f"&userId={LEARNERS[0]}")
     try:
-        pick_today(page)
-        before = page.locator("#learner-sessions tbody tr").count()
-        page.click("#tab-live")
-        page.click("#connect")
-        wait_attached(page, '#status[data-status="connected"]')
-        assert page.is_disabled("#connect")
-        page.locator("#log .msg", has_text="heartbeat ok").nth(1).wait_for()
-        page.click("#disconnect")
+        pick_today(board)
+        rows = board.locator("#learner-sessions tbody tr")
+        before = rows.count()
+        live.click("#tab-live")
+        live.click("#connect")
+        wait_attached(live, '#status[data-status="connected"]')
+        live.locator("#log .msg", has_text="heartbeat ok").nth(1).wait_for()
+        live.click("#disconnect")
         ended = time.monotonic()
-        assert not page.is_disabled("#connect")
-        page.click("#tab-reports")  # showing the view refreshes it
-        rows = page.locator("#learner-sessions tbody tr")
-        while rows.count() <= before and time.monotonic() - ended < 2.5:
-            page.click("#refresh")
-            settle(page)
-        assert rows.count() == before + 1, "the ended session is not in the dashboard"
+        wait_attached(
+            board, f"#learner-sessions tbody tr:nth-child({before + 1}) td[data-value]", timeout=2500
+        )
         assert time.monotonic() - ended < 2.5
+        settle(board)
+        assert rows.count() == before + 1, "the ended session is not in the dashboard"
         assert rows.last.locator("td").last.text_content() == "closed by the learner"
-        assert page.errors == []
+        assert board.errors == [] and live.errors == []
     finally:
-        page.context.close()
+        board.context.close()
+        live.context.close()
 
 
 def test_an_open_session_is_shown_open_with_the_time_of_the_figure(browser, tmp_path):

@@ -62,7 +62,11 @@ async def test_the_long_poll_is_authorised_and_validated_like_the_other_reports(
     assert (await get(service, path, userId="u1", since=since, wait="0")).code == 401
     assert (await get(service, path, headers=learner, userId="u2", since=since, wait="0")).code == 403
     assert (await get(service, path, headers=learner, courseId="c1", since=since, wait="0")).code == 403
-    for query, parameter in [({}, "since"), ({"since": "yesterday"}, "since"), ({"since": since, "wait": "99"}, "wait")]:
+    for query, parameter in [
+        ({}, "since"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": since, "wait": "99"}, "wait"),
+    ]:
         response = await get(service, path, headers=learner, userId="u1", **query)
         assert response.code == 400 and body(response)["error"]["parameter"] == parameter, response.body
     answer = body(await get(service, path, headers=learner, userId="u1", since=since, wait="0"))
