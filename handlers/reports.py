@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from tornado.web import HTTPError, RequestHandler
 
 from auth import AuthError, Identity, auth_request
-from auth.access import may_list_courses, may_read, visible
+from auth.access import dashboards, may_list_courses, may_read, visible
 from auth.base import ADMIN, TEACHER
 from reports import params, responses, rows
 from reports.params import ParameterError, Window
@@ -329,6 +329,7 @@ class WhoAmIHandler(ReportHandler):
                 "admin": reader.has_role(ADMIN),
                 "teacher": reader.has_role(TEACHER),
                 "timezone": self.service.settings.report_timezone,
+                "dashboards": dashboards(reader, anonymous=anonymous),
             }
         )
 

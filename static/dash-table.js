@@ -66,7 +66,7 @@ export function fillFoot(table, cells) {
   const tr = foot.insertRow();
   for (const c of cells) {
     const td = tr.insertCell();
-    td.dataset.label = labels[td.cellIndex] || "";
+    td.dataset.label = td.cellIndex ? labels[td.cellIndex] || "" : ""; // the first cell names the row
     if (c.num) td.className = "num";
     if (c.value !== undefined && c.value !== null) td.dataset.value = String(c.value);
     if (c.exact !== undefined) td.dataset.exact = String(c.exact);

@@ -23,6 +23,8 @@ import { Formats, addDays, today } from "./dash-format.js";
 import { LearnerView } from "./dash-learner.js";
 
 const $ = (id) => document.getElementById(id);
+/** After a network error or a 503, the view tries again this much later. */
+const RETRY_MS = 15_000;
 
 export class Dashboards {
   /**
@@ -133,6 +135,7 @@ export class Dashboards {
   /** Load what the view shows and draw it; a newer refresh makes an older one's answers moot. */
   async refresh({ quiet = false } = {}) {
     this.changes.stop();
+    clearTimeout(this.retry);
     if (!this.visible) return;
     const generation = ++this.generation;
     const current = () => generation === this.generation;
@@ -185,6 +188,7 @@ export class Dashboards {
    */
   views() {
     const who = this.who;
+    if (who.dashboards) return who.dashboards; // the server's policy (auth/access.py dashboards)
     return [...(who.userId || who.admin ? ["learner"] : []), ...(who.admin || who.teacher ? ["course"] : [])];
   }
 
@@ -198,6 +202,7 @@ export class Dashboards {
   failed(error) {
     const text = this.text;
     if (!(error instanceof ReportError)) {
+      this.retry = setTimeout(() => this.refresh({ quiet: true }), RETRY_MS);
       this.setState("error", text.reportsFailed(error.message || text.network));
       return;
     }
@@ -210,7 +215,10 @@ export class Dashboards {
       return this.setState("denied", text.reportsUnauthorized);
     }
     if (error.status === 403) return this.setState("forbidden", text.reportsForbidden);
-    if (error.status === 503) return this.setState("unavailable", text.storeUnavailable);
+    if (error.status === 503) {
+      this.retry = setTimeout(() => this.refresh({ quiet: true }), RETRY_MS); // "trying again shortly"
+      return this.setState("unavailable", text.storeUnavailable);
+    }
     if (error.status === 400) return this.setState("error", text.invalidParameter(error.parameter || error.code));
     this.setState("error", text.reportsFailed(`HTTP ${error.status}`));
   }
