@@ -325,6 +325,12 @@ def test_10_every_page_fits_a_phone(browser, school, which, locale):
             .filter(([, r]) => r.left < -0.5 || r.right > innerWidth + 0.5)
             .map(([name, r]) => `${name}: ${r.left}..${r.right}`)""")
         assert outside == []
+        # Nor is anything cut off inside a panel: no panel hides part of its content in a scroll box.
+        clipped = page.evaluate("""() => [...document.querySelectorAll('.card, details, .table-wrap')]
+            .filter(el => el.offsetParent)
+            .filter(el => el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1)
+            .map(el => [el.id || el.className, el.scrollHeight, el.clientHeight])""")
+        assert clipped == []
         os.makedirs(OUTPUT, exist_ok=True)
         page.screenshot(path=os.path.join(OUTPUT, f"phone-{which}-{locale[:2]}.png"), full_page=True)
         assert page.errors == []
