@@ -79,6 +79,13 @@ export function renderSessions(view, prefix, response, day) {
   const table = card.querySelector("table");
   const showCourse = Boolean(table.querySelector("th[data-col=course]"));
   const open = text.openAsOf(fmt.clock(view.asOf()));
+  // A session that began before the day or was credited after it counts only its part of the day.
+  const across = (response.body.sessions || []).some(
+    (s) => fmt.dateOf(s.startedAt) !== day || fmt.dateOf(s.creditedUntil) !== day,
+  );
+  const note = $(`${prefix}-sessions-note`);
+  note.hidden = !across;
+  note.textContent = text.acrossMidnight;
   fillRows(
     table,
     (response.body.sessions || []).map((s) => [

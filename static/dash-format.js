@@ -98,11 +98,16 @@ export class Formats {
     }).format(new Date(iso));
   }
 
+  /** The calendar day "YYYY-MM-DD" of an instant in the report's zone. */
+  dateOf(iso) {
+    return new Intl.DateTimeFormat("en-CA", { timeZone: this.tz }).format(new Date(iso));
+  }
+
   /** A time on `day` as "14:02", one on another day with its date too (a session across midnight). */
   whenOn(iso, day) {
     if (!iso) return "";
     const date = new Date(iso);
-    const sameDay = new Intl.DateTimeFormat("en-CA", { timeZone: this.tz }).format(date) === day;
+    const sameDay = this.dateOf(iso) === day;
     return new Intl.DateTimeFormat(this.locale, {
       timeZone: this.tz,
       ...(sameDay ? {} : { month: "short", day: "numeric" }),

@@ -363,6 +363,8 @@ const PAGES = {
     autoRefresh: "Updates when a session ends, while this page is visible.",
     end: "Counted until",
     onlyCourses: (n) => (n === 1 ? "Your token covers this course only." : `Your token covers these ${n} courses only.`),
+    acrossMidnight:
+      "A session across midnight counts on each day only for the part studied that day; the durations here are whole sessions, so they add up to more than the day's time.",
   },
   zh: {
     page: {
@@ -383,6 +385,7 @@ const PAGES = {
     autoRefresh: "页面可见时，学习结束后立即更新。",
     end: "计时截止",
     onlyCourses: (n) => (n === 1 ? "你的令牌只包含这门课程。" : `你的令牌只包含这 ${n} 门课程。`),
+    acrossMidnight: "跨越午夜的学习只按当天学习的部分计入当天；这里的时长是整次学习，所以相加会多于当天的时长。",
   },
 };
 

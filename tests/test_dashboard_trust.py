@@ -95,6 +95,22 @@ def test_2_a_day_shows_the_same_seconds_in_any_range_and_its_learners_add_up_to_
         assert {d: s for d, s in zip(week["dates"], week["seconds"], strict=True)} == {
             d: by_day[d] for d in week["dates"]
         }
+        # A learner in several courses: the courses' Total is the all-courses total of the chart.
+        total = page.locator("#learner-courses tfoot td.num").first
+        assert float(total.get_attribute("data-exact")) == pytest.approx(month["totalExact"], abs=1e-5)
+        # A session across midnight counts on each day for its part of it: the page says so.
+        for day in reversed(studied_days(page, "learner-chart")):
+            pick_day(page, "learner", day)
+            url = page.get_attribute("#learner-sessions", "data-url")
+            sessions = api(server, url, tokens["learner"])["sessions"]
+            across = [s for s in sessions if s["startedAt"][:10] != day or s["creditedUntil"][:10] != day]
+            assert page.locator("#learner-sessions-note").is_visible() == bool(across), day
+            if across:
+                exact = month["exact"][month["dates"].index(day)]
+                assert sum(s["secondsExact"] for s in sessions) > exact + 1
+                break
+        else:
+            pytest.fail("no session across midnight in the seed's last 30 days")
     finally:
         page.context.close()
     page = open_reports(browser, server, tokens["admin"], locale=locale)
