@@ -37,22 +37,18 @@ export class Changes {
   }
 
   async poll(key, scope, since, signal) {
-    while (this.key === key) {
-      let answer;
-      try {
-        answer = (await this.api.get("/api/reports/changes", { ...scope, since }, { signal })).body;
-      } catch {
-        if (this.key !== key) return; // stopped: a newer watch or a hidden view
-        this.key = null;
-        this.timer = setTimeout(() => this.onChange(), FALLBACK_MS);
-        return;
-      }
-      if (this.key !== key) return;
-      // Changed, or the hold ran out (a session ended on another process in the instant
-      // between the figures and this request is caught then): read the figures again.
+    try {
+      await this.api.get("/api/reports/changes", { ...scope, since }, { signal });
+    } catch {
+      if (this.key !== key) return; // stopped: a newer watch or a hidden view
       this.key = null;
-      this.onChange(answer?.changed);
+      this.timer = setTimeout(() => this.onChange(), FALLBACK_MS);
       return;
     }
+    if (this.key !== key) return;
+    // Changed, or the hold ran out (a session ended on another process in the instant
+    // between the figures and this request is caught then): read the figures again.
+    this.key = null;
+    this.onChange();
   }
 }

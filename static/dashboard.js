@@ -43,6 +43,8 @@ export class Dashboards {
     this.charts = new Charts();
     this.changes = new Changes(this.api, () => this.refresh({ quiet: true }));
     this.generation = 0;
+    this.needsToken = false; // the server answered 401: without a token, say "enter your token"
+    this.retry = null; // the next try after an error
     this.learner = new LearnerView(this);
     this.course = new CourseView(this);
     this.fillZones();

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tornado.simple_httpclient import HTTPStreamClosedError
 
 import handlers.report_events as report_events
 from tests.support.helpers import Client
@@ -90,3 +91,17 @@ async def test_a_session_ended_on_another_process_answers_within_the_check_inter
     assert body(await asyncio.wait_for(poll, 10))["changed"] is True
     # Its write (at most 0.5 s) and one check (0.5 s here, CHECK_SECONDS), with room for a slow machine.
     assert loop.time() - ended < 3
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_held_long_poll_does_not_hold_up_a_shutdown(start_service):
+    service = await start_service()
+    since = await as_of(service, userId="u1")
+    poll = asyncio.ensure_future(get(service, "/api/reports/changes", userId="u1", since=since, wait="25"))
+    await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await service.shutdown()
+    assert loop.time() - started < 5
+    with pytest.raises(HTTPStreamClosedError):  # cut off, not answered
+        await asyncio.wait_for(poll, 5)
