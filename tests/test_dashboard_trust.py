@@ -164,9 +164,10 @@ def test_3_every_duration_keeps_its_seconds_with_the_exact_value_in_its_tooltip(
         page.context.close()
 
 
-def test_4_sparklines_share_one_scale(browser, school):
+@pytest.mark.parametrize("locale", LOCALES)
+def test_4_sparklines_share_one_scale(browser, school, locale):
     server, tokens = school
-    page = open_reports(browser, server, tokens["teacher"])
+    page = open_reports(browser, server, tokens["teacher"], locale=locale)
     try:
         settle(page)
         lines = page.locator("#course-learners .sparkline").evaluate_all(
@@ -174,7 +175,12 @@ def test_4_sparklines_share_one_scale(browser, school):
         )
         most = max(max(days) for days, _ in lines)
         assert len(lines) >= 20 and {scale for _, scale in lines} == {most}
-        assert duration(most) in page.text_content("#course-spark-scale")
+        scale = page.text_content("#course-spark-scale")
+        if locale == "en-US":
+            assert duration(most) in scale
+        else:
+            h, m, s = most // 3600, most % 3600 // 60, most % 60
+            assert (f"{h}小时{m:02d}分{s:02d}秒" if h else f"{m}分{s:02d}秒") in scale
     finally:
         page.context.close()
 
