@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -120,12 +121,29 @@ def _entry(item: Mapping[str, Any]) -> TokenEntry:
     )
 
 
+def check_not_writable_by_others(path: str, mode: int) -> None:
+    """Refuse a tokens file that users other than its owner may write (as OpenSSH refuses keys).
+
+    Whoever can write the file can add a token for any user, admins
+    included: such a file is not trusted, whatever it holds.
+    """
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = "everyone" if mode & stat.S_IWOTH else "its group"
+        raise TokensFileError(
+            f"{path} is writable by {who} (mode {stat.S_IMODE(mode):04o}), so anyone there could add"
+            f" a token; refused until it is not: chmod 600 {path}"
+        )
+
+
 def read_entries(path: str) -> list[TokenEntry]:
     try:
         with open(path, encoding="utf-8") as file:
+            check_not_writable_by_others(path, os.fstat(file.fileno()).st_mode)
             data = json.load(file)
     except OSError as exc:
         raise TokensFileError(f"cannot read {path}: {exc.strerror}") from None
+    except TokensFileError:
+        raise
     except ValueError as exc:
         raise TokensFileError(f"{path} is not valid JSON: {exc}") from None
     return parse_entries(data)
@@ -133,8 +151,7 @@ def read_entries(path: str) -> list[TokenEntry]:
 
 def write_entries(path: str, entries: Iterable[TokenEntry]) -> None:
     """Replace the file atomically (a reader sees the old or the new file, never half), mode 0600."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    directory = private_directory(path)
     data = {"version": FILE_VERSION, "tokens": [entry.to_json() for entry in entries]}
     fd, temporary = tempfile.mkstemp(prefix=".tokens-", dir=directory)  # created 0600
     try:
@@ -150,6 +167,21 @@ def write_entries(path: str, entries: Iterable[TokenEntry]) -> None:
         raise
 
 
+def private_directory(path: str) -> str:
+    """The directory of ``path``, with every missing folder up to it created mode 0700
+    (``os.makedirs`` gives intermediate folders the umask's mode, 0777 under umask 000)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    missing = []
+    head = directory
+    while not os.path.isdir(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another command made it meanwhile
+            os.mkdir(folder, 0o700)  # the umask can only take bits away
+    return directory
+
+
 @contextlib.contextmanager
 def locked(path: str) -> Iterator[None]:
     """Hold an exclusive lock for a read-modify-write of the tokens file at ``path``.
@@ -161,8 +193,7 @@ def locked(path: str) -> Iterator[None]:
     process dies. The server only reads the file, and never needs the lock:
     each write replaces it atomically.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    private_directory(path)
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -176,7 +207,7 @@ class TokenAuthenticator(Authenticator):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: tuple[int, int, int, int] | None = None
         self._by_hash: dict[str, TokenEntry] = {}
         self.load(strict=True)
 
@@ -203,16 +234,17 @@ class TokenAuthenticator(Authenticator):
         )
 
     def reload_if_changed(self) -> None:
-        """Reload when the file changed; one ``stat`` per request, microseconds."""
+        """Reload when the file changed (or its mode); one ``stat`` per request, microseconds."""
         if self._stat() != self._signature:
             self.load()
 
-    def _stat(self) -> tuple[int, int, int] | None:
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        """What tells a changed file: mtime, size, inode, and mode (a ``chmod o+w`` is noticed)."""
         try:
-            stat = os.stat(self.path)
+            found = os.stat(self.path)
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        return (found.st_mtime_ns, found.st_size, found.st_ino, found.st_mode)
 
     async def reload(self) -> str:
         """SIGHUP: read the file now, changed or not (an edit within the mtime's granularity
