@@ -31,6 +31,7 @@ from tornado.ioloop import PeriodicCallback
 
 from auth import Authenticator, AuthError, AuthRequest, Identity, build_authenticator
 from auth.access import may_study
+from auth.revocation import revoked_sessions
 from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from metrics import Metrics
 from reports.service import Reports
@@ -64,6 +65,9 @@ _CLOSE_FOR_END: dict[EndReason, Close] = {
     EndReason.SERVER_LOST: closing("store_unavailable", "this server lost the study record store, reconnect"),
     EndReason.RATE_LIMITED: closing(
         "too_many_messages", "too many messages; send one heartbeat per interval"
+    ),
+    EndReason.REVOKED: closing(
+        "unauthorized", "the credential this session opened with no longer stands; connect with a valid one"
     ),
 }
 
@@ -197,21 +201,48 @@ class Service:
         """SIGHUP: read again what the service reads from outside while it runs, and log what.
 
         That is the authentication backend's files and key sets
-        (:meth:`auth.Authenticator.reload`). Settings are read once at start
-        (a changed log level or store needs a restart); no session, timer or
-        connection is touched.
+        (:meth:`auth.Authenticator.reload`). Then the sessions whose
+        credential no longer stands (a revoked token, a withdrawn key:
+        :mod:`auth.revocation`) end with 4401, credited up to now; the others
+        are not touched. Settings are read once at start (a changed log level
+        or store needs a restart).
         """
         try:
             done = await self.auth.reload()
         except Exception as exc:  # a plugin's bug must not take the server down
             log.error("reload: auth backend %s failed: %s", self.auth.name, type(exc).__name__)
             done = f"--auth={self.auth.name} failed, kept as it was"
+            lapsed = []
+        else:
+            lapsed = self._revoked_sessions()
+        now = self.clock()
+        for session, reason in lapsed:
+            log.warning(
+                "closing a session whose credential no longer stands user=%s course=%s session=%s: %s",
+                session.user_id,
+                session.course_id,
+                session.session_id,
+                reason,
+                extra={"event": "session_revoked", "user": session.user_id, "course": session.course_id},
+            )
+            self.end_session(session, EndReason.REVOKED, now)
         log.info(
-            "reloaded on SIGHUP: %s; %d sessions kept open",
+            "reloaded on SIGHUP: %s; %d sessions kept open%s",
             done or f"nothing to reload for --auth={self.auth.name}",
             len(self.tracker),
+            f", {len(lapsed)} closed (credential revoked)" if lapsed else "",
             extra={"event": "reloaded"},
         )
+
+    def _revoked_sessions(self) -> list[tuple[Session, str]]:
+        """The open sessions whose credential lapsed, by the backend's word (a plugin's bug: none)."""
+        try:
+            return revoked_sessions(self.auth, list(self.tracker))
+        except Exception as exc:
+            log.error(
+                "reload: auth backend %s failed to check sessions: %s", self.auth.name, type(exc).__name__
+            )
+            return []
 
     async def readiness(self, timeout: float) -> tuple[str, str] | None:
         """Why this process cannot take connections now, as (reason, message), or None when it can.
@@ -305,7 +336,8 @@ class Service:
         Returns the session, or None when the connection was refused (the
         client has been told why) or went away meanwhile.
         """
-        if not await self._authenticate(connection, request, user_id, course_id):
+        identity = await self._authenticate(connection, request, user_id, course_id)
+        if identity is None:
             return None
         if self.shutting_down:
             self.refuse(connection, closing("server_shutdown", "the server is shutting down"))
@@ -339,6 +371,7 @@ class Service:
             remote_addr=request.remote_addr,
             user_agent=user_agent,
         )
+        session.grant = identity.grant  # asked about again on a reload
         self._connection_of[session.session_id] = connection
         if replaced is not None:
             self._ended(replaced)
@@ -491,10 +524,10 @@ class Service:
 
     async def _authenticate(
         self, connection: Connection, request: AuthRequest, user_id: str, course_id: str
-    ) -> bool:
+    ) -> Identity | None:
         """Ask the auth backend who this is and whether it may study ``course_id`` as ``user_id``.
 
-        On refusal, log why (never the credential) and close with 4401/4403.
+        On refusal, log why (never the credential), close with 4401/4403 and return None.
         """
         try:
             identity = await self.auth.authenticate(request, user_id)
@@ -520,7 +553,7 @@ class Service:
                 },
             )
             self.refuse(connection, closing(exc.code, exc.reason))
-            return False
+            return None
         except Exception as exc:  # a plugin's bug must not take the server down
             log.error(
                 "auth backend %s failed for user=%s course=%s: %s",
@@ -530,8 +563,8 @@ class Service:
                 type(exc).__name__,
             )
             self.refuse(connection, closing("unauthorized", "authentication is unavailable, try again later"))
-            return False
-        return not connection.closed  # the client may have gone while the backend answered
+            return None
+        return None if connection.closed else identity  # the client may have gone meanwhile
 
     def _refuse_over_cap(
         self,

@@ -111,6 +111,13 @@ class JwksKeys:
         await self._refetch(lambda: True)
         return not self._last_failed
 
+    def withdrawn(self, kid: str) -> bool:
+        """Whether a set within its lifespan is held and lacks ``kid`` (a key taken out of use).
+
+        Without such a set nothing is known: an unreachable endpoint withdraws nothing.
+        """
+        return self._fresh() and kid not in self._keys
+
     def __len__(self) -> int:
         return len(self._keys)
 

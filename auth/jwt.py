@@ -15,6 +15,7 @@ courses; ``--jwt-roles-claim`` (default ``roles``) carries roles.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from types import MappingProxyType
@@ -142,9 +143,10 @@ class JwtAuthenticator(Authenticator):
         alg = header.get("alg")
         if alg in self.hmac_algorithms:
             key: Any = self.secret
+            grant = None  # the secret changes only with a restart
             algorithms = self.hmac_algorithms
         elif alg in self.key_algorithms:
-            key = await self._verification_key(token, header)
+            key, grant = await self._verification_key(token, header)
             algorithms = self.key_algorithms
         else:
             raise unauthorized("the token's algorithm is not allowed")
@@ -167,9 +169,21 @@ class JwtAuthenticator(Authenticator):
             courses=self._courses(payload),
             roles=self._roles(payload),
             claims=MappingProxyType(payload),
+            grant=grant,
         )
 
-    async def _verification_key(self, token: str, header: dict) -> Any:
+    def revoked(self, grant: str, user_id: str, course_id: str) -> str | None:
+        """A session lapses when the key that verified its token is no longer trusted: its
+        ``kid`` left the JWKS set fetched last, or the key file now holds another key."""
+        kind, _, value = grant.partition(":")
+        if kind == "kid" and self.jwks is not None and self.jwks.withdrawn(value):
+            return "the token's signing key was withdrawn"
+        if kind == "file" and value != _fingerprint(self.public_key):
+            return "the token's signing key was replaced"
+        return None
+
+    async def _verification_key(self, token: str, header: dict) -> tuple[Any, str]:
+        """The key to verify an asymmetric token with, and the session's grant naming it."""
         if self.jwks is not None and (self.public_key is None or "kid" in header):
             kid = header.get("kid")
             if not isinstance(kid, str) or not kid:
@@ -180,8 +194,8 @@ class JwtAuthenticator(Authenticator):
                 raise unauthorized("the signing keys are unavailable, try again later") from None
             if signing_key is None:
                 raise unauthorized("the token's signing key is unknown")
-            return signing_key.key
-        return self.public_key
+            return signing_key.key, f"kid:{kid}"
+        return self.public_key, f"file:{_fingerprint(self.public_key)}"
 
     def _courses(self, payload: dict) -> frozenset[str] | None:
         value = payload.get(self.courses_claim)
@@ -231,6 +245,11 @@ class JwtAuthenticator(Authenticator):
             keys.append(f"JWKS {public_url(self.jwks.url)}, keys trusted {self.jwks.lifespan:g}s")
         algorithms = ",".join(self.hmac_algorithms + self.key_algorithms)
         return f"jwt ({algorithms}; {', '.join(keys)})"
+
+
+def _fingerprint(pem: bytes | None) -> str:
+    """A short digest telling one public key file's content from another (not a secret)."""
+    return hashlib.sha256(pem or b"").hexdigest()[:16]
 
 
 def _reason(exc: Exception) -> str:

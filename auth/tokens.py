@@ -42,7 +42,8 @@ from typing import Any, Self
 from settings import Settings, SettingsError, env_name
 from tracking.protocol import valid_id
 
-from .base import Authenticator, AuthRequest, Identity, require_credential, unauthorized
+from .access import may_study
+from .base import Authenticator, AuthError, AuthRequest, Identity, require_credential, unauthorized
 
 log = logging.getLogger("study_time.auth")
 
@@ -226,12 +227,19 @@ class TokenAuthenticator(Authenticator):
         entry = self._by_hash.get(hash_token(token))
         if entry is None:
             raise unauthorized("unknown or revoked token")
-        return Identity(
-            user_id=entry.user,
-            courses=entry.courses,
-            roles=entry.roles,
-            claims=MappingProxyType({"token_id": entry.id}),
-        )
+        return _identity(entry)
+
+    def revoked(self, grant: str, user_id: str, course_id: str) -> str | None:
+        """A session's token (``grant`` is its hash) lapses when the file reloaded last no longer
+        lists it, or lists it for another user or fewer courses."""
+        entry = self._by_hash.get(grant)
+        if entry is None:
+            return "the token was revoked"
+        try:
+            may_study(_identity(entry), user_id, course_id)
+        except AuthError as exc:
+            return exc.reason
+        return None
 
     def reload_if_changed(self) -> None:
         """Reload when the file changed (or its mode); one ``stat`` per request, microseconds."""
@@ -285,6 +293,16 @@ class TokenAuthenticator(Authenticator):
 
     def describe(self) -> str:
         return f"token ({len(self)} tokens in {self.path})"
+
+
+def _identity(entry: TokenEntry) -> Identity:
+    return Identity(
+        user_id=entry.user,
+        courses=entry.courses,
+        roles=entry.roles,
+        claims=MappingProxyType({"token_id": entry.id}),
+        grant=entry.sha256,  # what the file stores; the token itself is never kept
+    )
 
 
 # The command line: python server.py tokens create|list|revoke

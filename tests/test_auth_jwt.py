@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
@@ -415,4 +416,87 @@ async def test_an_emptied_jwks_stops_tokens_at_the_end_of_the_lifespan_not_never
         jwks.keys = [jwk(key, "k1")]
         await wait_for(lambda: session_opens(server.url, token), timeout=10, interval=0.1)
         assert "a good set again" in server.log
+        assert server.terminate() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sighup_closes_the_sessions_whose_signing_key_left_the_jwks_and_keeps_the_others(tmp_path, key):
+    # The documented policy for JWT sessions: a session lives while the key that
+    # verified its token is trusted. A kid withdrawn from the set (because it
+    # leaked, say) closes its sessions at the reload; a broken endpoint does not.
+    other_key = rsa_key()
+    withdrawn = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+    staying = jwt.encode(claims("u2"), other_key, algorithm="RS256", headers={"kid": "k2"})
+    with (
+        JwksServer([jwk(key, "k1"), jwk(other_key, "k2")]) as jwks,
+        ServerProcess(
+            *jwks_server_args(
+                tmp_path,
+                jwks,
+                "--jwt-jwks-lifespan=3600",
+                "--heartbeat-interval=10",
+                "--heartbeat-timeout=30",
+                "--min-heartbeat-interval=0.05",
+            )
+        ) as server,
+    ):
+        first = await Client.connect(server.url, "u1", "c1", headers=bearer(withdrawn))
+        second = await Client.connect(server.url, "u2", "c1", headers=bearer(staying))
+        await first.connected()
+        await second.connected()
+        # An endpoint that fails withdraws nothing: both sessions stay.
+        jwks.body = b"<html>down for maintenance</html>"
+        server.signal(signal.SIGHUP)
+        await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the first reload")
+        assert "2 sessions kept open" in server.log
+        jwks.body = None
+        jwks.keys = [jwks.keys[1]]  # k1 withdrawn
+        server.signal(signal.SIGHUP)
+        code, reason, messages = await first.closed(timeout=10)
+        assert (code, reason) == (4401, "unauthorized"), messages
+        await wait_for(lambda: server.log.count("reloaded on SIGHUP") == 2, timeout=10, message="the reload")
+        assert "1 sessions kept open, 1 closed (credential revoked)" in server.log
+        assert (
+            "user=u1 course=c1 session=" in server.log
+            and "the token's signing key was withdrawn" in server.log
+        )
+        await asyncio.sleep(0.1)
+        assert (await second.heartbeat())["status"] == "success"
+        await second.close()
+        assert server.terminate() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sighup_closes_the_sessions_verified_with_a_replaced_key_file(tmp_path, key, key_file):
+    token = jwt.encode(claims("u1"), key, algorithm="RS256")
+    secret_token = hs256(claims("u2"))
+    with ServerProcess(
+        f"--store=sqlite:///{tmp_path}/study_time.db",
+        "--auth=jwt",
+        "--jwt-algorithms=RS256,HS256",
+        f"--jwt-public-key-file={key_file}",
+        "--heartbeat-interval=10",
+        "--heartbeat-timeout=30",
+        "--min-heartbeat-interval=0.05",
+        env={"STUDY_TIME_JWT_SECRET": SECRET},
+    ) as server:
+        keyed = await Client.connect(server.url, "u1", "c1", headers=bearer(token))
+        hmac = await Client.connect(server.url, "u2", "c1", headers=bearer(secret_token))
+        await keyed.connected()
+        await hmac.connected()
+        # The same key written again is no rotation: nothing closes.
+        server.signal(signal.SIGHUP)
+        await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the first reload")
+        assert "2 sessions kept open" in server.log
+        with open(key_file, "wb") as file:
+            file.write(public_pem(rsa_key()))
+        server.signal(signal.SIGHUP)
+        code, _, _ = await keyed.closed(timeout=10)
+        assert code == 4401
+        await wait_for(lambda: server.log.count("reloaded on SIGHUP") == 2, timeout=10, message="the reload")
+        assert "the token's signing key was replaced" in server.log
+        # A token checked with the secret cannot lapse on a reload (the secret needs a restart).
+        await asyncio.sleep(0.1)
+        assert (await hmac.heartbeat())["status"] == "success"
+        await hmac.close()
         assert server.terminate() == 0
