@@ -292,3 +292,38 @@ def wait_for_sync(predicate, message: str, timeout: float = 15.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {message}"
         time.sleep(0.05)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_behind_nginx_the_per_address_cap_counts_each_learner_only_with_trust_proxy_headers(tmp_path):
+    # docs/operations.md, "Sizing the per-address cap": with --trust-proxy-headers
+    # the cap counts the address nginx saw (one per learner, or per NAT);
+    # without it every learner shares nginx's own address, and one cap.
+    def via(address: str) -> dict:
+        return {**VIA_PROXY, "network_interface": address}
+
+    for trusted in (True, False):
+        folder = tmp_path / f"trusted-{trusted}"
+        folder.mkdir()
+        args = server_args(
+            f"sqlite:///{folder}/study_time.db",
+            trust_proxy_headers=str(trusted).lower(),
+            max_connections_per_address=1,
+        )
+        with behind_nginx(folder, *args) as (server, proxy):
+            first = await Client.connect(proxy.wss_url, "u1", "c1", request_options=via("127.0.0.2"))
+            await first.connected()
+            # Another learner, from another address.
+            second = await Client.connect(proxy.wss_url, "u2", "c1", request_options=via("127.0.0.3"))
+            if trusted:
+                await second.connected()
+                # The first learner's address is at its cap.
+                again = await Client.connect(proxy.wss_url, "u3", "c1", request_options=via("127.0.0.2"))
+                code, _, messages = await again.closed(timeout=10)
+                assert code == 4431 and messages[-1]["code"] == "too_many_connections", messages
+                await second.close()
+            else:
+                code, _, messages = await second.closed(timeout=10)
+                assert code == 4431, (code, messages)
+            await first.close()
+        assert "--max-connections-per-address" in server.log
