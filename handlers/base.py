@@ -89,13 +89,6 @@ class ServiceHandlerMixin:
         app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
 
 
-class NotFound(ServiceHandlerMixin, RequestHandler):
-    """404 for every request, with the service's headers (a port without a catch-all route)."""
-
-    def prepare(self) -> None:
-        raise HTTPError(404)
-
-
 class StaticFiles(ServiceHandlerMixin, StaticFileHandler):
     """``static/``, with every odd path answered 404 or 403 and logged once, by the access log.
 
@@ -126,6 +119,13 @@ def quiet_refusals() -> Iterator[None]:
         raise HTTPError(exc.status_code) from None
     except ValueError:
         raise HTTPError(404) from None
+
+
+class NotFound(ServiceHandlerMixin, RequestHandler):
+    """404 for every request, with the service's headers (a port without a catch-all route)."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404)
 
 
 def log_request(handler: RequestHandler) -> None:
