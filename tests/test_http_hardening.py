@@ -7,6 +7,7 @@ paths), with its real log output.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -122,8 +123,11 @@ def test_the_metrics_port_has_the_host_check_and_the_headers_of_the_main_port(tm
     # like the main port, so it refuses other Host names the same way; its
     # 404s are the service's, with the security headers and no Tornado version.
     with ServerProcess(f"--store=sqlite:///{tmp_path}/study_time.db", "--metrics-port=0") as server:
-        found = re.search(r"metrics of server process 0 on http://127\.0\.0\.1:(\d+)/metrics", server.log)
-        assert found, server.log
+        metrics_line = re.compile(r"metrics of server process 0 on http://127\.0\.0\.1:(\d+)/metrics")
+        deadline = time.monotonic() + 15  # logged just after "listening on"
+        while not (found := metrics_line.search(server.log)):
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.02)
         port = int(found.group(1))
         status, headers, body = raw_request(port, get("/metrics"))
         assert status == 200 and b"study_time_live_sessions" in body
