@@ -240,17 +240,25 @@ def https_get(port: int, path: str) -> tuple[int, bytes]:
         connection.close()
 
 
-def test_a_browser_s_token_never_reaches_nginx_s_logs(browser, tmp_path):
+def test_a_browser_s_token_never_reaches_nginx_s_logs(tmp_path):
     # The demo page in Chromium through the shipped site, with a real token:
     # the client sends it as the bearer.<token> subprotocol, so neither the
     # access log (its format has no query string anyway) nor the error log
     # (which quotes request lines: here, while the upstream is down and the
     # client keeps reconnecting) ever holds it. ?token= is refused at nginx
     # before it can reach either log.
-    from tests.support.auth_helpers import create
-    from tests.support.browser import WAIT_MS
+    from tests.support.browser import WAIT_MS, chromium
 
     binary = nginx_support.binary_or_skip()
+    # Its own Chromium, stopped with the test: a module-wide one would keep
+    # Playwright's event loop running under this module's asynchronous tests.
+    with contextlib.contextmanager(chromium)() as browser:
+        _token_through_nginx(browser, binary, tmp_path, WAIT_MS)
+
+
+def _token_through_nginx(browser, binary: str, tmp_path, wait_ms: int) -> None:
+    from tests.support.auth_helpers import create
+
     tokens_file = tmp_path / "tokens.json"
     token = create(tokens_file, "--user", "u1")
     args = server_args(f"sqlite:///{tmp_path}/study_time.db", auth="token", tokens_file=str(tokens_file))
@@ -259,12 +267,12 @@ def test_a_browser_s_token_never_reaches_nginx_s_logs(browser, tmp_path):
     context = browser.new_context(ignore_https_errors=True)
     try:
         page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
+        page.set_default_timeout(wait_ms)
         page.goto(f"{proxy.https_url}/?userId=u1&courseId=c1&maxRetryDelay=300")
         page.fill("#token", token)
         page.click("#connect")
         page.wait_for_function("() => studyTimeClient.status === 'connected'")
-        page.wait_for_function("() => studyTimeClient.studyTime >= 1", timeout=WAIT_MS)
+        page.wait_for_function("() => studyTimeClient.studyTime >= 1", timeout=wait_ms)
         assert "session opened user=u1 course=c1" in server.log
         # A URL token, plain or with its name percent-encoded, gets 400 from nginx itself.
         for query in (f"token={token}", f"%74oken={token}", f"TOKEN={token}"):
