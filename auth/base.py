@@ -209,8 +209,8 @@ class Authenticator(ABC):
         ``grant`` is the :attr:`Identity.grant` the session opened with, as
         ``user_id`` in ``course_id``. Asked for every open session right after
         :meth:`reload` (SIGHUP), so it must be quick and must not block; the
-        service closes the sessions it names with 4401 and the reason (a fixed
-        phrase, no credential). The default: nothing lapses.
+        service closes the sessions it names with 4401 and logs the reason (a
+        fixed phrase, no credential). The default: nothing lapses.
         """
         return None
 
