@@ -323,7 +323,10 @@ class Settings:
         ("HS256",), jwt_algorithms, "comma-separated JWT algorithms accepted (never none)"
     )
     jwt_secret: str | None = setting(
-        None, text, "HMAC secret for HS256/384/512 tokens, at least 32 bytes", secret=True
+        None,
+        text,
+        "HMAC secret for HS256/384/512 tokens, at least 32/48/64 bytes (no placeholder)",
+        secret=True,
     )
     jwt_public_key_file: str | None = setting(None, text, "PEM public key file for RS*/PS*/ES*/EdDSA tokens")
     jwt_jwks_url: str | None = setting(
