@@ -27,7 +27,7 @@ import supervisor
 from auth import Authenticator, build_authenticator
 from handlers.app import make_metrics_server, make_server
 from service import Service
-from settings import Settings, SettingsError
+from settings import Settings, SettingsError, command, program
 from storage import StoreError
 from storage.backends import backend_for
 from tracking.clock import Clock
@@ -76,7 +76,7 @@ async def serve(
     try:
         service = await start(settings, sockets, auth=auth, worker=worker)
     except SettingsError as exc:  # an auth setting the backend cannot work with
-        print(f"server.py: error: {exc}", file=sys.stderr)
+        print(f"{program()}: error: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
         log.error("cannot start: %s", exc)
@@ -169,15 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and not argv[0].startswith("-"):
         # A misspelt command: say so in one line, not with the settings' long usage.
         print(
-            f"server.py: error: unknown command {argv[0][:40]!r}: the commands are 'report' and"
-            " 'tokens'; settings start with -- (see server.py --help)",
+            f"{program()}: error: unknown command {argv[0][:40]!r}: the commands are 'report' and"
+            f" 'tokens'; settings start with -- (see {command()} --help)",
             file=sys.stderr,
         )
         return 2
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:
-        print(f"server.py: error: {exc}", file=sys.stderr)
+        print(f"{program()}: error: {exc}", file=sys.stderr)
         return 2
     settings_module.configure_logging(settings.log_level, settings.log_format)
     # Every setting is checked before the port is bound: an invalid one is
@@ -186,19 +186,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         auth = build_authenticator(settings)
         backend = backend_for(settings.store)  # checks the URL; connects to nothing
     except (SettingsError, StoreError) as exc:
-        print(f"server.py: error: {exc}", file=sys.stderr)
+        print(f"{program()}: error: {exc}", file=sys.stderr)
         return 2
     processes = supervisor.resolve(settings.processes)
     if settings.metrics_port and settings.metrics_port + processes - 1 > 65535:
         print(
-            f"server.py: error: invalid --metrics-port: {settings.metrics_port} + {processes} processes"
+            f"{program()}: error: invalid --metrics-port: {settings.metrics_port} + {processes} processes"
             " passes port 65535",
             file=sys.stderr,
         )
         return 2
     if processes > 1 and not backend.supports_many_processes:
         print(
-            f"server.py: error: invalid --processes: {settings.processes} starts {processes} processes,"
+            f"{program()}: error: invalid --processes: {settings.processes} starts {processes} processes,"
             " but the SQLite store serves one process; use --processes=1 or a mongodb:// store",
             file=sys.stderr,
         )

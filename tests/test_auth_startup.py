@@ -89,7 +89,7 @@ async def test_none_with_listed_origins_starts(tmp_path):
         ),
         (["--auth=jwt", "--jwt-algorithms=none"], "invalid --jwt-algorithms"),
         (["--auth=jwt", "--jwt-algorithms=RS256", "--jwt-public-key-file=/nonexistent.pem"], "cannot read"),
-        (["--auth=token", "--tokens-file=/nonexistent/tokens.json"], "invalid --tokens-file"),
+        (["--auth=token", "--tokens-file=/"], "invalid --tokens-file: cannot read /"),
         (["--auth=no_such_module:Auth"], "invalid --auth: cannot import module"),
         (["--auth=not a backend"], "invalid --auth"),
         (["--allowed-origins=https://lms.example.com/path"], "invalid --allowed-origins"),

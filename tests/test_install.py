@@ -258,3 +258,31 @@ def test_the_installed_command_serves_each_dashboard_without_a_console_error(ins
             finally:
                 context.close()
         assert server.terminate() == 0
+
+
+def test_the_installed_command_names_itself_in_usage_errors_and_hints(installed, tmp_path):
+    command = str(installed / "study-time")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([command, *args], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+
+    help_text = run("--help").stdout
+    assert help_text.startswith("usage: study-time ") and "'study-time tokens --help'" in help_text
+    assert run("tokens", "--help").stdout.startswith("usage: study-time tokens ")
+    assert run("reprot").stderr.strip() == (
+        "study-time: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
+        f" settings start with -- (see {command} --help)"
+    )
+    assert run("--flood-burst=0").stderr.startswith("study-time: error: invalid --flood-burst")
+    # The first start, before any token: the log names the command that makes one.
+    with ServerProcess(
+        f"--store=sqlite:///{tmp_path}/study_time.db",
+        "--auth=token",
+        command=[command],
+        cwd=tmp_path,
+    ) as server:
+        assert f"(create tokens with: {command} tokens create --user ID --tokens-file data/tokens.json;" in (
+            server.log
+        )
+        assert "server.py" not in server.log
+        assert server.terminate() == 0

@@ -274,5 +274,5 @@ def test_help_names_the_commands_and_a_misspelt_one_gets_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "server.py: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
-        " settings start with -- (see server.py --help)"
+        " settings start with -- (see python server.py --help)"
     ]
