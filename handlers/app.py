@@ -36,7 +36,15 @@ def make_app(service: Service) -> tornado.web.Application:
         (r"/readyz", ReadyHandler, {"service": service}),
         (r"/metrics", MetricsHandler, {"service": service}),
         *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
-        (r"/(.*)", StaticFiles, {"path": STATIC_DIR, "default_filename": "index.html"}),
+        (
+            r"/(.*)",
+            StaticFiles,
+            {
+                "path": STATIC_DIR,
+                "default_filename": "index.html",
+                "allowed_origins": settings.allowed_origins,
+            },
+        ),
     ]
     if host_check_applies(settings):
         # Every route only for an allowed Host; any other Host gets 403 (DNS rebinding, hosts.py).
