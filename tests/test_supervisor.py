@@ -11,11 +11,22 @@ import http.client
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import jwt
 
 from tests.support.auth_helpers import bearer, claims, public_pem, rsa_key
-from tests.support.helpers import FAST, ServerProcess, alive, children, parse_metrics, wait_until
+from tests.support.helpers import (
+    FAST,
+    ROOT,
+    ServerProcess,
+    alive,
+    children,
+    descendants,
+    parse_metrics,
+    wait_until,
+)
 
 STARTED = re.compile(r"started 2 server processes: (\d+) (\d+)")
 
@@ -106,3 +117,49 @@ def test_a_worker_restarted_after_a_reload_verifies_with_the_reloaded_key(mongo_
         assert server.wait() == 1  # a worker was lost on the way (docs/operations.md, exit status)
     finally:
         server.__exit__()
+
+
+WATCHER = """
+import asyncio, os, subprocess, sys
+if sys.argv[1] == "parent":
+    # The stand-in supervisor: starts the watcher, then waits to be killed.
+    subprocess.Popen([sys.executable, "-c", sys.argv[2], "worker", str(os.getpid()), sys.argv[2]])
+    import time
+    time.sleep(60)
+else:
+    # The stand-in worker, without PR_SET_PDEATHSIG: only the parent-pid check can notice.
+    import server
+
+    async def main():
+        stop = asyncio.Event()
+        print("watching", flush=True)
+        await server.watch_supervisor(int(sys.argv[2]), stop)
+        print("stopped", flush=True)
+
+    asyncio.run(main())
+"""
+
+
+def test_a_worker_without_pdeathsig_notices_its_supervisor_is_gone_within_seconds(tmp_path):
+    """The fallback of supervisor.die_with_parent: server.watch_supervisor polls the parent's pid."""
+    out = tmp_path / "out"
+    with open(out, "w") as sink:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", WATCHER, "parent", WATCHER],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "watching" in out.read_text(), 20, "the watcher")
+        (watcher,) = descendants(parent.pid)
+        parent.kill()
+        parent.wait()
+        wait_until(lambda: not alive(watcher), 5, "the watcher to exit")
+        lines = out.read_text().splitlines()
+        assert lines[0] == "watching" and lines[-1] == "stopped", lines
+        assert f"the supervisor (pid {parent.pid}) is gone: shutting down" in lines[1]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
