@@ -28,7 +28,7 @@ from auth import Authenticator, build_authenticator
 from handlers.app import make_metrics_server, make_server
 from service import Service
 from settings import Settings, SettingsError
-from storage import StoreError
+from storage import StoreError, StoreUnavailable
 from storage.backends import backend_for
 from tracking.clock import Clock
 
@@ -134,9 +134,15 @@ def tune_gc() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
+        from reports.cli import StoreAccess
         from reports.cli import main as report_main
 
-        return report_main(argv[1:])
+        access = StoreAccess(
+            connect=lambda url: backend_for(url).report_source(),
+            invalid=StoreError,
+            unavailable=(StoreError, StoreUnavailable),
+        )
+        return report_main(argv[1:], access)
     if argv[:1] == ["tokens"]:
         from auth.tokens import cli
 

@@ -16,6 +16,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.clock import FakeClock
 from tests.support.helpers import Client, heartbeat, wait_for
+from tests.support.stored import study_records
 
 #: The documented intervals, for tests that move a fake server clock by hand.
 DOCUMENTED = dict(heartbeat_interval=30.0, heartbeat_timeout=60.0, min_heartbeat_interval=10.0)
@@ -33,7 +34,7 @@ async def flushed(service) -> None:
 
 async def stored(service, user="u1", course="c1"):
     await flushed(service)
-    return await service.store.sessions(user_id=user, course_id=course)
+    return await study_records(service.store, user_id=user, course_id=course)
 
 
 @pytest.mark.gen_test
@@ -267,7 +268,7 @@ async def test_missing_or_invalid_ids_are_refused_with_4400(start_service, query
     assert messages[0]["code"] == "invalid_params"
     assert "userId" in messages[0]["message"] or "courseId" in messages[0]["message"]
     assert len(service.tracker) == 0
-    assert await service.store.sessions() == []
+    assert await study_records(service.store) == []
 
 
 @pytest.mark.gen_test
@@ -482,7 +483,7 @@ async def test_credit_survives_a_store_outage_and_is_written_when_it_returns(sta
     assert not await service.writer.flush()
     await service.store.open()  # back
     await flushed(service)
-    (record,) = await service.store.sessions(user_id="u1")
+    (record,) = await study_records(service.store, user_id="u1")
     assert record.seconds == 60
     await client.close()
 
