@@ -517,3 +517,28 @@ async def test_one_log_line_per_open_and_close_and_no_query_in_the_access_log(st
     assert "reason=client_closed" in closed[0] and "credited=" in closed[0]
     assert any("/api/study-time" in line for line in lines)
     assert not any("SECRET-TOKEN-123" in line for line in lines)
+
+
+@pytest.mark.gen_test
+async def test_a_session_ended_by_the_service_is_ended_once_not_again_when_its_socket_closes(start_service):
+    # A heartbeat found late ends the session (4408); the socket's close that
+    # follows has no session left to end: the service does not double back.
+    service, clock = await fake_clock_service(start_service)
+    ends = []
+    end = service.sessions.end
+
+    def spy(session, reason, now=None):
+        ends.append(reason)
+        end(session, reason, now)
+
+    service.sessions.end = spy
+    client = await Client.connect(service.url)
+    await client.connected()
+    clock.advance(61)
+    client.send(heartbeat())
+    code, _, messages = await client.closed(timeout=5)
+    assert code == 4408 and messages[-1]["code"] == "heartbeat_timeout"
+    await wait_for(lambda: len(service.connections) == 0, message="the socket to close")
+    assert ends == []
+    (record,) = await stored(service)
+    assert record.end_reason == "timeout"
