@@ -131,12 +131,13 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def command(argv: list[str]) -> int | None:
+    """Run a subcommand (``report``, ``tokens``) and return its exit status; None to serve."""
     if argv[:1] == ["report"]:
         from reports.cli import StoreAccess
         from reports.cli import main as report_main
 
+        # The command reaches the store only through this (reports/ imports no storage backend).
         access = StoreAccess(
             connect=lambda url: backend_for(url).report_source(),
             invalid=StoreError,
@@ -155,6 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    status = command(argv)
+    if status is not None:
+        return status
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:

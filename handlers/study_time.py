@@ -168,12 +168,8 @@ class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
         # already ended (session_ended) is not reported again.
         session, self.session = self.session, None
         address, self._address = self._address, None
+        self.bucket = None  # nothing more is counted against it
         self.sessions.disconnected(self, address, session, clean=self.client_closed_cleanly())
-
-    def released(self) -> None:
-        """The connection has ended (``ReleasingSocket``): let go of the session and flood allowance."""
-        self.session = None
-        self.bucket = None
 
     # What the service needs of a connection (service.Connection).
 

@@ -88,8 +88,8 @@ def socket_closing(handler: WebSocketHandler) -> bool:
 class ReleasingSocket(WebSocketHandler):
     """A WebSocket handler that notes close frames and lets go of everything when its connection ends.
 
-    Subclasses implement :meth:`released` (drop their own references) and
-    ask :meth:`client_closed_cleanly` in ``on_close``.
+    Subclasses drop their own references in ``on_close`` (which Tornado calls
+    however the connection ends) and ask :meth:`client_closed_cleanly` there.
     """
 
     _protocol: WebSocketProtocol | None = None
@@ -114,14 +114,13 @@ class ReleasingSocket(WebSocketHandler):
     def on_ws_connection_close(self, close_code: int | None = None, close_reason: str | None = None) -> None:
         """Tornado's end of the connection (it calls ``on_close``); then unlink what is left.
 
-        The handler lets go of its own references (:meth:`released`), and of
-        the stream: one closed by a socket error is left in a reference cycle
+        The handler has let go of its own references in ``on_close``; here it
+        lets go of the stream: one closed by a socket error is left in a reference cycle
         (:func:`drop_stream_error_traceback`). The stream is
         reached through our own reference to the protocol: Tornado has
         already dropped ``ws_connection`` if the server began the close.
         """
         super().on_ws_connection_close(close_code, close_reason)
-        self.released()
         protocol, self._protocol = self._protocol, None
         drop_stream_error_traceback(getattr(protocol, "stream", None))
 
@@ -136,9 +135,6 @@ class ReleasingSocket(WebSocketHandler):
         if self.get_status() != 101:
             self.ws_connection = None
             self._protocol = None
-
-    def released(self) -> None:
-        """The connection has ended: drop what the handler holds."""
 
     def drop_connection(self) -> None:
         """Close the TCP connection at once, without a close frame."""

@@ -31,6 +31,7 @@ from tornado.httpserver import HTTPServer
 
 from auth import Authenticator, AuthRequest, Identity, build_authenticator
 from metrics import Metrics
+from reports.source import ReportSource
 from reports.usecase import ReportDesk
 from settings import Settings
 from storage import StoreUnavailable
@@ -92,6 +93,12 @@ class Service:
         self.metrics = Metrics(
             end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES, worker=worker
         )
+        self.worker = worker
+        self._assemble(backend.report_source())
+
+    def _assemble(self, report_source: ReportSource) -> None:
+        """Build the pieces (sessions, connections, reports, runtime, health) on the collaborators."""
+        settings = self.settings
         self.connections = Connections(settings, self.metrics)
         self.sessions = SessionCore(
             settings,
@@ -104,7 +111,7 @@ class Service:
             metrics=self.metrics,
         )
         self.reports = ReportDesk(
-            backend.report_source(),
+            report_source,
             clock=self.clock,
             zone=settings.report_timezone,
             anonymous=settings.auth == "none",
@@ -121,7 +128,6 @@ class Service:
             closing=[self.reports],
         )
         self.health = Health(self.store, self.sessions, self.metrics)
-        self.worker = worker
         self.metrics.watch(
             open_connections=lambda: len(self.connections),
             live_sessions=lambda: len(self.tracker),
