@@ -2,7 +2,7 @@
 
 ``python server.py [--setting=value ...]`` starts the service; ``--help``
 lists every setting. It parses the settings, builds the service
-(``service.py``) and its web application (``handlers/app.py``), serves until
+(``service/``) and its web application (``handlers/app.py``), serves until
 SIGTERM or SIGINT, and shuts down gracefully: every open session is closed
 with 1001 and saved, and the process exits 0. SIGHUP reloads the
 authentication backend's files and keys (``Service.reload``), sessions kept. ``report`` and ``tokens`` are

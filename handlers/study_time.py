@@ -1,10 +1,10 @@
 """``/api/study-time``: the WebSocket a course page keeps open.
 
 The handler is an adapter: it reads the connection's ids and credential,
-turns frames into calls on the :class:`~service.Service` (a session opens,
+turns frames into calls on the session core (:class:`service.sessions.SessionCore`: a session opens,
 a heartbeat arrives, the client goes away), and turns the answers into
 protocol messages. The counting rules live in ``tracking/``, what happens
-to a session in ``service.py``. See ``docs/protocol.md``.
+to a session in ``service/sessions.py``. See ``docs/protocol.md``.
 """
 
 from __future__ import annotations
