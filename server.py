@@ -2,7 +2,7 @@
 
 ``python server.py [--setting=value ...]`` starts the service; ``--help``
 lists every setting. It parses the settings, builds the service
-(``service.py``) and its web application (``handlers/app.py``), serves until
+(``service/``) and its web application (``handlers/app.py``), serves until
 SIGTERM or SIGINT, and shuts down gracefully: every open session is closed
 with 1001 and saved, and the process exits 0. SIGHUP reloads the
 authentication backend's files and keys (``Service.reload``), sessions kept. ``report`` and ``tokens`` are
@@ -28,7 +28,7 @@ from auth import Authenticator, build_authenticator
 from handlers.app import make_metrics_server, make_server
 from service import Service
 from settings import Settings, SettingsError, command, program
-from storage import StoreError
+from storage import StoreError, StoreUnavailable
 from storage.backends import backend_for
 from tracking.clock import Clock
 
@@ -156,12 +156,19 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def run_subcommand(argv: list[str]) -> int | None:
+    """Run a subcommand (``report``, ``tokens``) and return its exit status; None to serve."""
     if argv[:1] == ["report"]:
+        from reports.cli import StoreAccess
         from reports.cli import main as report_main
 
-        return report_main(argv[1:])
+        # The command reaches the store only through this (reports/ imports no storage backend).
+        access = StoreAccess(
+            connect=lambda url: backend_for(url).report_source(),
+            invalid=StoreError,
+            unavailable=(StoreError, StoreUnavailable),
+        )
+        return report_main(argv[1:], access)
     if argv[:1] == ["tokens"]:
         from auth.tokens import cli
 
@@ -174,6 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    status = run_subcommand(argv)
+    if status is not None:
+        return status
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:

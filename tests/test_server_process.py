@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from storage.backends import backend_for
 from tests.support.helpers import Client, ServerProcess, run_server, wait_for
+from tests.support.stored import study_records
 
 FAST_ARGS = (
     "--heartbeat-interval=0.4",
@@ -22,12 +22,7 @@ FAST_ARGS = (
 
 
 async def records(url: str, **filters):
-    store = backend_for(url).store(server=False)
-    await store.open()
-    try:
-        return await store.sessions(**filters)
-    finally:
-        await store.close()
+    return await study_records(url, **filters)
 
 
 async def _heartbeats_stored(url: str, at_least: int) -> bool:
