@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Self
 
-from settings import Settings, SettingsError, env_name
+from settings import Settings, SettingsError, command, env_name, program
 from tracking.protocol import valid_id
 
 from .access import may_study
@@ -218,7 +218,7 @@ class TokenAuthenticator(Authenticator):
             return cls(settings.tokens_file)
         except TokensFileError as exc:
             raise SettingsError(
-                f"invalid --tokens-file: {exc} (create tokens with: python server.py tokens create --user ID)"
+                f"invalid --tokens-file: {exc} ({create_hint(settings.tokens_file)})"
             ) from None
 
     async def authenticate(self, request: AuthRequest, user_id: str | None) -> Identity:
@@ -261,11 +261,13 @@ class TokenAuthenticator(Authenticator):
         return f"--tokens-file {self.path} ({len(self)} tokens)"
 
     def load(self, *, strict: bool = False) -> None:
-        """Read the file again. At start-up (``strict``) any problem is an error.
+        """Read the file again. A missing file means no tokens: at the first
+        start, none made yet (logged, with the command that makes one); later,
+        deleting it revokes them all.
 
-        Later, a missing file means no tokens (deleting it revokes them all),
-        while an unreadable or invalid one keeps the tokens loaded last and
-        logs an error: a half-finished hand edit must not lock everyone out.
+        At start-up (``strict``) an unreadable or invalid file is an error.
+        Later it keeps the tokens loaded last and logs an error: a
+        half-finished hand edit must not lock everyone out.
         """
         signature = self._stat()
         try:
@@ -274,8 +276,15 @@ class TokenAuthenticator(Authenticator):
             entries = read_entries(self.path)
         except FileNotFoundError:
             if strict:
-                raise TokensFileError(f"{self.path} does not exist") from None
-            log.warning("--tokens-file %s is gone: every token is refused until it is back", self.path)
+                # The first start, before any token was made: nothing to accept yet.
+                log.warning(
+                    "--tokens-file %s does not exist yet: every token is refused until it does (%s;"
+                    " no restart needed)",
+                    self.path,
+                    create_hint(self.path),
+                )
+            else:
+                log.warning("--tokens-file %s is gone: every token is refused until it is back", self.path)
             self._signature, self._by_hash = None, {}
             return
         except TokensFileError as exc:
@@ -308,6 +317,11 @@ def _identity(entry: TokenEntry) -> Identity:
 # The command line: python server.py tokens create|list|revoke
 
 
+def create_hint(path: str) -> str:
+    """How to make the first token, with the command the user is running (``study-time`` installed)."""
+    return f"create tokens with: {command()} tokens create --user ID --tokens-file {path}"
+
+
 def default_tokens_file() -> str:
     return os.environ.get(env_name("tokens_file")) or Settings.tokens_file
 
@@ -336,7 +350,8 @@ def _user_id(text: str) -> str:
 
 def cli(argv: Sequence[str]) -> int:
     """``python server.py tokens ...``: create, list and revoke API tokens."""
-    parser = argparse.ArgumentParser(prog="server.py tokens", description="Manage --auth=token API tokens.")
+    prog = f"{program()} tokens"
+    parser = argparse.ArgumentParser(prog=prog, description="Manage --auth=token API tokens.")
     parser.add_argument(
         "--tokens-file",
         default=default_tokens_file(),
@@ -367,7 +382,7 @@ def cli(argv: Sequence[str]) -> int:
         try:
             entries = read_entries(path)  # a missing file is an error here: a wrong path lists nothing
         except TokensFileError as exc:
-            print(f"server.py tokens: error: {exc}", file=sys.stderr)
+            print(f"{program()} tokens: error: {exc}", file=sys.stderr)
             return 1
         for entry in entries:
             courses = "all" if entry.courses is None else ",".join(sorted(entry.courses))
@@ -380,7 +395,7 @@ def cli(argv: Sequence[str]) -> int:
         try:
             entries = read_entries(path) if os.path.exists(path) else []
         except TokensFileError as exc:
-            print(f"server.py tokens: error: {exc}", file=sys.stderr)
+            print(f"{program()} tokens: error: {exc}", file=sys.stderr)
             return 2
         if args.command == "create":
             return _create(path, entries, args)
@@ -406,7 +421,7 @@ def _create(path: str, entries: list[TokenEntry], args: argparse.Namespace) -> i
 def _revoke(path: str, entries: list[TokenEntry], token_id: str) -> int:
     kept = [entry for entry in entries if entry.id != token_id]
     if len(kept) == len(entries):
-        print(f"server.py tokens: error: no token with id {token_id!r} in {path}", file=sys.stderr)
+        print(f"{program()} tokens: error: no token with id {token_id!r} in {path}", file=sys.stderr)
         return 1
     write_entries(path, kept)
     print(f"revoked token {token_id}", file=sys.stderr)

@@ -11,12 +11,13 @@ from tornado.routing import Rule
 from service import Service
 from settings import Settings
 
-from .base import NotFound, StaticFiles, drop_stream_error_traceback, log_request
+from .base import NotFound, StaticFiles, log_request
 from .health import HealthHandler
 from .hosts import AllowedHosts, HostRefusedHandler, host_check_applies
 from .ops import MetricsHandler, ReadyHandler
 from .reports import ROUTES as REPORT_ROUTES
 from .study_time import StudyTimeSocket
+from .tornado_internals import ReleasingHTTPServer
 
 # HTTP limits. No endpoint takes a request body and WebSocket frames are at
 # most --max-message-size, so Tornado's defaults (100 MB buffers and bodies,
@@ -37,7 +38,15 @@ def make_app(service: Service) -> tornado.web.Application:
         (r"/readyz", ReadyHandler, {"service": service}),
         (r"/metrics", MetricsHandler, {"service": service}),
         *((pattern, handler, {"service": service}) for pattern, handler in REPORT_ROUTES),
-        (r"/(.*)", StaticFiles, {"path": STATIC_DIR, "default_filename": "index.html"}),
+        (
+            r"/(.*)",
+            StaticFiles,
+            {
+                "path": STATIC_DIR,
+                "default_filename": "index.html",
+                "allowed_origins": settings.allowed_origins,
+            },
+        ),
     ]
     return tornado.web.Application(
         _host_checked(settings, routes),
@@ -50,21 +59,10 @@ def make_app(service: Service) -> tornado.web.Application:
     )
 
 
-class _HTTPServer(HTTPServer):
-    """Tornado's HTTP server, freeing each connection's stream when the connection ends."""
-
-    def on_close(self, server_conn: object) -> None:
-        # A keep-alive connection reset by its client leaves its stream in a
-        # reference cycle; a WebSocket's stream is handed over at the upgrade,
-        # before this runs, and StudyTimeSocket frees it.
-        super().on_close(server_conn)
-        drop_stream_error_traceback(getattr(server_conn, "stream", None))
-
-
 def make_server(service: Service) -> HTTPServer:
     """The HTTP server for ``service``'s application, with the service's limits."""
     settings = service.settings
-    return _HTTPServer(
+    return ReleasingHTTPServer(
         make_app(service),
         xheaders=settings.trust_proxy_headers,
         idle_connection_timeout=settings.http_idle_timeout,
@@ -92,7 +90,7 @@ def make_metrics_server(service: Service) -> HTTPServer:
     """
     routes: list = [(r"/metrics", MetricsHandler, {"service": service}), (r".*", NotFound)]
     app = tornado.web.Application(_host_checked(service.settings, routes), log_function=log_request)
-    return _HTTPServer(
+    return ReleasingHTTPServer(
         app,
         idle_connection_timeout=service.settings.http_idle_timeout,
         max_header_size=MAX_HEADER_BYTES,

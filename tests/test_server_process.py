@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from storage.backends import backend_for
 from tests.support.helpers import Client, ServerProcess, run_server, wait_for
+from tests.support.stored import study_records
 
 FAST_ARGS = (
     "--heartbeat-interval=0.4",
@@ -22,12 +22,7 @@ FAST_ARGS = (
 
 
 async def records(url: str, **filters):
-    store = backend_for(url).store(server=False)
-    await store.open()
-    try:
-        return await store.sessions(**filters)
-    finally:
-        await store.close()
+    return await study_records(url, **filters)
 
 
 async def _heartbeats_stored(url: str, at_least: int) -> bool:
@@ -328,5 +323,5 @@ def test_help_names_the_commands_and_a_misspelt_one_gets_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "server.py: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
-        " settings start with -- (see server.py --help)"
+        " settings start with -- (see python server.py --help)"
     ]
