@@ -32,10 +32,11 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from auth import AuthError, Identity, auth_request
 from reports import params
 from reports.params import ParameterError, Window
 from reports.source import Scope
-from service import Service
+from reports.usecase import ReportRequest
 from tracking.session import SessionRecord
 
 from .reports import ApiError, ReportHandler
@@ -100,10 +101,16 @@ class SessionEvents:
 
 
 class ChangesHandler(ReportHandler):
-    """``GET /api/reports/changes?since=&userId=&courseId=&wait=``: the long poll of the dashboards."""
+    """``GET /api/reports/changes?since=&userId=&courseId=&wait=``: the long poll of the dashboards.
 
-    def initialize(self, service: Service, events: SessionEvents) -> None:  # type: ignore[override]
-        super().initialize(service)
+    Its reads of the store are ``sessions`` reports asked of the report desk
+    (:meth:`reports.usecase.ReportDesk.answer`), so they are authorised
+    where every report is, the first before anything is held.
+    """
+
+    kind = "sessions"
+
+    def initialize(self, events: SessionEvents) -> None:
         self.events = events
         self.gone = asyncio.Event()
 
@@ -111,41 +118,50 @@ class ChangesHandler(ReportHandler):
         self.gone.set()  # the dashboard went away: stop waiting for it
         super().on_connection_close()
 
-    async def get(self) -> None:
+    async def get(self, *_: str) -> None:
         try:
-            value = self.arg("since")
+            scope = self.read_scope()
+            value = self._arg("tz")
+            tz = params.timezone(value if value else self.service.settings.report_timezone)
+            value = self._arg("since")
             if not value:
                 raise ParameterError("since", "since is required: the asOf of the figures shown")
-            since = params.instant(value, "since", self.tz)
+            since = params.instant(value, "since", tz)
             hold = params.count(
-                self.arg("wait"), "wait", default=HOLD_SECONDS, minimum=0, maximum=HOLD_SECONDS
+                self._arg("wait"), "wait", default=HOLD_SECONDS, minimum=0, maximum=HOLD_SECONDS
             )
         except ParameterError as exc:
             raise ApiError(400, "invalid_parameter", exc.message, exc.parameter) from None
+        start = since - SINCE_MARGIN - self.service.settings.heartbeat_timeout
+        recent = ReportRequest("sessions", scope, Window(start, math.inf), tz, "json", MAX_RECORDS + 1)
+        try:
+            reader: Identity = await self.service.identify(auth_request(self.request))
+            seen = await self.recent(reader, recent)
+        except AuthError as exc:
+            raise ApiError(401 if exc.code == "unauthorized" else 403, exc.code, exc.reason) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold
-        seen = await self.recent(since)
-        changed = self.events.ended_since(self.scope, since)
+        changed = self.events.ended_since(scope, since)
         while not changed and not self.gone.is_set():
             left = deadline - loop.time()
             if left <= 0:
                 break
-            changed = await self.events.wait(self.scope, min(CHECK_SECONDS, left), self.gone)
+            changed = await self.events.wait(scope, min(CHECK_SECONDS, left), self.gone)
             if not changed and not self.gone.is_set():
-                changed = await self.recent(since) != seen
+                changed = await self.recent(reader, recent) != seen
         if self.gone.is_set():
             return
-        scope = self.scope
-        self.send_report({"userId": scope.user_id, "courseId": scope.course_id, "changed": changed})
+        self.send_json({"userId": scope.user_id, "courseId": scope.course_id, "changed": changed})
 
-    async def recent(self, since: float) -> frozenset[tuple[str, bool]] | None:
+    async def recent(self, reader: Identity, request: ReportRequest) -> frozenset[tuple[str, bool]] | None:
         """The scope's sessions that may have ended since ``since``, as (id, open); None when too many.
 
         A session that timed out was credited until its last heartbeat, up to
-        the heartbeat timeout before it ended: the window reaches back that far.
+        the heartbeat timeout before it ended: ``request``'s window reaches back that far.
         """
-        start = since - SINCE_MARGIN - self.service.settings.heartbeat_timeout
-        found = await self.service.reports.sessions(self.scope, Window(start, math.inf), MAX_RECORDS, 0)
-        if len(found) >= MAX_RECORDS:
+        answer = await self.service.reports.answer(reader, request)
+        assert answer.body is not None
+        found = answer.body["sessions"]
+        if len(found) > MAX_RECORDS:
             return None
-        return frozenset((r.session_id, r.is_open) for r in found)
+        return frozenset((row["sessionId"], row["open"]) for row in found)

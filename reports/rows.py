@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from tracking.session import SessionRecord
 
-from .service import Day, LearnerDays, Total
+from .figures import Day, LearnerDays, Total
 from .split import exact_seconds, micros, whole_seconds
 
 LEARNER_COURSES = (

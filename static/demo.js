@@ -150,7 +150,8 @@ function blockedWords(host) {
 // connection (the socket, or a report request) and names the URL. The client
 // stops reconnecting by itself (study-time-client.js); the page names the host
 // it came from and the one it could not reach. Only the host is kept: the
-// blocked URL carries the query, token included. Copies of the page served
+// blocked URL carries the query (and the token, if it could not go as a
+// subprotocol). Copies of the page served
 // without this policy (from file:// or another static host) never get here:
 // they connect, once the token is confirmed.
 document.addEventListener("securitypolicyviolation", (event) => {

@@ -66,7 +66,13 @@ async def cyclic_gc_paused() -> AsyncIterator[None]:
 
 
 class SessionWriter:
-    """Buffers session snapshots and flushes them to a :class:`Store` in batches."""
+    """Buffers session snapshots and writes them to a :class:`Store`: checkpoints in batches, ends promptly.
+
+    The session core (``service/sessions.py``) tells it what changed
+    (:meth:`changed`, :meth:`ended`, :meth:`corrected`) and reads totals
+    through it (:meth:`total_seconds`); the runtime calls :meth:`flush` every
+    ``--flush-interval`` and :meth:`drain` at shutdown.
+    """
 
     def __init__(
         self, store: Store, *, max_unsaved: int = 100_000, ended_write_interval: float | None = None
@@ -96,14 +102,18 @@ class SessionWriter:
         #: Called with the records of each successful write (the dashboards' long poll).
         self.on_saved: Callable[[list[SessionRecord]], None] | None = None
 
-    # Called synchronously by the handler; these never block or fail.
+    # Called synchronously by the session core; these never block or fail.
 
     def changed(self, session: Session) -> None:
         """A live session gained credit (or started): write it at the next flush."""
         self._dirty[session.session_id] = session
 
     def ended(self, session: Session) -> None:
-        """A session ended: its final snapshot is written at the next flush."""
+        """A session ended: its final snapshot is written promptly (:meth:`write_ended`) or by a flush.
+
+        Prompt writes are coalesced to one per ``ended_write_interval``; with
+        none set, or while the store is failing, the next flush writes it.
+        """
         self._dirty.pop(session.session_id, None)
         # A running flush must not snapshot it again: once this final snapshot
         # is written, a second one would be counted as credit still waiting.

@@ -1,10 +1,13 @@
-"""The reports, computed from a :class:`~reports.source.ReportSource` with the rule of :mod:`reports.split`.
+"""The figures of each report, computed from a :class:`~reports.source.ReportSource` by :mod:`reports.split`.
 
 Every report places credit with the same rule, so they agree: the daily
 rows of a learner in a course add up to the learner's total for the course
 over the same range, which for an unbounded range is what ``studyTime``
 shows over the socket. Open sessions count with the credit of their last
 checkpoint (at most ``--flush-interval`` old) and are marked ``open``.
+
+Who may read them is not decided here: every request goes through
+:meth:`reports.usecase.ReportDesk.answer` first.
 """
 
 from __future__ import annotations
