@@ -209,6 +209,7 @@ const MORE = {
       server_shutdown: "server restarted",
       server_lost: "server lost it (kept its last checkpoint)",
       rate_limited: "closed for too many messages",
+      revoked: "closed: its credential was revoked",
     },
     units: { h: "h", min: "m", s: "s" },
     // The live view's log.
@@ -301,6 +302,7 @@ const MORE = {
       server_shutdown: "服务器重启",
       server_lost: "服务器异常（保留最后一次检查点）",
       rate_limited: "消息过多被关闭",
+      revoked: "凭证已被吊销，已关闭",
     },
     units: { h: "小时", min: "分", s: "秒" },
     logText: {
