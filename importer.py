@@ -14,7 +14,11 @@ from typing import Any
 
 
 class ImportFromStringError(Exception):
-    """``module:attribute`` could not be loaded; the message says why (no traceback needed)."""
+    """``module:attribute`` could not be loaded; the message says why.
+
+    The error that stopped it is kept as ``__cause__``, with its traceback
+    into the module: a plugin's author needs the line that failed.
+    """
 
 
 def import_from_string(target: str) -> Any:
@@ -32,8 +36,8 @@ def import_from_string(target: str) -> Any:
     except Exception as exc:  # ImportError, or whatever the module raises at import
         raise ImportFromStringError(
             f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
     try:
         return getattr(module, attribute)
-    except AttributeError:
-        raise ImportFromStringError(f"module {module_name!r} has no {attribute!r}") from None
+    except AttributeError as exc:
+        raise ImportFromStringError(f"module {module_name!r} has no {attribute!r}") from exc

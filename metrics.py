@@ -126,6 +126,19 @@ class Metrics:
             registry=registry,
         )
         self.refusals = {code: self._refusals.labels(code) for code in refusal_codes}
+        self._define_store_metrics(registry)
+        self._gauges: dict[str, Gauge] = {}
+        self._gauge(
+            "study_time_open_connections", "WebSocket connections open now (with or without a session)."
+        )
+        self._gauge("study_time_live_sessions", "Sessions open now (at most one per learner and course).")
+        self._gauge(
+            "study_time_unsaved_sessions",
+            "Sessions whose latest credit is not yet in the store (waiting for the next checkpoint).",
+        )
+
+    def _define_store_metrics(self, registry: CollectorRegistry) -> None:
+        """The checkpoints' metrics, and the slow readers dropped."""
         self.checkpoint_seconds = Histogram(
             "study_time_checkpoint_seconds",
             "Time to write one batch of session snapshots to the store (successful or not).",
@@ -146,15 +159,6 @@ class Metrics:
             "study_time_slow_reader_drops",
             "Connections dropped because the client stopped reading its replies.",
             registry=registry,
-        )
-        self._gauges: dict[str, Gauge] = {}
-        self._gauge(
-            "study_time_open_connections", "WebSocket connections open now (with or without a session)."
-        )
-        self._gauge("study_time_live_sessions", "Sessions open now (at most one per learner and course).")
-        self._gauge(
-            "study_time_unsaved_sessions",
-            "Sessions whose latest credit is not yet in the store (waiting for the next checkpoint).",
         )
 
     def watch(

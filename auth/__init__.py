@@ -61,7 +61,7 @@ def load_plugin(target: str) -> type[Authenticator]:
     try:
         cls = import_from_string(target)
     except ImportFromStringError as exc:
-        raise SettingsError(f"invalid --auth: {exc}") from None
+        raise SettingsError(f"invalid --auth: {exc}") from exc
     if not inspect.isclass(cls) or not issubclass(cls, Authenticator):
         raise SettingsError(
             f"invalid --auth: {target} is not a subclass of auth.Authenticator (see docs/auth.md)"

@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from reports.figures import Reports  # noqa: E402
 from reports.params import Window  # noqa: E402
-from reports.service import Reports  # noqa: E402
 from reports.source import Scope  # noqa: E402
 from storage.backends import backend_for  # noqa: E402
 from tracking.session import SessionRecord  # noqa: E402

@@ -7,9 +7,15 @@ import logging
 import re
 from collections.abc import Iterator
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-from tornado.iostream import BaseIOStream
-from tornado.web import HTTPError, RequestHandler, StaticFileHandler
+from tornado.httputil import HTTPServerRequest
+from tornado.web import Application, HTTPError, RequestHandler, StaticFileHandler
+
+from .tornado_internals import QuerylessSummary
+
+if TYPE_CHECKING:
+    from service import Service
 
 access_log = logging.getLogger("tornado.access")
 app_log = logging.getLogger("tornado.application")
@@ -49,13 +55,18 @@ def listed_origin(allowed: tuple[str, ...], origin: str) -> bool:
     return "*" in allowed or origin.rstrip("/").lower() in allowed
 
 
-class ServiceHandlerMixin:
+class ServiceHandlerMixin(QuerylessSummary):
     """What every handler of the service inherits, first among its bases.
 
     Requests are summarised by path only: credentials may travel in the query
-    string (``?token=``), so no log line may contain the URI's query. Tornado
-    prints ``_request_summary()`` when it logs an uncaught exception; this
-    keeps that line free of the query too.
+    string (``?token=``), so no log line may contain the URI's query
+    (:class:`~handlers.tornado_internals.QuerylessSummary` keeps Tornado's
+    own line free of it too).
+
+    The service a route gives (``dict(service=...)``) is :attr:`service`
+    from the start: Tornado sets the default headers (``clear()``) before
+    it calls ``initialize``, and a handler's headers may depend on the
+    service's settings (the reports' CORS headers).
 
     Every response carries the security headers (:data:`SECURITY_HEADERS`,
     the Content-Security-Policy) and a ``Server`` header without Tornado's
@@ -64,16 +75,18 @@ class ServiceHandlerMixin:
     """
 
     request: object
+    service: Service
+
+    def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
+        if "service" in kwargs:  # taken here, so initialize() gets the route's other arguments only
+            self.service = kwargs.pop("service")
+        super().__init__(application, request, **kwargs)  # type: ignore[call-arg]
 
     def set_default_headers(self) -> None:
         for name, value in SECURITY_HEADERS.items():
             self.set_header(name, value)  # type: ignore[attr-defined]
         self.set_header("Content-Security-Policy", content_security_policy(self.request.host))  # type: ignore[attr-defined]
         self.set_header("Server", SERVER_HEADER)  # type: ignore[attr-defined]
-
-    def _request_summary(self) -> str:
-        request = self.request
-        return f"{request.method} {request.path} ({request.remote_ip})"  # type: ignore[attr-defined]
 
     def log_exception(
         self,
@@ -86,7 +99,13 @@ class ServiceHandlerMixin:
         if isinstance(value, HTTPError):
             super().log_exception(typ, value, tb)  # type: ignore[misc]
             return
-        app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
+        app_log.error("Uncaught exception %s", self.request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
+
+
+#: What a page on another site needs to embed the client (docs/client.md): the
+#: one module it imports, served with CORS to ``--allowed-origins``. Nothing
+#: else of static/ (the demo page, the dashboards) is readable cross-origin.
+EMBEDDABLE = frozenset({"study-time-client.js"})
 
 
 class StaticFiles(ServiceHandlerMixin, StaticFileHandler):
@@ -95,7 +114,31 @@ class StaticFiles(ServiceHandlerMixin, StaticFileHandler):
     Tornado's handler lets a NUL byte in the path (``/%00``, ``/index.html%00.js``)
     reach the file system, which raises ``ValueError``: a 500 with a traceback
     anyone can provoke. Its 403s (``/../settings.py``) also log a second line.
+
+    The browser client (:data:`EMBEDDABLE`) carries ``Access-Control-Allow-Origin``
+    for a page on an origin of ``--allowed-origins``, the origins that may also
+    open the socket: a course page on the LMS imports it as a module, which a
+    browser fetches with CORS.
     """
+
+    def initialize(
+        self,
+        path: str,
+        default_filename: str | None = None,
+        allowed_origins: tuple[str, ...] | None = None,
+    ) -> None:
+        super().initialize(path, default_filename)
+        self.allowed_origins = allowed_origins
+
+    def set_extra_headers(self, path: str) -> None:
+        if path not in EMBEDDABLE:
+            return
+        self.set_header("Vary", "Origin")
+        origin = self.request.headers.get("Origin")
+        allowed = self.allowed_origins
+        if origin is not None and allowed is not None and listed_origin(allowed, origin):
+            listed = origin.rstrip("/").lower() in allowed
+            self.set_header("Access-Control-Allow-Origin", origin if listed else "*")
 
     @classmethod
     def get_absolute_path(cls, root: str, path: str) -> str:
@@ -121,6 +164,13 @@ def quiet_refusals() -> Iterator[None]:
         raise HTTPError(404) from None
 
 
+class NotFound(ServiceHandlerMixin, RequestHandler):
+    """404 for every request, with the service's headers (a port without a catch-all route)."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404)
+
+
 def log_request(handler: RequestHandler) -> None:
     """The access log line (Tornado's ``log_function``): path only, never the query."""
     status = handler.get_status()
@@ -139,18 +189,3 @@ def log_request(handler: RequestHandler) -> None:
         request.remote_ip,
         1000.0 * request.request_time(),
     )
-
-
-def drop_stream_error_traceback(stream: BaseIOStream | None) -> None:
-    """Cut the reference cycle a stream closed by a socket error is left in.
-
-    Tornado keeps the error in ``stream.error`` (for anyone who asks why it
-    closed); its traceback holds the frames of the stream's read loop, and
-    they hold the stream. Left alone, every connection reset by its client
-    keeps its stream, socket and buffers until the cyclic collector runs,
-    which ``server.tune_gc`` makes rare (docs/performance.md). The error
-    itself stays; only its traceback goes.
-    """
-    error = None if stream is None else stream.error
-    if error is not None:
-        error.__traceback__ = None

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from tornado.web import RequestHandler
 
-from service import Service
-
 from .base import ServiceHandlerMixin
 
 #: How long ``/readyz`` waits for the store's ping. Short: a load balancer's
@@ -19,23 +17,17 @@ READY_TIMEOUT_SECONDS = 2.0
 
 
 class MetricsHandler(ServiceHandlerMixin, RequestHandler):
-    def initialize(self, service: Service) -> None:
-        self.service = service
-
     def get(self) -> None:
-        content_type, body = self.service.render_metrics()
+        content_type, body = self.service.health.render_metrics()
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
         self.write(body)
 
 
 class ReadyHandler(ServiceHandlerMixin, RequestHandler):
-    def initialize(self, service: Service) -> None:
-        self.service = service
-
     async def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        not_ready = await self.service.readiness(READY_TIMEOUT_SECONDS)
+        not_ready = await self.service.health.readiness(READY_TIMEOUT_SECONDS)
         if not_ready is None:
             self.write({"status": "ready"})
             return

@@ -3,6 +3,8 @@
 ``split`` is the pure arithmetic (how a session's credit falls into a range
 and into calendar days), ``params`` the pure parsing of report parameters,
 ``source`` the query interface each store implements (in its own package,
-``storage/sqlite/reports.py`` and ``storage/mongodb/reports.py``), ``service`` the
-reports themselves, ``rows`` their JSON and CSV forms. See docs/reports.md.
+``storage/sqlite/reports.py`` and ``storage/mongodb/reports.py``), ``figures`` the
+reports' figures, ``rows`` and ``responses`` their CSV rows and JSON bodies,
+``usecase`` the one path of every report request (authorised there, for HTTP
+and the command line alike) and ``cli`` the command. See docs/reports.md.
 """

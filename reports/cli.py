@@ -3,22 +3,29 @@
 It reads the configured store (``--store`` or ``STUDY_TIME_STORE``, like the
 server) through a read-only report connection, so it works while a server is
 running on the same SQLite file. Every server setting is accepted (only
-``--store`` and ``--report-timezone`` matter here).
+``--store`` and ``--report-timezone`` matter here). The request goes through
+the same :meth:`reports.usecase.ReportDesk.answer` as the HTTP endpoints, as
+an administrator's: whoever can run this command can read the store anyway.
+This module imports nothing from ``storage/``: ``server.py`` hands it the
+way to a store (:class:`StoreAccess`).
 
 ``--format=table`` (the default) is for people: durations such as
-``2h 03m 10s``, times to the second, aligned columns. ``--format=csv`` and
-``--format=json`` are for scripts: exactly what the HTTP endpoint answers for
-the same request (the same rows, :mod:`reports.responses` bodies, JSON paged
-like the endpoint). A progress line (sessions read, rows so far) goes to
-stderr while sessions stream when stderr is a terminal or with
-``--progress``; never otherwise, so pipes and scripts see nothing extra.
+``2h 03m 10s``, times to the second, aligned columns, and control characters
+in stored ids shown escaped (``\\x1b``), so an id cannot move the cursor or
+recolour the terminal. ``--format=csv`` and ``--format=json`` are for
+scripts: exactly what the HTTP endpoint answers for the same request (the
+same rows, :mod:`reports.responses` bodies, JSON paged like the endpoint).
+A progress line (sessions read, rows so far) goes to stderr while sessions
+stream when stderr is a terminal or with ``--progress``; never otherwise, so
+pipes and scripts see nothing extra.
 
     python server.py report learner USER_ID [--from=...] [--to=...]
     python server.py report course COURSE_ID [--limit=N] [--offset=N]
     python server.py report daily [--user=USER_ID] [--course=COURSE_ID] [--tz=Asia/Shanghai]
     python server.py report sessions [--user=USER_ID] [--course=COURSE_ID] [--limit=N]
+    python server.py report learner -- -USER_ID   (an id that starts with "-")
 
-Exit status: 0, 2 for bad arguments, 1 when the store cannot be read.
+Exit status: 0, 2 for bad arguments (a bad ``--store`` too), 1 when the store cannot be read.
 """
 
 from __future__ import annotations
@@ -30,27 +37,53 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
-from zoneinfo import ZoneInfo
 
 import settings as settings_module
+from auth.base import ADMIN, Identity
 from settings import SettingsError
-from storage.backends import backend_for
-from storage.base import StoreError, StoreUnavailable
 from tracking.session import SessionRecord
 
 from . import params, responses, rows
 from .params import ParameterError, Window
-from .service import Reports
 from .source import GroupBy, GroupSum, ReportSource, Scope, Span
+from .usecase import ReportDesk, ReportRequest
+
+#: Who asks, for the one authorisation of every report: the command is for administrators.
+OPERATOR = Identity("server.py report", roles=frozenset({ADMIN}))
+#: The report each subcommand asks for.
+KINDS = {"learner": "learner-courses", "course": "course-learners", "daily": "daily", "sessions": "sessions"}
+#: The command's option for each parameter a ParameterError names.
+OPTIONS = {"from": "--from", "to": "--to", "userId": "--user", "courseId": "--course"}
+IDS_EPILOG = "An id that starts with '-' goes after '--' (report learner -- -u1), or as --user=-u1."
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """How the command reaches a store, given by ``server.py`` so that this module imports no storage.
+
+    ``connect`` returns the read-only report source of a ``--store`` URL and
+    raises ``invalid`` for a URL that cannot be used (exit 2); a source
+    raises one of ``unavailable`` when the store cannot be read (exit 1).
+    """
+
+    connect: Callable[[str], ReportSource]
+    invalid: type[Exception]
+    unavailable: tuple[type[Exception], ...]
+
+
+def prog() -> str:
+    """This command as the user ran it (``study-time report`` when installed), for usage and errors."""
+    return f"{settings_module.program()} report"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="server.py report",
+        prog=prog(),
         description="Print study-time reports from the configured store (--store).",
-        epilog="Server settings such as --store and --report-timezone are accepted too.",
+        epilog="Server settings such as --store and --report-timezone are accepted too. " + IDS_EPILOG,
     )
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="REPORT")
     common = argparse.ArgumentParser(add_help=False)
@@ -70,14 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="a progress line on stderr while sessions are read (default: when stderr is a terminal)",
     )
-    learner = kinds.add_parser("learner", parents=[common], help="a learner's total per course")
+    learner = kinds.add_parser(
+        "learner", parents=[common], help="a learner's total per course", epilog=IDS_EPILOG
+    )
     learner.add_argument("user_id", metavar="USER_ID")
-    course = kinds.add_parser("course", parents=[common], help="a course's leaderboard")
+    course = kinds.add_parser("course", parents=[common], help="a course's leaderboard", epilog=IDS_EPILOG)
     course.add_argument("course_id", metavar="COURSE_ID")
     course.add_argument("--limit", help="at most this many learners (default all)")
     course.add_argument("--offset", help="skip this many learners first")
     for name, what in (("daily", "seconds per calendar day"), ("sessions", "the study records")):
-        sub = kinds.add_parser(name, parents=[common], help=what)
+        sub = kinds.add_parser(name, parents=[common], help=what, epilog=IDS_EPILOG)
         sub.add_argument("--user", dest="user_id", metavar="USER_ID")
         sub.add_argument("--course", dest="course_id", metavar="COURSE_ID")
         if name == "sessions":
@@ -88,39 +123,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str], access: StoreAccess, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    parser = build_parser()
-    args, rest = parser.parse_known_args(list(argv))
+    args, rest = build_parser().parse_known_args(list(argv))
     try:
         settings = settings_module.load(rest)
-    except SettingsError as exc:
-        print(f"server.py report: error: {exc}", file=err)
+        request = cli_request(args, settings.report_timezone)
+        source = access.connect(settings.store)
+    except (SettingsError, access.invalid) as exc:
+        print(f"{prog()}: error: {exc}", file=err)
+        return 2
+    except ParameterError as exc:
+        option = OPTIONS.get(exc.parameter, "--" + exc.parameter)
+        print(f"{prog()}: error: {option}: {exc.message}", file=err)
         return 2
     # Progress only where a person watches (a terminal), or when asked: a pipe stays clean.
     wanted = err.isatty() if args.progress is None else args.progress
     progress = Progress(err) if wanted else None
+    desk = ReportDesk(
+        source if progress is None else Counted(source, progress),
+        clock=time.time,
+        zone=settings.report_timezone,
+    )
     try:
-        return asyncio.run(run(args, settings.store, settings.report_timezone, out, progress))
-    except ParameterError as exc:
-        option = {"from": "--from", "to": "--to", "userId": "--user", "courseId": "--course"}
-        print(
-            f"server.py report: error: {option.get(exc.parameter, '--' + exc.parameter)}: {exc.message}",
-            file=err,
-        )
-        return 2
-    except (StoreError, StoreUnavailable) as exc:
-        print(f"server.py report: error: cannot read the store: {exc}", file=err)
+        asyncio.run(run(desk, request, out, progress))
+    except access.unavailable as exc:
+        print(f"{prog()}: error: cannot read the store: {exc}", file=err)
         return 1
     finally:
         if progress is not None:
             progress.done()
+    return 0
 
 
-async def run(
-    args: argparse.Namespace, store_url: str, default_tz: str, out: TextIO, progress: Progress | None = None
-) -> int:
+def cli_request(args: argparse.Namespace, default_tz: str) -> ReportRequest:
+    """The report request of the command line (``ParameterError`` names what is wrong)."""
     tz = params.timezone(args.tz or default_tz)
     window = params.window(args.start, args.end, tz)
     fmt = args.format
@@ -129,78 +169,36 @@ async def run(
     limit, offset = (None, 0)
     if args.kind in ("course", "sessions"):
         limit, offset = params.page(args.limit, args.offset) if fmt == "json" else cli_page(args)
-    source = backend_for(store_url).report_source()
-    reports = Reports(source if progress is None else Counted(source, progress))
-    as_of = time.time()  # taken before any figure is read, as the endpoint's asOf
-    body: dict | None = None
+    return ReportRequest(KINDS[args.kind], cli_scope(args), window, tz, fmt, limit, offset)  # type: ignore[arg-type]
+
+
+def cli_scope(args: argparse.Namespace) -> Scope:
+    if args.kind == "learner":
+        return Scope(params.identifier(args.user_id, "userId"), None)
+    if args.kind == "course":
+        return Scope(None, params.identifier(args.course_id, "courseId"))
+    scope = Scope(
+        params.identifier(args.user_id, "userId", required=False),
+        params.identifier(args.course_id, "courseId", required=False),
+    )
+    if scope.user_id is None and scope.course_id is None:
+        raise ParameterError("userId", "give --user, --course or both")
+    return scope
+
+
+async def run(
+    desk: ReportDesk, request: ReportRequest, out: TextIO, progress: Progress | None = None
+) -> None:
+    """Answer ``request`` as the operator, and print it."""
     try:
-        if args.kind == "learner":
-            user_id = params.identifier(args.user_id, "userId")
-            assert user_id is not None
-            found = [
-                rows.learner_course(user_id, t, tz) for t in await reports.learner_courses(user_id, window)
-            ]
-            if fmt == "json":
-                body = responses.learner_courses(user_id, window, tz, found)
-            else:
-                await emit(out, fmt, rows.LEARNER_COURSES, listed(found), progress)
-        elif args.kind == "course":
-            course_id = params.identifier(args.course_id, "courseId")
-            assert course_id is not None
-            board, total = await reports.course_learners(course_id, window, limit, offset)
-            found = [rows.course_learner(offset + i + 1, course_id, t, tz) for i, t in enumerate(board)]
-            if fmt == "json":
-                body = responses.course_learners(course_id, window, tz, found, limit, offset, total)
-            else:
-                await emit(out, fmt, rows.COURSE_LEARNERS, listed(found), progress)
+        answer = await desk.answer(OPERATOR, request)
+        if answer.body is not None:
+            out.write(responses.json_text(answer.body) + "\n")
         else:
-            scope = Scope(
-                params.identifier(args.user_id, "userId", required=False),
-                params.identifier(args.course_id, "courseId", required=False),
-            )
-            if scope.user_id is None and scope.course_id is None:
-                raise ParameterError("userId", "give --user, --course or both")
-            if args.kind == "daily":
-                days = await reports.daily(scope, window, tz)
-                found = [rows.day(d) for d in days]
-                if fmt == "json":
-                    body = responses.daily(scope, window, tz, days, found)
-                else:
-                    await emit(out, fmt, rows.DAILY, listed(found), progress)
-            elif fmt == "json":
-                assert limit is not None
-                # One more than asked says whether there is a next page, as the endpoint does.
-                records = await reports.sessions(scope, window, limit + 1, offset)
-                page = [rows.session(r, tz) for r in records[:limit]]
-                body = responses.sessions(scope, window, tz, page, limit, offset, len(records) > limit)
-            else:
-                await emit(
-                    out, fmt, rows.SESSIONS, session_rows(reports, scope, window, tz, limit, offset), progress
-                )
+            assert answer.rows is not None
+            await emit(out, request.fmt, answer.columns, answer.rows, progress)
     finally:
-        await reports.close()
-    if body is not None:
-        out.write(responses.json_text(responses.with_as_of(body, as_of, tz)) + "\n")
-    return 0
-
-
-async def session_rows(
-    reports: Reports, scope: Scope, window: Window, tz: ZoneInfo, limit: int | None, offset: int
-) -> AsyncIterator[list[dict]]:
-    """The sessions report's rows, batch by batch as the store yields them, at most ``limit``.
-
-    Stopping at ``limit`` closes the store's stream here (``aclosing``), while the store is
-    still open: left to the garbage collector, its cursor would be closed after the store,
-    and fail ("Cannot operate on a closed database") on stderr.
-    """
-    left = limit
-    async with aclosing(reports.session_batches(scope, window, offset)) as batches:
-        async for batch in batches:
-            if left is not None:
-                batch, left = batch[:left], left - min(left, len(batch))
-            yield [rows.session(r, tz) for r in batch]
-            if left == 0:
-                return
+        await desk.close()
 
 
 def cli_page(args: argparse.Namespace) -> tuple[int | None, int]:
@@ -208,10 +206,6 @@ def cli_page(args: argparse.Namespace) -> tuple[int | None, int]:
     if args.limit is None:
         return None, offset
     return params.count(args.limit, "limit", default=0, minimum=1, maximum=10**9), offset
-
-
-async def listed(items: list[dict]) -> AsyncIterator[list[dict]]:
-    yield items
 
 
 async def emit(
@@ -267,7 +261,17 @@ def table_cell(column: str, value: object) -> str:
         return datetime.fromisoformat(value).isoformat(sep=" ", timespec="seconds")
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on shown escaped, as Python writes it.
+
+    Ids are stored as sent; one with an ESC (an ANSI sequence), a carriage
+    return or a newline would otherwise move the cursor, recolour or
+    overwrite the table. CSV and JSON keep them exact.
+    """
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def duration(seconds: int) -> str:
@@ -319,7 +323,7 @@ class Progress:
         self.stream.flush()
 
     def _show(self) -> None:
-        text = f"server.py report: {self.read:,} sessions read, {self.rows:,} rows so far"
+        text = f"{prog()}: {self.read:,} sessions read, {self.rows:,} rows so far"
         self.stream.write(f"\r{text}\x1b[K" if self.overwrite else text + "\n")
         self.stream.flush()
 

@@ -14,9 +14,9 @@ import json
 from datetime import date
 from zoneinfo import ZoneInfo
 
+from .figures import Day
 from .params import Window
 from .rows import iso
-from .service import Day
 from .source import Scope
 
 

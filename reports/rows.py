@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from tracking.session import SessionRecord
 
-from .service import Day, LearnerDays, Total
+from .figures import Day, LearnerDays, Total
 from .split import exact_seconds, micros, whole_seconds
 
 LEARNER_COURSES = (
@@ -113,7 +113,13 @@ def course(total: Total, tz: ZoneInfo) -> dict:
 
 
 def learner_days(row: LearnerDays) -> dict:
-    return {"userId": row.user_id, "seconds": whole_seconds(row.micros), "days": row.seconds}
+    return {
+        "userId": row.user_id,
+        "seconds": whole_seconds(row.micros),
+        "secondsExact": exact_seconds(row.micros),
+        "days": row.seconds,
+        "daysExact": [exact_seconds(m) for m in row.day_micros],
+    }
 
 
 def learner_day_rows(row: LearnerDays, dates: list[date]) -> list[dict]:

@@ -76,9 +76,3 @@ class Store(ABC):
         Each keeps the credit of its last checkpoint, ends at its
         ``credited_until`` and gets ``end_reason`` ``server_lost``.
         """
-
-    @abstractmethod
-    async def sessions(
-        self, *, user_id: str | None = None, course_id: str | None = None
-    ) -> list[SessionRecord]:
-        """Study records, optionally of one user and/or course, oldest first."""

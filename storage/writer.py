@@ -68,7 +68,13 @@ async def cyclic_gc_paused() -> AsyncIterator[None]:
 
 
 class SessionWriter:
-    """Buffers session snapshots and flushes them to a :class:`Store` in batches."""
+    """Buffers session snapshots and writes them to a :class:`Store`: checkpoints in batches, ends promptly.
+
+    The session core (``service/sessions.py``) tells it what changed
+    (:meth:`changed`, :meth:`ended`, :meth:`corrected`) and reads totals
+    through it (:meth:`total_seconds`); the runtime calls :meth:`flush` every
+    ``--flush-interval`` and :meth:`drain` at shutdown.
+    """
 
     def __init__(
         self,
@@ -108,15 +114,21 @@ class SessionWriter:
         self._full_logged = False
         #: Called after each write to the store with (snapshots, seconds taken, succeeded).
         self.on_checkpoint: Callable[[int, float, bool], None] | None = None
+        #: Called with the records of each successful write (the dashboards' long poll).
+        self.on_saved: Callable[[list[SessionRecord]], None] | None = None
 
-    # Called synchronously by the handler; these never block or fail.
+    # Called synchronously by the session core; these never block or fail.
 
     def changed(self, session: Session) -> None:
         """A live session gained credit (or started): write it at the next flush."""
         self._dirty[session.session_id] = session
 
     def ended(self, session: Session) -> None:
-        """A session ended: its final snapshot is written at the next flush."""
+        """A session ended: its final snapshot is written promptly (:meth:`write_ended`) or by a flush.
+
+        Prompt writes are coalesced to one per ``ended_write_interval``; with
+        none set, or while the store is failing, the next flush writes it.
+        """
         self._dirty.pop(session.session_id, None)
         self._checkpointed_at.pop(session.session_id, None)
         # A running flush must not snapshot it again: once this final snapshot
@@ -280,6 +292,8 @@ class SessionWriter:
             return False
         self._checkpointed(len(batch), started, True)
         self._note_success(len(batch))
+        if self.on_saved is not None:
+            self.on_saved(batch)
         # What the store holds for a session is remembered while it may still
         # change (it is open) or a newer snapshot of it is waiting: totals add
         # only the waiting snapshot's difference from it. An ended session with

@@ -11,6 +11,7 @@ from storage.mongodb.schema import PROCESSES
 from tests.conftest import mongodb_url
 from tests.support.clock import FakeClock
 from tests.support.helpers import Client, fast_settings, wait_for
+from tests.support.stored import study_records
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -67,7 +68,7 @@ async def test_a_process_presumed_dead_closes_its_connections_and_keeps_the_reco
         assert code == 1013
         assert messages[-1]["code"] == "store_unavailable"
         await wait_for(lambda: service.writer.unsaved == 0, message="the final write")
-        (stored,) = await other.sessions(user_id="u1")
+        (stored,) = await study_records(other, user_id="u1")
         assert stored.end_reason == "server_lost"
         assert stored.seconds == lost.seconds
         assert await other.db[PROCESSES].count_documents({"_id": service.store.process_id}) == 1

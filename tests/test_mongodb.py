@@ -20,6 +20,7 @@ from storage.mongodb.store import MongoStore
 from storage.writer import SessionWriter
 from tests.support.helpers import Client, fast_settings, wait_for
 from tests.support.records import record
+from tests.support.stored import study_records
 from tests.support.tcpproxy import TcpProxy
 from tracking.tracker import Tracker
 
@@ -124,18 +125,18 @@ async def test_a_checkpoint_whose_reply_is_lost_is_retried_without_counting_twic
         proxy.drop_reply_to("insert")  # the first snapshot is inserted, its reply lost
         assert await writer.flush() is False
         assert proxy.dropped == ["insert"]
-        assert len(await store.sessions()) == 1  # it did reach the store
+        assert len(await study_records(store)) == 1  # it did reach the store
         assert await writer.flush() is True  # the retry
         tracker.heartbeat(session, 1020.0)
         writer.changed(session)
         proxy.drop_reply_to("update")  # a checkpoint applied, its reply lost
         assert await writer.flush() is False
-        (stored,) = await store.sessions()
+        (stored,) = await study_records(store)
         assert stored.seconds == 20
         assert await writer.flush() is True
         assert await writer.total_seconds("u1", "c1") == 20
         assert await store.total_seconds("u1", "c1") == 20
-        assert len(await store.sessions()) == 1
+        assert len(await study_records(store)) == 1
     finally:
         await via_proxy.close()
         await proxy.close()

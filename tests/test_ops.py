@@ -11,6 +11,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tests.support.auth_helpers import SECRET, claims, hs256
 from tests.support.helpers import Client, ServerProcess, scrape, wait_for
 from tests.support.rawws import RawSocket
+from tests.support.stored import study_records
 
 
 async def get(url: str) -> tuple[int, dict]:
@@ -52,7 +53,7 @@ async def test_metrics_count_heartbeats_sessions_refusals_and_checkpoints(start_
     assert after['study_time_connections_refused_total{reason="invalid_params"}'] == 1
     # Lifecycle ends are sessions closed, not refusals.
     assert 'study_time_connections_refused_total{reason="heartbeat_timeout"}' not in after
-    (record,) = await service.store.sessions(user_id="u1")
+    (record,) = await study_records(service.store, user_id="u1")
     assert after["study_time_credited_seconds_total"] == pytest.approx(record.seconds, abs=1e-5)
     assert after["study_time_checkpoint_seconds_count"] >= 1
     assert after["study_time_checkpoint_sessions_total"] >= 1
@@ -107,9 +108,9 @@ async def test_readyz_says_why_it_is_not_ready(start_service):
     assert (await get(f"{service.http_url}/readyz"))[0] == 200
 
     # A shutting-down server is not ready (checked before the listener stops).
-    service.shutting_down = True
+    service.sessions.shutting_down = True
     code, body = await get(f"{service.http_url}/readyz")
-    service.shutting_down = False
+    service.sessions.shutting_down = False
     assert code == 503 and body["reason"] == "shutting_down"
 
 
@@ -123,7 +124,7 @@ async def test_remote_address_comes_from_the_proxy_only_when_trusted(start_servi
         await client.connected()
         await client.close()
         await wait_for(lambda s=service: s.writer.unsaved == 0, message="the checkpoint")
-        (record,) = await service.store.sessions(user_id="u1")
+        (record,) = await study_records(service.store, user_id="u1")
         assert record.remote_addr == expected
 
 

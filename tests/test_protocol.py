@@ -16,6 +16,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.clock import FakeClock
 from tests.support.helpers import Client, heartbeat, wait_for
+from tests.support.stored import study_records
 
 #: The documented intervals, for tests that move a fake server clock by hand.
 DOCUMENTED = dict(heartbeat_interval=30.0, heartbeat_timeout=60.0, min_heartbeat_interval=10.0)
@@ -33,7 +34,7 @@ async def flushed(service) -> None:
 
 async def stored(service, user="u1", course="c1"):
     await flushed(service)
-    return await service.store.sessions(user_id=user, course_id=course)
+    return await study_records(service.store, user_id=user, course_id=course)
 
 
 @pytest.mark.gen_test
@@ -267,7 +268,7 @@ async def test_missing_or_invalid_ids_are_refused_with_4400(start_service, query
     assert messages[0]["code"] == "invalid_params"
     assert "userId" in messages[0]["message"] or "courseId" in messages[0]["message"]
     assert len(service.tracker) == 0
-    assert await service.store.sessions() == []
+    assert await study_records(service.store) == []
 
 
 @pytest.mark.gen_test
@@ -482,7 +483,7 @@ async def test_credit_survives_a_store_outage_and_is_written_when_it_returns(sta
     assert not await service.writer.flush()
     await service.store.open()  # back
     await flushed(service)
-    (record,) = await service.store.sessions(user_id="u1")
+    (record,) = await study_records(service.store, user_id="u1")
     assert record.seconds == 60
     await client.close()
 
@@ -516,3 +517,28 @@ async def test_one_log_line_per_open_and_close_and_no_query_in_the_access_log(st
     assert "reason=client_closed" in closed[0] and "credited=" in closed[0]
     assert any("/api/study-time" in line for line in lines)
     assert not any("SECRET-TOKEN-123" in line for line in lines)
+
+
+@pytest.mark.gen_test
+async def test_a_session_ended_by_the_service_is_ended_once_not_again_when_its_socket_closes(start_service):
+    # A heartbeat found late ends the session (4408); the socket's close that
+    # follows has no session left to end: the service does not double back.
+    service, clock = await fake_clock_service(start_service)
+    ends = []
+    end = service.sessions.end
+
+    def spy(session, reason, now=None):
+        ends.append(reason)
+        end(session, reason, now)
+
+    service.sessions.end = spy
+    client = await Client.connect(service.url)
+    await client.connected()
+    clock.advance(61)
+    client.send(heartbeat())
+    code, _, messages = await client.closed(timeout=5)
+    assert code == 4408 and messages[-1]["code"] == "heartbeat_timeout"
+    await wait_for(lambda: len(service.connections) == 0, message="the socket to close")
+    assert ends == []
+    (record,) = await stored(service)
+    assert record.end_reason == "timeout"

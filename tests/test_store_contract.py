@@ -13,13 +13,14 @@ import pytest
 
 from storage.backends import backend_for
 from tests.support.records import T0, record
+from tests.support.stored import study_records
 
 
 @pytest.mark.gen_test
 async def test_round_trip_keeps_every_field(store):
     saved = record(seconds=12.375)
     await store.save([saved])
-    assert await store.sessions(user_id="u1", course_id="c1") == [saved]
+    assert await study_records(store, user_id="u1", course_id="c1") == [saved]
 
 
 @pytest.mark.gen_test
@@ -45,7 +46,7 @@ async def test_a_retried_write_never_counts_twice(store):
     await store.save([first])
     await store.save([first, first])
     assert await store.total_seconds("u1", "c1") == pytest.approx(30)
-    assert len(await store.sessions(user_id="u1")) == 1
+    assert len(await study_records(store, user_id="u1")) == 1
 
 
 @pytest.mark.gen_test
@@ -60,7 +61,7 @@ async def test_checkpoints_replace_the_snapshot_and_an_older_one_never_wins(stor
     await store.save([final])
     # A delayed retry of an earlier checkpoint arrives last: it must not win.
     await store.save([checkpoint])
-    assert await store.sessions(user_id="u1") == [final]
+    assert await study_records(store, user_id="u1") == [final]
     assert await store.total_seconds("u1", "c1") == pytest.approx(25)
 
 
@@ -75,7 +76,7 @@ async def test_recover_closes_open_sessions_at_their_last_checkpoint(store):
     assert lost.end_reason == "server_lost"
     assert lost.ended_at == open_one.credited_until
     assert lost.seconds == pytest.approx(42.5)
-    stored = {r.session_id: r for r in await store.sessions(user_id="u1")}
+    stored = {r.session_id: r for r in await study_records(store, user_id="u1")}
     assert stored[open_one.session_id].end_reason == "server_lost"
     assert stored[open_one.session_id].ended_at == open_one.credited_until
     assert stored[closed.session_id] == closed
@@ -89,7 +90,7 @@ async def test_a_late_checkpoint_cannot_reopen_a_recovered_session(store):
     await store.save([open_one])
     await store.recover(T0 + 100)
     await store.save([open_one])  # the same snapshot, retried after recovery
-    (stored,) = await store.sessions(user_id="u1")
+    (stored,) = await study_records(store, user_id="u1")
     assert stored.end_reason == "server_lost"
 
 
@@ -100,23 +101,23 @@ async def test_sessions_filter_by_user_and_course_oldest_first(store):
     c = record(user="u2", started=T0 + 5)
     d = record(course="c2", started=T0 + 7)
     await store.save([a, b, c, d])
-    assert [r.session_id for r in await store.sessions(user_id="u1", course_id="c1")] == [
+    assert [r.session_id for r in await study_records(store, user_id="u1", course_id="c1")] == [
         b.session_id,
         a.session_id,
     ]
-    assert [r.session_id for r in await store.sessions(course_id="c1")] == [
+    assert [r.session_id for r in await study_records(store, course_id="c1")] == [
         b.session_id,
         c.session_id,
         a.session_id,
     ]
-    assert len(await store.sessions()) == 4
+    assert len(await study_records(store)) == 4
 
 
 @pytest.mark.gen_test
 async def test_a_large_batch_is_written_whole(store):
     batch = [record(user=f"user{i}", seconds=1.5) for i in range(500)]
     await store.save(batch)
-    assert len(await store.sessions()) == 500
+    assert len(await study_records(store)) == 500
     assert await store.total_seconds("user499", "c1") == pytest.approx(1.5)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.clock import FakeClock
+from tests.support.stored import live_session, live_sessions
 from tracking.session import EndReason
 from tracking.tracker import Tracker, Verdict
 
@@ -84,7 +85,7 @@ def test_silence_ends_in_a_timeout_that_earns_nothing_after_the_last_heartbeat(t
     assert session.seconds == 20
     assert session.credited_until == session.started_at + 20
     assert session.ended_at == session.started_at + 80
-    assert tracker.get("u1", "c1") is None
+    assert live_session(tracker, "u1", "c1") is None
 
 
 def test_a_heartbeat_arriving_after_the_deadline_times_the_session_out(tracker, clock):
@@ -147,7 +148,7 @@ def test_a_new_connection_replaces_the_old_and_no_second_is_earned_twice(tracker
     assert old.end_reason is EndReason.REPLACED
     assert old.seconds == 37
     assert old.credited_until == new.started_at  # rule 3: the intervals only touch
-    assert tracker.get("u1", "c1") is new
+    assert live_session(tracker, "u1", "c1") is new
     clock.advance(30)
     tracker.heartbeat(new, clock())
     assert old.seconds + new.seconds == 67  # exactly the wall time since the first opening
@@ -253,22 +254,22 @@ def test_the_per_learner_cap_counts_live_sessions_across_courses_and_not_replace
     tracker = Tracker(heartbeat_timeout=TIMEOUT, min_heartbeat_interval=MIN_INTERVAL, max_sessions_per_user=2)
     first, _ = open_session(tracker, clock, course="c1")
     open_session(tracker, clock, course="c2")
-    assert tracker.sessions_of("u1") == 2
+    assert live_sessions(tracker, "u1") == 2
     assert not tracker.admits("u1", "c3")
     assert tracker.admits("u2", "c3")  # another learner has slots of their own
     assert tracker.admits("u1", "c1")  # a replacement ends the old session: no extra slot
     clock.advance(1)
     _, replaced = open_session(tracker, clock, course="c1")
-    assert replaced is first and tracker.sessions_of("u1") == 2
+    assert replaced is first and live_sessions(tracker, "u1") == 2
     # Every way a session leaves frees its slot: an end, a timeout, a discarded opening.
-    tracker.end(tracker.get("u1", "c2"), clock(), EndReason.CLIENT_CLOSED)
-    assert tracker.sessions_of("u1") == 1 and tracker.admits("u1", "c3")
+    tracker.end(live_session(tracker, "u1", "c2"), clock(), EndReason.CLIENT_CLOSED)
+    assert live_sessions(tracker, "u1") == 1 and tracker.admits("u1", "c3")
     opening, _ = open_session(tracker, clock, course="c3")
     tracker.discard(opening)
-    assert tracker.sessions_of("u1") == 1
+    assert live_sessions(tracker, "u1") == 1
     clock.advance(TIMEOUT)
     assert len(tracker.expire(clock())) == 1
-    assert tracker.sessions_of("u1") == 0 and len(tracker) == 0
+    assert live_sessions(tracker, "u1") == 0 and len(tracker) == 0
 
 
 def test_a_cap_of_zero_means_no_cap(clock):
@@ -276,7 +277,7 @@ def test_a_cap_of_zero_means_no_cap(clock):
     for n in range(50):
         assert tracker.admits("u1", f"c{n}")
         open_session(tracker, clock, course=f"c{n}")
-    assert tracker.sessions_of("u1") == 50
+    assert live_sessions(tracker, "u1") == 50
 
 
 def test_a_heartbeat_arriving_exactly_at_the_timeout_deadline_ends_the_session_without_credit(tracker, clock):
@@ -384,7 +385,7 @@ def test_a_session_whose_opening_failed_ends_as_lost_with_no_credit(tracker, clo
     tracker.discard(session)
     assert session.end_reason is EndReason.CONNECTION_LOST
     assert (session.ended_at, session.seconds) == (session.started_at, 0)
-    assert tracker.get("u1", "c1") is None and len(tracker) == 0
+    assert live_session(tracker, "u1", "c1") is None and len(tracker) == 0
     clock.advance(TIMEOUT)
     assert tracker.expire(clock()) == []  # no longer swept either
 
@@ -398,7 +399,7 @@ def test_discarding_a_session_replaced_while_it_was_opening_keeps_the_replacemen
     assert replaced is opening
     tracker.discard(opening)
     assert opening.end_reason is EndReason.REPLACED
-    assert tracker.get("u1", "c1") is newer and newer.is_open
+    assert live_session(tracker, "u1", "c1") is newer and newer.is_open
 
 
 def test_a_tracker_built_without_a_cap_lets_a_learner_study_any_number_of_courses(clock):
@@ -406,4 +407,4 @@ def test_a_tracker_built_without_a_cap_lets_a_learner_study_any_number_of_course
     for n in range(5):
         assert tracker.admits("u1", f"c{n}")
         open_session(tracker, clock, course=f"c{n}")
-    assert tracker.sessions_of("u1") == 5
+    assert live_sessions(tracker, "u1") == 5

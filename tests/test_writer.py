@@ -16,6 +16,7 @@ from storage.writer import SessionWriter
 from tests.support.clock import FakeClock
 from tests.support.faulty import FaultyStore
 from tests.support.helpers import wait_for
+from tests.support.stored import study_records
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -100,7 +101,7 @@ async def test_an_outage_loses_nothing_and_everything_is_written_when_the_store_
     faulty.down = False
     assert await writer.flush()
     assert writer.healthy and not writer.full and writer.unsaved == 0
-    stored = {r.session_id: r for r in await faulty.store.sessions()}
+    stored = {r.session_id: r for r in await study_records(faulty.store)}
     assert [stored[f"s{i}"].seconds for i in range(4)] == [21, 22, 23, 20]
     assert [stored[f"s{i}"].end_reason for i in range(4)] == ["client_closed"] * 3 + [None]
 
@@ -136,7 +137,7 @@ async def test_a_large_checkpoint_is_written_in_the_store_s_slices_with_the_coll
     # the checkpoint never holds a snapshot of every session at once.
     assert max(faulty.snapshots_alive_during_save) <= slice_size
     assert gc.isenabled()
-    assert len(await faulty.store.sessions(course_id="sliced")) == n
+    assert len(await study_records(faulty.store, course_id="sliced")) == n
 
 
 # Only SQLite writes a checkpoint in slices (Store.save_slice); MongoDB takes it whole.
@@ -171,7 +172,7 @@ async def test_a_session_ending_during_a_sliced_checkpoint_is_counted_once(fault
     for session in ending:
         assert await writer.total_seconds(session.user_id, "c1") == 20
     assert await writer.flush() and writer.unsaved == 0
-    stored = {r.session_id: r for r in await faulty.store.sessions(course_id="c1")}
+    stored = {r.session_id: r for r in await study_records(faulty.store, course_id="c1")}
     assert all(stored[s.session_id].seconds == 20 for s in sessions)
     assert all(stored[s.session_id].end_reason == "client_closed" for s in ending)
 
@@ -271,7 +272,7 @@ async def test_a_store_bug_is_logged_with_its_traceback_and_the_credit_waits_for
     assert writer.healthy and writer.unsaved == 0
     assert checkpoints == [(2, False), (2, True)]
     assert all(0 <= seconds < 60 for seconds in durations)  # the checkpoint-duration metric
-    assert [r.seconds for r in await faulty.store.sessions(course_id="c1")] == [30, 30]
+    assert [r.seconds for r in await study_records(faulty.store, course_id="c1")] == [30, 30]
     (bug,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert bug.getMessage() == "unexpected error writing 2 sessions"
     assert isinstance(bug.exc_info[1], RuntimeError)
@@ -343,7 +344,7 @@ async def test_a_sliced_checkpoint_failing_part_way_reports_failure_and_writes_o
     assert await writer.flush() is True
     assert faulty.saved_records == n  # what had landed is not written again
     assert writer.unsaved == 0 and writer.healthy
-    stored = await faulty.store.sessions(course_id="c1")
+    stored = await study_records(faulty.store, course_id="c1")
     assert len(stored) == n and all(r.seconds == 20 for r in stored)
 
 
@@ -371,7 +372,7 @@ async def test_a_flush_cancelled_part_way_loses_nothing_and_the_next_one_writes_
     assert writer.unsaved == n
     assert await writer.flush() is True
     assert writer.unsaved == 0
-    stored = await faulty.store.sessions(course_id="c1")
+    stored = await study_records(faulty.store, course_id="c1")
     assert len(stored) == n and all(r.seconds == 20 for r in stored)
 
 
@@ -396,7 +397,7 @@ async def test_drain_at_shutdown_keeps_retrying_through_an_outage_and_writes_whe
     assert time.monotonic() - started < 2.0
     assert attempts == [(3, False), (3, False), (3, False), (3, True)]
     assert writer.unsaved == 0
-    assert len(await faulty.store.sessions(course_id="c1")) == 3
+    assert len(await study_records(faulty.store, course_id="c1")) == 3
     # The operator is told once when the outage starts and once when it ends, with its length.
     down, up = [r.getMessage() for r in caplog.records]
     assert (
@@ -442,7 +443,7 @@ async def test_drain_also_writes_a_session_that_ends_while_it_is_flushing(faulty
     faulty.before_save = second_ends_during_the_write
     assert await writer.drain(5.0) is True
     assert writer.unsaved == 0
-    stored = {r.session_id: r.end_reason for r in await faulty.store.sessions(course_id="c1")}
+    stored = {r.session_id: r.end_reason for r in await study_records(faulty.store, course_id="c1")}
     assert stored == {first.session_id: "server_shutdown", second.session_id: "server_shutdown"}
 
 
@@ -555,7 +556,7 @@ async def test_an_ended_session_is_written_within_the_interval_without_waiting_f
     writer.ended(first)
     await wait_for(lambda: writer.is_saved("a"), timeout=5, message="the prompt write")
     assert loop.time() - began < 0.15  # the first one at once
-    assert (await faulty.store.sessions(course_id="c1"))[0].end_reason == "client_closed"
+    assert (await study_records(faulty.store, course_id="c1"))[0].end_reason == "client_closed"
     # The next one waits for the interval since the last prompt write, then goes.
     second, _ = tracker.open("u2", "c1", clock(), session_id="b")
     tracker.end(second, clock(), EndReason.CLIENT_CLOSED)

@@ -11,6 +11,7 @@ import asyncio
 import pytest
 
 from storage.writer import SNAPSHOT_SLICE, SessionWriter
+from tests.support.stored import study_records
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -37,7 +38,7 @@ async def test_changes_during_a_sliced_flush_are_kept(store):
     assert await flushing
     assert await writer.flush()  # what changed meanwhile goes in the next one
 
-    saved = {r.session_id: r for r in await store.sessions(course_id="c")}
+    saved = {r.session_id: r for r in await study_records(store, course_id="c")}
     assert len(saved) == n
     assert saved[early.session_id].seconds == 10.0
     assert saved[late.session_id].seconds == 10.0

@@ -64,13 +64,6 @@ class Tracker:
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._by_key.values()))
 
-    def get(self, user_id: str, course_id: str) -> Session | None:
-        return self._by_key.get((user_id, course_id))
-
-    def sessions_of(self, user_id: str) -> int:
-        """How many live sessions ``user_id`` has, across courses."""
-        return self._per_user.count(user_id)
-
     def admits(self, user_id: str, course_id: str) -> bool:
         """Whether :meth:`open` for this (user, course) stays within the per-learner cap.
 

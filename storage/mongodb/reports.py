@@ -9,19 +9,30 @@ service, on projected rows. Every ``$match`` starts with equality on
 the store's indexes ``course_started`` and ``user_course_started``
 (FerretDB pushes the equality down to its SQL query; see docs/reports.md
 for the plans and the benchmark).
+
+Reports open a client of their own that only reads: it creates no
+collection or index (the server's store does that when it opens), so a
+report or ``server.py report`` run against a database never changes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC
+
+from bson.codec_options import CodecOptions, DatetimeConversion
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConfigurationError
 
 from reports.params import Window
 from reports.source import GroupBy, GroupSum, ReportSource, Scope, Span
 from reports.split import micros
 from tracking.session import SessionRecord
 
+from ..base import StoreError
 from .schema import SESSIONS, from_date, record_from_document, to_date
-from .store import MongoStore, errors
+from .store import DEFAULT_OPTIONS, _query_options, database_name, errors
 
 #: A report reads many documents; it may take longer than the store's default operation timeout.
 REPORT_TIMEOUT_MS = 300_000
@@ -86,15 +97,34 @@ def span(d: dict) -> Span:
 
 
 class MongoReports(ReportSource):
+    """Report queries over a read-only client of their own, connected on first use."""
+
     def __init__(self, url: str) -> None:
-        self._store = MongoStore(url, socket_timeout_ms=REPORT_TIMEOUT_MS)
-        self._opened = False
+        self._url = url
+        self._client: AsyncMongoClient | None = None
+        self._db: AsyncDatabase | None = None
+
+    def _connect(self) -> AsyncDatabase:
+        """The database, through a client made on first use; nothing is created in it."""
+        if self._db is None:
+            present = {key.lower() for key in _query_options(self._url)}
+            defaults = {**DEFAULT_OPTIONS, "socketTimeoutMS": REPORT_TIMEOUT_MS}
+            options = {k: v for k, v in defaults.items() if k.lower() not in present}
+            try:
+                self._client = AsyncMongoClient(
+                    self._url, tz_aware=True, appname="study-time-reports", **options
+                )
+            except (ConfigurationError, ValueError, TypeError) as exc:
+                # PyMongo's messages name the offending option, never the password.
+                raise StoreError(f"invalid --store: {exc}") from None
+            codecs = CodecOptions(
+                tz_aware=True, tzinfo=UTC, datetime_conversion=DatetimeConversion.DATETIME_MS
+            )
+            self._db = self._client.get_database(database_name(self._url), codec_options=codecs)
+        return self._db
 
     async def _sessions(self):
-        if not self._opened:
-            await self._store.open()
-            self._opened = True
-        return self._store.db[SESSIONS]
+        return self._connect()[SESSIONS]
 
     def contained_pipeline(self, scope: Scope, window: Window, by: GroupBy, accumulator: dict) -> list[dict]:
         return [
@@ -218,9 +248,9 @@ class MongoReports(ReportSource):
 
     async def explain(self, scope: Scope, window: Window, by: GroupBy = "user_id") -> dict:
         """The server's plan for the leaderboard aggregation (for tests and docs)."""
-        await self._sessions()
+        db = self._connect()
         async with errors():
-            return await self._store.db.command(
+            return await db.command(
                 "explain",
                 {
                     "aggregate": SESSIONS,
@@ -230,6 +260,7 @@ class MongoReports(ReportSource):
             )
 
     async def close(self) -> None:
-        if self._opened:
-            await self._store.close()
-            self._opened = False
+        if self._client is not None:
+            await self._client.close()
+        self._client = None
+        self._db = None

@@ -429,18 +429,6 @@ class MongoStore(Store):
         recovered.sort(key=lambda r: (r.started_at, r.session_id))
         return recovered
 
-    async def sessions(
-        self, *, user_id: str | None = None, course_id: str | None = None
-    ) -> list[SessionRecord]:
-        query: dict[str, str] = {}
-        if user_id is not None:
-            query["userId"] = user_id
-        if course_id is not None:
-            query["courseId"] = course_id
-        async with errors():
-            cursor = self.db[SESSIONS].find(query).sort([("startedAt", 1), ("_id", 1)])
-            return [record_from_document(d) async for d in cursor]
-
 
 def errors() -> _MapErrors:
     """``async with errors():`` turns PyMongo's errors into :class:`StoreUnavailable`."""

@@ -153,19 +153,6 @@ class SQLiteStore(Store):
 
         return await self._run(close_orphans)
 
-    async def sessions(
-        self, *, user_id: str | None = None, course_id: str | None = None
-    ) -> list[SessionRecord]:
-        clauses, params = [], []
-        if user_id is not None:
-            clauses.append("user_id = ?")
-            params.append(user_id)
-        if course_id is not None:
-            clauses.append("course_id = ?")
-            params.append(course_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return await self._run(lambda: self._select(where, tuple(params)))
-
     # Internals: everything below runs on the store's thread, except _run.
 
     @property

@@ -1,10 +1,13 @@
-"""The reports, computed from a :class:`~reports.source.ReportSource` with the rule of :mod:`reports.split`.
+"""The figures of each report, computed from a :class:`~reports.source.ReportSource` by :mod:`reports.split`.
 
 Every report places credit with the same rule, so they agree: the daily
 rows of a learner in a course add up to the learner's total for the course
 over the same range, which for an unbounded range is what ``studyTime``
 shows over the socket. Open sessions count with the credit of their last
 checkpoint (at most ``--flush-interval`` old) and are marked ``open``.
+
+Who may read them is not decided here: every request goes through
+:meth:`reports.usecase.ReportDesk.answer` first.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class LearnerDays:
     user_id: str
     micros: int
     seconds: list[int]  # whole seconds per date, summing to whole_seconds(micros)
+    day_micros: list[int]  # the exact credit per date, for a dashboard to round once, where it shows it
 
 
 class Reports:
@@ -157,7 +161,8 @@ class Reports:
         board = sorted(((sum(days), user) for user, days in by_user.items()), key=lambda t: (-t[0], t[1]))
         end = len(board) if limit is None else offset + limit
         page = [
-            LearnerDays(user, total, spread_whole_seconds(by_user[user])) for total, user in board[offset:end]
+            LearnerDays(user, total, spread_whole_seconds(by_user[user]), by_user[user])
+            for total, user in board[offset:end]
         ]
         return page, len(board)
 

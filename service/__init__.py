@@ -1,0 +1,162 @@
+"""The study-time service: one object that builds the parts and hands each to whoever needs it.
+
+:class:`Service` is the composition root. It reads the settings once and
+builds the collaborators: the authentication backend, the store and its
+write-behind and coordinator (from the ``--store`` backend), the counting
+rules, the metrics, and then the pieces that use them, each with one reason
+to change:
+
+- :class:`~service.sessions.SessionCore` (``sessions``): a session opens, a
+  heartbeat arrives, a session ends. It knows the store only through the
+  writer and the coordinator it is given.
+- :class:`~service.connections.Connections` (``connections``): open
+  connections, the per-address cap, refusals.
+- :class:`~service.runtime.Runtime` (``runtime``): start, shutdown, reload,
+  the timers.
+- :class:`~service.health.Health` (``health``): ``/readyz`` and ``/metrics``.
+- :class:`~reports.usecase.ReportDesk` (``reports``): every report request.
+
+The handlers (``handlers/``) translate WebSocket and HTTP events into calls
+on those pieces and never reach into the store; ``server.py`` builds the
+service and its web application, serves, and shuts down. See
+docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+from tornado.httpserver import HTTPServer
+
+from auth import Authenticator, AuthRequest, Identity, build_authenticator
+from metrics import Metrics
+from reports.source import ReportSource
+from reports.usecase import ReportDesk
+from settings import Settings
+from storage import StoreUnavailable
+from storage.backends import backend_for
+from storage.writer import SessionWriter
+from tracking.clock import Clock, WallClock
+from tracking.protocol import REFUSAL_CODES
+from tracking.session import EndReason
+from tracking.tracker import Tracker
+
+from .connections import Connection, Connections
+from .health import Health
+from .runtime import CLOSE_GRACE_SECONDS, Runtime
+from .sessions import SessionCore
+
+__all__ = ["CLOSE_GRACE_SECONDS", "Connection", "Service", "StoreUnavailable"]
+
+#: Ended sessions are written at most this long after the previous prompt write (storage/writer.py).
+ENDED_WRITE_INTERVAL = 0.5
+
+
+class Service:
+    """The running service's parts, built from the settings.
+
+    Tests build one in-process with short intervals and a temporary store;
+    ``server.py`` builds one from the command line.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        auth: Authenticator | None = None,
+        worker: int = 0,
+    ) -> None:
+        """``auth`` is the backend ``server.py`` built before binding the port (else built here);
+        ``worker`` is this process's index under ``--processes`` (in its metrics)."""
+        self.settings = settings
+        # Built first: a bad auth setting is a start-up error (SettingsError) naming it.
+        self.auth = auth if auth is not None else build_authenticator(settings)
+        self.clock = clock or WallClock()
+        backend = backend_for(settings.store)
+        self.store = backend.store()
+        self.tracker = Tracker(
+            settings.heartbeat_timeout, settings.min_heartbeat_interval, settings.max_sessions_per_user
+        )
+        # Ended sessions are written within ENDED_WRITE_INTERVAL, not at the next
+        # checkpoint, so reports show them closed at once (storage/writer.py).
+        self.writer = SessionWriter(
+            self.store,
+            max_unsaved=settings.max_unsaved_sessions,
+            ended_write_interval=ENDED_WRITE_INTERVAL,
+            checkpoint_interval=settings.checkpoint_interval,
+            keep_seconds=settings.keep_sessions_days * 86400,
+        )
+        self.coordinator = backend.coordinator(
+            self.store,
+            self.writer,
+            heartbeat_interval=settings.heartbeat_interval,
+            process_timeout=settings.process_timeout,
+        )
+        self.metrics = Metrics(
+            end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES, worker=worker
+        )
+        self.worker = worker
+        self._assemble(backend.report_source())
+
+    def _assemble(self, report_source: ReportSource) -> None:
+        """Build the pieces (sessions, connections, reports, runtime, health) on the collaborators."""
+        settings = self.settings
+        self.connections = Connections(settings, self.metrics)
+        self.sessions = SessionCore(
+            settings,
+            clock=self.clock,
+            auth=self.auth,
+            tracker=self.tracker,
+            writer=self.writer,
+            coordinator=self.coordinator,
+            connections=self.connections,
+            metrics=self.metrics,
+        )
+        self.reports = ReportDesk(
+            report_source,
+            clock=self.clock,
+            zone=settings.report_timezone,
+            anonymous=settings.auth == "none",
+        )
+        self.runtime = Runtime(
+            settings,
+            clock=self.clock,
+            auth=self.auth,
+            store=self.store,
+            writer=self.writer,
+            coordinator=self.coordinator,
+            sessions=self.sessions,
+            connections=self.connections,
+            closing=[self.reports],
+        )
+        self.health = Health(self.store, self.sessions, self.metrics)
+        self.metrics.watch(
+            open_connections=lambda: len(self.connections),
+            live_sessions=lambda: len(self.tracker),
+            unsaved_sessions=lambda: self.writer.unsaved,
+            credited_seconds=lambda: self.tracker.credited_seconds,
+        )
+        self.writer.on_checkpoint = self.metrics.checkpoint
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether the server has begun to shut down."""
+        return self.sessions.shutting_down
+
+    async def start(self, sockets: Sequence[socket.socket], http_server: HTTPServer) -> None:
+        """Open the store and serve (:meth:`Runtime.start`)."""
+        await self.runtime.start(sockets, http_server)
+
+    async def shutdown(self) -> bool:
+        """Close every session and save everything (:meth:`Runtime.shutdown`); whether all was saved."""
+        return await self.runtime.shutdown()
+
+    async def reload(self) -> None:
+        """SIGHUP (:meth:`Runtime.reload`)."""
+        await self.runtime.reload()
+
+    async def identify(self, request: AuthRequest) -> Identity:
+        """Who sends a report request (``AuthError`` if nobody the backend knows)."""
+        return await self.auth.authenticate(request, None)
