@@ -1,6 +1,6 @@
 // The demo page: a StudyTimeClient behind a form, a big timer, a log, and a
 // reports view. Query parameters prefill the form (server, userId, courseId,
-// lang, pause=0, maxRetryDelay in ms, autoconnect=1); never the token. A server
+// lang, pause=0, idle in seconds, maxRetryDelay in ms, autoconnect=1); never the token. A server
 // address on another host (from ?server= or typed) is shown as a warning, and
 // the token is sent there only once the user has ticked that they trust it.
 // Served by study-time, the page's Content-Security-Policy then blocks the
@@ -187,12 +187,14 @@ function connect() {
     return;
   }
   const maxRetryDelay = Number(params.get("maxRetryDelay")) || undefined;
+  const idleSeconds = Number(params.get("idle")) || 0; // the client's default (5 min) otherwise
   client = new StudyTimeClient({
     url,
     userId: $("userId").value.trim(),
     courseId: $("courseId").value.trim(),
     token: $("token").value || null,
     pauseWhenHidden: $("pause").checked,
+    ...(idleSeconds > 0 ? { idleTimeout: idleSeconds * 1000 } : {}),
     ...(maxRetryDelay ? { maxRetryDelay, initialRetryDelay: Math.min(1000, maxRetryDelay) } : {}),
     onStatus: renderStatus,
     onStudyTime: renderTime,
@@ -230,6 +232,7 @@ function renderStatus() {
   }
   $("status").textContent = words;
   $("status").dataset.status = status;
+  renderPause(status);
   $("dot").dataset.status = status;
   const active = status !== Status.IDLE && status !== Status.STOPPED;
   $("disconnect").disabled = !active;
@@ -241,6 +244,17 @@ function renderStatus() {
       ? text.session(client.sessionId.slice(0, 8), client.heartbeatInterval)
       : "";
   renderTime();
+}
+
+/** Why counting is paused, in words a learner can act on (hidden unless paused). */
+function renderPause(status) {
+  const reason = status === Status.PAUSED && client ? client.pauseReason : null;
+  $("paused").hidden = !reason;
+  $("paused").dataset.reason = reason || "";
+  if (!reason) return;
+  const words = t().pausedBecause[reason];
+  const minutes = Math.round(client.options.idleTimeout / 6000) / 10;
+  $("paused").textContent = typeof words === "function" ? words(minutes) : words;
 }
 
 function showReason(close) {
@@ -302,6 +316,8 @@ function logText(entry) {
         return words.closing(t().kind[event.why] || event.why);
       case "blocked":
         return words.blocked(event.host);
+      case "idle":
+        return words.idle(event.minutes);
       default:
         return typeof words[event.name] === "string" ? words[event.name] : entry.text;
     }
