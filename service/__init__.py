@@ -33,14 +33,16 @@ from auth import Authenticator, AuthRequest, Identity, build_authenticator
 from metrics import Metrics
 from reports.source import ReportSource
 from reports.usecase import ReportDesk
-from settings import Settings
+from settings import Settings, SettingsError
 from storage import StoreUnavailable
-from storage.backends import backend_for
+from storage.backends import Backend, backend_for
 from storage.writer import SessionWriter
 from tracking.clock import Clock, WallClock
 from tracking.protocol import REFUSAL_CODES
 from tracking.session import EndReason
 from tracking.tracker import Tracker
+from xapi.forwarder import Forwarder, basic_auth
+from xapi.statements import config_from
 
 from .connections import Connection, Connections
 from .health import Health
@@ -94,7 +96,41 @@ class Service:
             end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES, worker=worker
         )
         self.worker = worker
+        self.forwarder = self._forwarder(backend)
         self._assemble(backend.report_source())
+
+    def _forwarder(self, backend: Backend) -> Forwarder | None:
+        """The xAPI forwarder (docs/xapi.md), or None without ``--xapi-endpoint``."""
+        settings = self.settings
+        if settings.xapi_endpoint is None:
+            return None
+        authorization = None
+        if settings.xapi_auth_file:
+            try:
+                with open(settings.xapi_auth_file, encoding="utf-8") as file:
+                    credential = file.read().strip()
+            except OSError as exc:
+                raise SettingsError(f"invalid --xapi-auth-file: cannot read it ({exc.strerror})") from None
+            if ":" not in credential:
+                raise SettingsError("invalid --xapi-auth-file: expected one line KEY:SECRET")
+            authorization = basic_auth(credential)
+        config = config_from(settings)
+        assert config is not None  # --xapi-home-page is required with --xapi-endpoint (settings.py)
+        self.metrics.enable_xapi()
+        forwarder = Forwarder(
+            backend.outbox(),
+            config,
+            endpoint=settings.xapi_endpoint,
+            authorization=authorization,
+            clock=self.clock,
+            timeout=settings.xapi_timeout,
+            max_retry_delay=settings.xapi_max_retry_delay,
+            catch_up=settings.xapi_catch_up,
+            source=backend.report_source(),
+            metrics=self.metrics,
+        )
+        self.writer.on_saved = forwarder.saved
+        return forwarder
 
     def _assemble(self, report_source: ReportSource) -> None:
         """Build the pieces (sessions, connections, reports, runtime, health) on the collaborators."""
@@ -126,6 +162,7 @@ class Service:
             sessions=self.sessions,
             connections=self.connections,
             closing=[self.reports],
+            forwarder=self.forwarder,
         )
         self.health = Health(self.store, self.sessions, self.metrics)
         self.metrics.watch(

@@ -99,6 +99,8 @@ class SessionWriter:
         self._full_logged = False
         #: Called after each write to the store with (snapshots, seconds taken, succeeded).
         self.on_checkpoint: Callable[[int, float, bool], None] | None = None
+        #: Called with each batch of snapshots the store took (the xAPI forwarder keeps the final ones).
+        self.on_saved: Callable[[list[SessionRecord]], None] | None = None
 
     # Called synchronously by the session core; these never block or fail.
 
@@ -237,6 +239,8 @@ class SessionWriter:
             return False
         self._checkpointed(len(batch), started, True)
         self._note_success(len(batch))
+        if self.on_saved is not None:
+            self.on_saved(batch)
         # What the store holds for a session is remembered while it may still
         # change (it is open) or a newer snapshot of it is waiting: totals add
         # only the waiting snapshot's difference from it. An ended session with

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backends import Backend
+from .outbox import SQLiteOutbox
 from .reports import SQLiteReports
 from .store import SQLiteStore, path_from_url
 
@@ -19,3 +20,6 @@ class SQLiteBackend(Backend):
 
     def report_source(self) -> SQLiteReports:
         return SQLiteReports(self.path)
+
+    def outbox(self) -> SQLiteOutbox:
+        return SQLiteOutbox(self.path)
