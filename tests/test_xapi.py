@@ -15,11 +15,12 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
 
-from tests.support.helpers import ROOT, Client, ServerProcess, parse_metrics, wait_for
+from tests.support.helpers import ROOT, Client, ServerProcess, parse_metrics, run_server, wait_for
 from tests.support.lrs import LRS, node, validate
 from tests.support.stored import study_records
 from tracking.session import SessionRecord
@@ -244,3 +245,98 @@ async def test_every_statement_arrives_exactly_once_through_an_lrs_outage_and_a_
     # A different statement under a session's id is a conflict (the spec's 409), never a second one.
     changed = {**backfill[0], "result": {"duration": "PT1S"}}
     assert await in_thread(lrs.put, changed) == 409
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--xapi-endpoint=http://127.0.0.1:9/xAPI/"], "--xapi-home-page"),
+        ([f"--xapi-home-page={HOME}", "--xapi-verb=attended"], "--xapi-verb"),
+        (["--xapi-endpoint=ftp://lrs/xAPI"], "--xapi-endpoint"),
+        (
+            [
+                "--xapi-endpoint=http://127.0.0.1:9/xAPI/",
+                f"--xapi-home-page={HOME}",
+                "--xapi-auth-file=/nonexistent",
+            ],
+            "--xapi-auth-file",
+        ),
+    ],
+)
+def test_xapi_settings_are_checked_at_start(args, named):
+    result = run_server("--port=0", "--store=sqlite:///:memory:", *args)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_auth_file_without_a_secret_is_refused_without_echoing_it(tmp_path):
+    key = tmp_path / "lrs.key"
+    key.write_text("only-a-secret-no-colon\n")
+    result = run_server(
+        "--port=0",
+        "--store=sqlite:///:memory:",
+        "--xapi-endpoint=http://127.0.0.1:9/xAPI/",
+        f"--xapi-home-page={HOME}",
+        f"--xapi-auth-file={key}",
+    )
+    assert result.returncode == 2
+    assert "--xapi-auth-file" in result.stderr
+    assert "only-a-secret" not in result.stderr + result.stdout
+
+
+async def seed(store_url: str, records: list[SessionRecord]) -> None:
+    from storage.backends import backend_for
+
+    store = backend_for(store_url).store(server=False)
+    await store.open()
+    try:
+        await store.save(records)
+    finally:
+        await store.close()
+
+
+def ended(session_id: str, user: str, started_at: float, seconds: float = 600.0) -> SessionRecord:
+    end = started_at + seconds
+    return SessionRecord(session_id, user, "c1", started_at, end, seconds, 20, 21, end, "client_closed")
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_at_start_the_last_days_sessions_are_caught_up_and_a_conflict_is_refused_for_good(
+    store_url, lrs
+):
+    """Sessions the outbox never got (a crash between the write and the enqueue) are sent at the next start;
+    older ones are left to a backfill; a statement the LRS holds differently (409) is never retried."""
+    now = time.time()
+    fresh, conflicting, old = "a1" * 16, "b2" * 16, "c3" * 16
+    await seed(
+        store_url,
+        [
+            ended(fresh, "u1", now - 3600),
+            ended(conflicting, "u2", now - 1800),
+            ended(old, "u3", now - 3 * 86400),
+        ],
+    )
+    theirs = {**statement(ended(conflicting, "u2", now - 1800), CONFIG), "result": {"duration": "PT1S"}}
+    assert await in_thread(lrs.put, theirs) == 204
+    with ServerProcess(
+        f"--store={store_url}", *FAST_ARGS, *xapi_args(lrs, "/dev/null")[:2], "--xapi-timeout=1"
+    ) as server:
+        await wait_for(
+            lambda: (
+                metrics(server)["study_time_xapi_outbox_failed"] == 1
+                and metrics(server)["study_time_xapi_outbox_waiting"] == 0
+            ),
+            timeout=30,
+            interval=0.2,
+            message="the catch-up delivered",
+        )
+        counts = metrics(server)
+        assert counts['study_time_xapi_deliveries_total{outcome="stored"}'] == 1
+        assert counts['study_time_xapi_deliveries_total{outcome="refused"}'] == 1
+        assert counts['study_time_xapi_deliveries_total{outcome="retry"}'] == 0
+        assert "refused statement" in server.log and "409" in server.log
+    held = {s["id"]: s for s in await in_thread(lrs.statements)}
+    assert set(held) == {statement_id(fresh), statement_id(conflicting)}
+    assert held[statement_id(conflicting)]["result"]["duration"] == "PT1S", "the LRS's own statement stands"
+    assert held[statement_id(fresh)]["result"]["duration"] == "PT10M"
