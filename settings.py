@@ -171,6 +171,17 @@ def iri_template(text: str) -> str:
     return value
 
 
+def overlap_policy(text: str) -> str:
+    value = text.strip().lower()
+    if value not in OVERLAP_POLICIES:
+        raise ValueError(f"expected one of {', '.join(OVERLAP_POLICIES)}, got {text!r}")
+    return value
+
+
+#: ``--overlap-policy`` values: the default first (tracking/tracker.py, rule 7).
+OVERLAP_POLICIES = ("each-course", "one-course")
+
+
 def origins(text: str) -> tuple[str, ...]:
     """Comma-separated origins (``scheme://host[:port]``, no path) or ``*``."""
     values = tuple(item.strip().rstrip("/").lower() for item in text.split(",") if item.strip())
@@ -280,6 +291,13 @@ class Settings:
         100_000,
         positive_int,
         "sessions waiting for an unavailable store before new connections are refused (1013)",
+    )
+    overlap_policy: str = setting(
+        "each-course",
+        overlap_policy,
+        "courses open at once: each-course (each earns its own time) or one-course (a learner's time"
+        " goes to one course at a time: the slice between two heartbeats to the course whose heartbeat"
+        " closed it); one-course needs one process on a SQLite store",
     )
     processes: int = setting(
         1,
@@ -419,6 +437,16 @@ class Settings:
 
     def validate(self) -> None:
         """Check the relations between settings."""
+        if self.overlap_policy == "one-course" and (
+            self.processes != 1 or not self.store.startswith("sqlite:")
+        ):
+            # The rule needs every live session of a learner in one tracker; across processes that is
+            # the MongoDB coordinator's business, and it does not do it yet.
+            raise SettingsError(
+                "invalid --overlap-policy: one-course is implemented for a single server process"
+                " (--processes=1) on a sqlite:/// store only; use each-course with --processes or a"
+                " mongodb:// store"
+            )
         if self.xapi_endpoint is not None and self.xapi_home_page is None:
             raise SettingsError(
                 "invalid --xapi-home-page: required with --xapi-endpoint (the statements' actor is an"

@@ -79,7 +79,10 @@ class Service:
         backend = backend_for(settings.store)
         self.store = backend.store()
         self.tracker = Tracker(
-            settings.heartbeat_timeout, settings.min_heartbeat_interval, settings.max_sessions_per_user
+            settings.heartbeat_timeout,
+            settings.min_heartbeat_interval,
+            settings.max_sessions_per_user,
+            one_course_at_a_time=settings.overlap_policy == "one-course",
         )
         # Ended sessions are written within ENDED_WRITE_INTERVAL, not at the next
         # checkpoint, so reports show them closed at once (storage/writer.py).
