@@ -51,6 +51,8 @@ LEASE_SECONDS = 60.0
 INITIAL_RETRY_DELAY = 1.0
 #: Delivered entries are kept this long (a catch-up finds them and adds nothing), then purged.
 KEEP_DELIVERED_SECONDS = 7 * 86400.0
+#: Seconds between two purges of delivered entries.
+PURGE_INTERVAL = 600.0
 #: Status codes after which a statement is never sent again.
 REFUSED = frozenset({400, 409})
 
@@ -90,6 +92,7 @@ class Forwarder:
         self._waiting: dict[str, SessionRecord] = {}  # final snapshots written, not yet in the outbox
         self._timer: PeriodicCallback | None = None
         self._pumping = False
+        self._purged_at = -float("inf")
         self._http = AsyncHTTPClient(force_instance=True)
 
     def saved(self, records: Sequence[SessionRecord]) -> None:
@@ -143,7 +146,9 @@ class Forwarder:
                 stats = await self.outbox.stats()
                 age = 0.0 if stats.oldest is None else max(0.0, self.clock() - stats.oldest)
                 self.metrics.xapi_outbox(stats.waiting, age, stats.failed)
-            await self.outbox.purge(self.clock() - KEEP_DELIVERED_SECONDS)
+            if self.clock() - self._purged_at >= PURGE_INTERVAL:
+                self._purged_at = self.clock()
+                await self.outbox.purge(self._purged_at - KEEP_DELIVERED_SECONDS)
         except StoreUnavailable as exc:
             log.warning("xAPI: the outbox is unavailable (%s); trying again in %gs", exc, POLL_SECONDS)
         finally:
@@ -165,11 +170,20 @@ class Forwarder:
 
     async def _deliver_due(self) -> list[Entry]:
         due = await self.outbox.claim(self.clock(), BATCH, LEASE_SECONDS)
-        for entry in due:
-            await self._deliver(entry)
+        for index, entry in enumerate(due):
+            silent_until = await self._deliver(entry)
+            if silent_until is not None:
+                # The LRS does not answer: the rest of the round waits as long as this entry does,
+                # rather than each taking the whole timeout too (its attempts are not counted).
+                for rest in due[index + 1 :]:
+                    await self.outbox.retry(
+                        rest.session_id, rest.attempts, silent_until, "not tried: no answer"
+                    )
+                return []
         return due
 
-    async def _deliver(self, entry: Entry) -> None:
+    async def _deliver(self, entry: Entry) -> float | None:
+        """Send one entry and record the outcome; if the LRS did not answer at all, when to try again."""
         statement_id = json.loads(entry.statement)["id"]
         headers = {"Content-Type": "application/json", "X-Experience-API-Version": VERSION}
         if self._authorization:
@@ -194,7 +208,7 @@ class Forwarder:
         if 200 <= code < 300:
             await self.outbox.delivered(entry.session_id, now)
             self._count("stored")
-            return
+            return None
         if code in REFUSED:
             log.error(
                 "xAPI: the LRS refused statement %s (session %s) for good: %s",
@@ -204,7 +218,7 @@ class Forwarder:
             )
             await self.outbox.fail(entry.session_id, now, why)
             self._count("refused")
-            return
+            return None
         attempts = entry.attempts + 1
         ceiling = min(self.max_retry_delay, INITIAL_RETRY_DELAY * 2 ** min(attempts - 1, 30))
         delay = ceiling * (0.5 + random.random() * 0.5)
@@ -217,6 +231,7 @@ class Forwarder:
         )
         await self.outbox.retry(entry.session_id, attempts, now + delay, why)
         self._count("retry")
+        return now + delay if code == 599 else None
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS xapi_outbox (
 );
 CREATE INDEX IF NOT EXISTS xapi_outbox_due ON xapi_outbox (next_attempt_at)
     WHERE delivered_at IS NULL AND failed_at IS NULL;
+CREATE INDEX IF NOT EXISTS xapi_outbox_failed ON xapi_outbox (failed_at) WHERE failed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS xapi_outbox_delivered ON xapi_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
 """
 
 _ENQUEUE = """
