@@ -6,7 +6,7 @@
 // Served by study-time, the page's Content-Security-Policy then blocks the
 // connection anyway: the page says so, naming both hosts, and stops trying.
 
-import { StudyTimeClient, Status, formatDuration } from "./study-time-client.js";
+import { DEFAULT_IDLE_TIMEOUT, StudyTimeClient, Status, formatDuration } from "./study-time-client.js";
 import { TEXT, serverError } from "./i18n.js";
 import { Dashboards } from "./dashboard.js";
 
@@ -187,14 +187,13 @@ function connect() {
     return;
   }
   const maxRetryDelay = Number(params.get("maxRetryDelay")) || undefined;
-  const idleSeconds = Number(params.get("idle")) || 0; // the client's default (5 min) otherwise
   client = new StudyTimeClient({
     url,
     userId: $("userId").value.trim(),
     courseId: $("courseId").value.trim(),
     token: $("token").value || null,
     pauseWhenHidden: $("pause").checked,
-    ...(idleSeconds > 0 ? { idleTimeout: idleSeconds * 1000 } : {}),
+    ...(params.get("idle") ? { idleTimeout: idleTimeoutMs() } : {}),
     ...(maxRetryDelay ? { maxRetryDelay, initialRetryDelay: Math.min(1000, maxRetryDelay) } : {}),
     onStatus: renderStatus,
     onStudyTime: renderTime,
@@ -203,6 +202,12 @@ function connect() {
   });
   window.studyTimeClient = client; // for the console (and the browser tests)
   client.start();
+}
+
+/** The idle timeout: ?idle= in seconds, else the client's default (5 min). */
+function idleTimeoutMs() {
+  const seconds = Number(params.get("idle"));
+  return seconds > 0 ? seconds * 1000 : DEFAULT_IDLE_TIMEOUT;
 }
 
 function disconnect() {
@@ -216,6 +221,7 @@ $("settings").addEventListener("submit", (event) => {
 $("disconnect").addEventListener("click", disconnect);
 $("pause").addEventListener("change", () => {
   if (client) client.options.pauseWhenHidden = $("pause").checked;
+  renderStatus();
 });
 
 function renderTime() {
@@ -251,9 +257,10 @@ function renderPause(status) {
   const reason = status === Status.PAUSED && client ? client.pauseReason : null;
   $("paused").hidden = !reason;
   $("paused").dataset.reason = reason || "";
+  const minutes = Math.round((client ? client.options.idleTimeout : idleTimeoutMs()) / 6000) / 10;
+  $("active-only").textContent = t().activeOnly(minutes, client ? client.options.pauseWhenHidden : $("pause").checked);
   if (!reason) return;
   const words = t().pausedBecause[reason];
-  const minutes = Math.round(client.options.idleTimeout / 6000) / 10;
   $("paused").textContent = typeof words === "function" ? words(minutes) : words;
 }
 

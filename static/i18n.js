@@ -62,6 +62,9 @@ const PAGE = {
       stopped: "Stopped",
     },
     // Why the client paused (client.pauseReason); counting resumes by itself.
+    activeOnly: (min, hidden) =>
+      `Counts active time only: it pauses after ${min} min without input (a playing video counts)` +
+      (hidden ? " and while this page is hidden." : "."),
     pausedBecause: {
       idle: (min) => `Paused: no activity for ${min} min. Move the mouse, press a key or scroll to go on; this pause is not counted.`,
       hidden: "Paused while this page is hidden; this pause is not counted. It goes on when you come back.",
@@ -138,6 +141,7 @@ const PAGE = {
       paused: "已暂停",
       stopped: "已停止",
     },
+    activeOnly: (min, hidden) => `只计算活跃时间：${min} 分钟内没有操作会暂停（正在播放的视频算作操作）${hidden ? "，页面隐藏时也会暂停" : ""}。`,
     pausedBecause: {
       idle: (min) => `已暂停：${min} 分钟内没有操作。移动鼠标、按键或滚动页面即可继续；暂停期间不计时。`,
       hidden: "页面隐藏，已暂停；暂停期间不计时。回到本页面后自动继续。",

@@ -66,6 +66,9 @@ export const Status = Object.freeze({
   STOPPED: "stopped", // refused for good, by the server or the page's policy (see `lastClose`)
 });
 
+/** Milliseconds without input after which a client pauses, by default (docs/client.md, "Idle pauses"). */
+export const DEFAULT_IDLE_TIMEOUT = 300000;
+
 const DEFAULTS = Object.freeze({
   url: null,
   token: null,
@@ -73,7 +76,7 @@ const DEFAULTS = Object.freeze({
   // ms without input (pointer, keys, wheel, scroll, touch) and without a
   // playing <video>/<audio> after which the client pauses; 0 never pauses.
   // Five minutes: see docs/client.md ("Idle pauses").
-  idleTimeout: 300000,
+  idleTimeout: DEFAULT_IDLE_TIMEOUT,
   closeOnPageHide: true,
   initialRetryDelay: 1000, // ms before the first reconnect
   maxRetryDelay: 30000, // ms, the ceiling of the exponential backoff

@@ -356,6 +356,10 @@ def test_an_idle_learner_is_paused_after_five_minutes_and_resumes_on_input(conte
     fake_minutes_pass(page, 270)
     assert page.get_attribute("#status", "data-status") == "connected"
     assert page.get_attribute("#paused", "data-reason") == ""
+    assert page.text_content("#active-only") == (
+        "Counts active time only: it pauses after 5 min without input (a playing video counts)"
+        " and while this page is hidden."
+    )
     # Five minutes after the last input: paused, and the page says why.
     fake_minutes_pass(page, 30)
     wait_status(page, "paused")
@@ -443,6 +447,7 @@ def test_the_pause_is_worded_in_chinese(context, serve):
     fake_minutes_pass(page, 330)
     wait_status(page, "paused")
     assert page.text_content("#status") == "已暂停"
+    assert page.text_content("#active-only").startswith("只计算活跃时间：5 分钟内没有操作会暂停")  # noqa: RUF001
     assert page.text_content("#paused").startswith("已暂停：5 分钟内没有操作。")  # noqa: RUF001 (Chinese punctuation)
     assert page.text_content("#reason-text") == "无操作，已暂停"  # noqa: RUF001 (Chinese punctuation)
     assert page.locator("#log .msg").filter(has_text="5 分钟无操作：已暂停").count() == 1  # noqa: RUF001 (Chinese punctuation)
