@@ -891,6 +891,44 @@ def test_the_display_ticks_between_replies_and_never_runs_backwards(context, ser
     assert page.evaluate("client.displayTime") == stopped_at
 
 
+def test_an_idle_client_stops_reconnecting_and_the_next_input_resumes_it(context, serve):
+    page = fake_socket_page(context, serve())
+    page.evaluate(
+        """() => FakeSocket.made[0].say({type: "connected", status: "success", sessionId: "s",
+              studyTime: 0, heartbeatInterval: 30, heartbeatTimeout: 60})"""
+    )
+    # The server goes away; nobody touches the page: the client keeps trying for five minutes...
+    page.evaluate("FakeSocket.made[0].end(1006)")
+    assert page.evaluate("client.status") == "reconnecting"
+    page.clock.run_for(299_000)
+    assert page.evaluate("client.status") in ("reconnecting", "connecting")
+    tried = page.evaluate("FakeSocket.made.length")
+    assert tried > 3
+    # ...then waits, paused as idle, and tries no more however long it waits.
+    page.clock.run_for(1_000)
+    assert page.evaluate("[client.status, client.pauseReason, client.retry]") == ["paused", "idle", None]
+    page.clock.run_for(3_600_000)
+    assert page.evaluate("FakeSocket.made.length") == tried
+    # A key: it connects at once.
+    page.keyboard.press("Shift")
+    assert page.evaluate("FakeSocket.made.length") == tried + 1
+    assert page.evaluate("[client.status, client.pauseReason]") == ["connecting", None]
+    page.evaluate(
+        """() => FakeSocket.made.at(-1).say({type: "connected", status: "success", sessionId: "s2",
+              studyTime: 0, heartbeatInterval: 30, heartbeatTimeout: 60})"""
+    )
+    assert page.evaluate("client.status") == "connected"
+    # Connected and idle: it closes cleanly (1000, "idle"), so the server credits up to now.
+    for _ in range(10):
+        page.clock.run_for(30_000)
+        page.evaluate(
+            "FakeSocket.made.at(-1).say({type: 'heartbeat_response', status: 'success', studyTime: 1})"
+        )
+    assert len(page.evaluate("FakeSocket.made.at(-1).sent")) == 9, "heartbeats until the pause, none after"
+    assert page.evaluate("[FakeSocket.made.at(-1).closedWith, client.lastClose.kind]") == [1000, "idle"]
+    assert page.evaluate("client.status") == "paused"
+
+
 VIOLATION = """([uri, directive]) => document.dispatchEvent(new SecurityPolicyViolationEvent(
   "securitypolicyviolation", {blockedURI: uri, violatedDirective: directive, effectiveDirective: directive,
   originalPolicy: "", disposition: "enforce", statusCode: 200}))"""
