@@ -176,7 +176,8 @@ class ReportDesk:
         days = await self.reports.daily(scope, window, tz)
         found = [rows.day(d) for d in days]
         if request.fmt == "json":
-            return Answer("", body=responses.daily(scope, window, tz, days, found))
+            policies = responses.policy_periods(await self.reports.source.policies(), window, tz)
+            return Answer("", body=responses.daily(scope, window, tz, days, found, policies))
         return Answer("daily", rows.DAILY, rows=chunks(found))
 
     async def _daily_learners(self, reader: Identity, request: ReportRequest) -> Answer:

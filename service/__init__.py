@@ -100,6 +100,7 @@ class Service:
         )
         self.worker = worker
         self.forwarder = self._forwarder(backend)
+        self._note_policy = lambda now: backend.record_policy(settings.overlap_policy, now)
         self._assemble(backend.report_source())
 
     def _forwarder(self, backend: Backend) -> Forwarder | None:
@@ -166,6 +167,7 @@ class Service:
             connections=self.connections,
             closing=[self.reports],
             forwarder=self.forwarder,
+            note_policy=self._note_policy,
         )
         self.health = Health(self.store, self.sessions, self.metrics)
         self.metrics.watch(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
@@ -49,10 +49,13 @@ class Runtime:
         connections: Connections,
         closing: Sequence[object] = (),
         forwarder: Forwarder | None = None,
+        note_policy: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         """``closing`` are further things with an ``async close()`` to close at shutdown (the reports);
-        ``forwarder`` sends ended sessions to an LRS (``--xapi-endpoint``)."""
+        ``forwarder`` sends ended sessions to an LRS (``--xapi-endpoint``); ``note_policy`` logs
+        ``--overlap-policy`` in the store at start, for reports."""
         self.forwarder = forwarder
+        self.note_policy = note_policy
         self.settings = settings
         self.clock = clock
         self.auth = auth
@@ -79,6 +82,11 @@ class Runtime:
             await self.coordinator.start(self.clock())
         except StoreUnavailable as exc:
             raise StoreError(f"cannot register this process in the store: {exc}") from exc
+        if self.note_policy is not None:
+            try:
+                await self.note_policy(self.clock())
+            except StoreUnavailable as exc:
+                raise StoreError(f"cannot log --overlap-policy in the store: {exc}") from exc
         if self.forwarder is not None:
             self.forwarder.saved(recovered)  # ended here, not by the writer
             try:

@@ -65,6 +65,11 @@ class Backend(ABC):
         """What coordinates this process with the others on ``store``: nothing, for a single process."""
         return Coordinator()
 
+    async def record_policy(self, policy: str, now: float) -> None:
+        """Note that ``--overlap-policy`` is ``policy`` from ``now`` on, for reports (a store that can
+        only ever run the default, as MongoDB, notes nothing)."""
+        return None
+
     @abstractmethod
     def outbox(self) -> Outbox:
         """The xAPI outbox in the same database (not yet opened): ``--xapi-endpoint``, docs/xapi.md."""

@@ -159,3 +159,70 @@ async def test_two_courses_open_at_once_through_a_real_server(policy, tmp_path):
         assert total <= wall, f"{total}s credited in {wall}s of wall time"
         assert total >= 1.6 - 0.1
         assert all(r.seconds > 0.5 for r in records), "both courses had their slices"
+
+
+# Which policy recorded a day: the daily report's overlapPolicy.
+
+
+def test_policy_periods_are_the_changes_clipped_to_the_range():
+    from zoneinfo import ZoneInfo
+
+    from reports.params import Window
+    from reports.responses import policy_periods
+
+    utc = ZoneInfo("UTC")
+    day = 86400.0
+    log = [(10 * day, "one-course"), (12 * day, "each-course")]
+    assert policy_periods([], Window(), utc) == [{"policy": "each-course", "from": None, "to": None}]
+    assert policy_periods(log, Window(9 * day, 11 * day), utc) == [
+        {"policy": "each-course", "from": "1970-01-10T00:00:00+00:00", "to": "1970-01-11T00:00:00+00:00"},
+        {"policy": "one-course", "from": "1970-01-11T00:00:00+00:00", "to": "1970-01-12T00:00:00+00:00"},
+    ]
+    assert policy_periods(log, Window(10.5 * day, 11 * day), utc) == [
+        {"policy": "one-course", "from": "1970-01-11T12:00:00+00:00", "to": "1970-01-12T00:00:00+00:00"}
+    ]
+    assert policy_periods(log, Window(13 * day, 14 * day), utc)[0]["policy"] == "each-course"
+
+
+def test_the_daily_report_says_which_policy_recorded_the_days(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.helpers import ROOT, ServerProcess
+
+    url = f"sqlite:///{tmp_path}/study_time.db"
+    with ServerProcess(f"--store={url}") as server:  # the default: nothing logged
+        assert server.terminate() == 0
+    started = __import__("time").time()
+    with ServerProcess(f"--store={url}", "--overlap-policy=one-course") as server:
+        assert server.terminate() == 0
+    with ServerProcess(f"--store={url}", "--overlap-policy=one-course") as server:  # unchanged: no entry
+        assert server.terminate() == 0
+
+    def daily() -> dict:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "server.py",
+                "report",
+                "daily",
+                "--user=u1",
+                "--format=json",
+                f"--store={url}",
+                "--from=2000-01-01",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(done.stdout)
+
+    periods = daily()["overlapPolicy"]
+    assert [p["policy"] for p in periods] == ["each-course", "one-course"]
+    assert periods[0]["from"] == "2000-01-01T00:00:00+00:00"
+    switched = __import__("datetime").datetime.fromisoformat(periods[1]["from"]).timestamp()
+    assert started <= switched <= started + 30
+    assert periods[0]["to"] == periods[1]["from"] and periods[1]["to"] is None

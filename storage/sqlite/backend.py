@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backends import Backend
+from . import policylog
 from .outbox import SQLiteOutbox
 from .reports import SQLiteReports
 from .store import SQLiteStore, path_from_url
@@ -20,6 +21,9 @@ class SQLiteBackend(Backend):
 
     def report_source(self) -> SQLiteReports:
         return SQLiteReports(self.path)
+
+    async def record_policy(self, policy: str, now: float) -> None:
+        await policylog.record(self.path, policy, now)
 
     def outbox(self) -> SQLiteOutbox:
         return SQLiteOutbox(self.path)
