@@ -27,7 +27,7 @@ import supervisor
 from auth import Authenticator, build_authenticator
 from handlers.app import make_metrics_server, make_server
 from service import Service
-from settings import Settings, SettingsError
+from settings import Settings, SettingsError, command, program
 from storage import StoreError, StoreUnavailable
 from storage.backends import backend_for
 from tracking.clock import Clock
@@ -40,6 +40,8 @@ log = logging.getLogger("study_time.server")
 # ran hundreds of collections a second (bench/, docs/performance.md). The
 # service keeps almost nothing cyclic, so collect young objects 70x less often.
 GC_YOUNG_THRESHOLD = 50_000
+#: Seconds between a worker's checks that its supervisor is still there.
+PARENT_CHECK_INTERVAL = 1.0
 
 
 async def start(
@@ -57,13 +59,24 @@ async def start(
 
 
 async def serve(
-    settings: Settings, sockets: Sequence[socket.socket], auth: Authenticator, worker: int = 0
+    settings: Settings,
+    sockets: Sequence[socket.socket],
+    auth: Authenticator | None,
+    worker: int = 0,
+    supervisor_pid: int | None = None,
 ) -> int:
-    """Run the service until SIGTERM or SIGINT; return the exit status."""
+    """Run the service until SIGTERM or SIGINT; return the exit status.
+
+    ``auth`` None builds the backend here, from its files as they are now:
+    each worker under ``--processes`` does, so one restarted after a SIGHUP
+    reads the keys and tokens that reload read, not what the supervisor read
+    at start. A worker (``supervisor_pid`` given) also stops when the
+    supervisor is gone.
+    """
     try:
         service = await start(settings, sockets, auth=auth, worker=worker)
     except SettingsError as exc:  # an auth setting the backend cannot work with
-        print(f"server.py: error: {exc}", file=sys.stderr)
+        print(f"{program()}: error: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
         log.error("cannot start: %s", exc)
@@ -90,13 +103,25 @@ async def serve(
         log.error("cannot start: cannot listen on --metrics-port: %s", exc.strerror)
         await service.shutdown()
         return 1
+    watch = None if supervisor_pid is None else asyncio.ensure_future(watch_supervisor(supervisor_pid, stop))
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     if metrics_server is not None:
         metrics_server.stop()
     log.info("shutting down: closing %d sessions", len(service.tracker))
     saved = await service.shutdown()
     log.info("stopped")
     return 0 if saved else 1
+
+
+async def watch_supervisor(supervisor_pid: int, stop: asyncio.Event) -> None:
+    """Stop (gracefully, as on SIGTERM) once the supervisor is gone: the fallback where
+    ``PR_SET_PDEATHSIG`` is not available (supervisor.die_with_parent)."""
+    while not supervisor.parent_lost(supervisor_pid):  # noqa: ASYNC110 (no event to wait on: polled)
+        await asyncio.sleep(PARENT_CHECK_INTERVAL)
+    log.warning("the supervisor (pid %d) is gone: shutting down", supervisor_pid)
+    stop.set()
 
 
 def serve_metrics(service: Service, worker: int) -> HTTPServer | None:
@@ -131,7 +156,7 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def command(argv: list[str]) -> int | None:
+def run_subcommand(argv: list[str]) -> int | None:
     """Run a subcommand (``report``, ``tokens``) and return its exit status; None to serve."""
     if argv[:1] == ["report"]:
         from reports.cli import StoreAccess
@@ -151,8 +176,8 @@ def command(argv: list[str]) -> int | None:
     if argv and not argv[0].startswith("-"):
         # A misspelt command: say so in one line, not with the settings' long usage.
         print(
-            f"server.py: error: unknown command {argv[0][:40]!r}: the commands are 'report' and"
-            " 'tokens'; settings start with -- (see server.py --help)",
+            f"{program()}: error: unknown command {argv[0][:40]!r}: the commands are 'report' and"
+            f" 'tokens'; settings start with -- (see {command()} --help)",
             file=sys.stderr,
         )
         return 2
@@ -161,13 +186,13 @@ def command(argv: list[str]) -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    status = command(argv)
+    status = run_subcommand(argv)
     if status is not None:
         return status
     try:
         settings = settings_module.load(argv)
     except SettingsError as exc:
-        print(f"server.py: error: {exc}", file=sys.stderr)
+        print(f"{program()}: error: {exc}", file=sys.stderr)
         return 2
     settings_module.configure_logging(settings.log_level, settings.log_format)
     # Every setting is checked before the port is bound: an invalid one is
@@ -176,24 +201,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         auth = build_authenticator(settings)
         backend = backend_for(settings.store)  # checks the URL; connects to nothing
     except (SettingsError, StoreError) as exc:
-        print(f"server.py: error: {exc}", file=sys.stderr)
+        print(f"{program()}: error: {exc}", file=sys.stderr)
         return 2
     processes = supervisor.resolve(settings.processes)
     if settings.metrics_port and settings.metrics_port + processes - 1 > 65535:
         print(
-            f"server.py: error: invalid --metrics-port: {settings.metrics_port} + {processes} processes"
+            f"{program()}: error: invalid --metrics-port: {settings.metrics_port} + {processes} processes"
             " passes port 65535",
             file=sys.stderr,
         )
         return 2
     if processes > 1 and not backend.supports_many_processes:
-        log.error(
-            "cannot start: --processes=%s starts %d processes, but the SQLite store serves one"
-            " process; use --processes=1 or a mongodb:// store",
-            settings.processes,
-            processes,
+        print(
+            f"{program()}: error: invalid --processes: {settings.processes} starts {processes} processes,"
+            " but the SQLite store serves one process; use --processes=1 or a mongodb:// store",
+            file=sys.stderr,
         )
-        return 1
+        return 2
     # SIGHUP reloads once serving (serve()); until then it must not end the
     # process (its default action), nor a worker forked below.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -204,14 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot start: cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
         return 1
-    worker = 0
-    if processes > 1:
-        workers = supervisor.Workers(processes)
-        status = workers.run()
-        if status is not None:  # the parent, once every worker has exited
-            return status
-        worker = workers.index
-    return asyncio.run(serve(settings, sockets, auth, worker))
+    if processes == 1:
+        return asyncio.run(serve(settings, sockets, auth))
+    # The backend built above only checked the settings: each worker builds
+    # its own (serve), so a worker restarted after a SIGHUP reads the files anew.
+    del auth
+    workers = supervisor.Workers(processes)
+    status = workers.run()
+    if status is not None:  # the parent, once every worker has exited
+        return status
+    return asyncio.run(serve(settings, sockets, None, workers.index, workers.supervisor_pid))
 
 
 if __name__ == "__main__":

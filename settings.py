@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -351,7 +352,10 @@ class Settings:
         ("HS256",), jwt_algorithms, "comma-separated JWT algorithms accepted (never none)"
     )
     jwt_secret: str | None = setting(
-        None, text, "HMAC secret for HS256/384/512 tokens, at least 32 bytes", secret=True
+        None,
+        text,
+        "HMAC secret for HS256/384/512 tokens, at least 32/48/64 bytes (no placeholder)",
+        secret=True,
     )
     jwt_public_key_file: str | None = setting(None, text, "PEM public key file for RS*/PS*/ES*/EdDSA tokens")
     jwt_jwks_url: str | None = setting(
@@ -515,13 +519,31 @@ def version() -> str:
         return "unknown"
 
 
-def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
+def program() -> str:
+    """The name of the command being run, for usage lines and error prefixes.
+
+    ``study-time`` when installed (the console script), ``server.py`` from a
+    checkout: the name in ``sys.argv[0]``, as argparse would take it.
+    """
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("-c", "-m") else "study-time"
+
+
+def command() -> str:
+    """The command as the user ran it, for hints to type again: the installed
+    ``/opt/study-time/bin/study-time``, or ``python server.py`` from a checkout."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else "study-time"
+    return f"python {argv0}" if argv0.endswith(".py") else argv0
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    prog = prog or program()
     parser = argparse.ArgumentParser(
         prog=prog,
         description="study-time: measures how long each learner studies each course.",
         epilog=f"Every setting can also be given as {ENV_PREFIX}NAME in the environment;"
-        " the command line wins. Commands: 'server.py report --help' (study time reports from"
-        " the store) and 'server.py tokens --help' (API tokens for --auth=token).",
+        f" the command line wins. Commands: '{prog} report --help' (study time reports from"
+        f" the store) and '{prog} tokens --help' (API tokens for --auth=token).",
     )
     parser.add_argument("--version", action="version", version=f"study-time {version()}")
     for f in fields(Settings):

@@ -21,13 +21,18 @@ Reading reports:
 Either way a credential limited to some courses stays limited whatever its
 roles: a course outside them is refused, and a learner's course list only
 shows the courses it covers.
+
+The dashboards (:func:`dashboards`) follow from these rules: everyone with
+a user id has "My study" (their own data, which :func:`may_read` always
+allows, one covered course at a time for a limited credential), and
+teachers and admins "Courses".
 """
 
 from __future__ import annotations
 
 from .base import ADMIN, TEACHER, Identity, forbidden
 
-__all__ = ["may_list_courses", "may_read", "may_study", "visible"]
+__all__ = ["dashboards", "may_list_courses", "may_read", "may_study", "visible"]
 
 
 def may_study(identity: Identity, user_id: str, course_id: str) -> None:
@@ -72,6 +77,20 @@ def may_list_courses(identity: Identity) -> None:
     """
     if not (identity.has_role(ADMIN) or identity.has_role(TEACHER)):
         raise forbidden("listing courses needs the teacher or admin role")
+
+
+def dashboards(identity: Identity, *, anonymous: bool = False) -> list[str]:
+    """The dashboards ``identity`` lands on, each of its own data: ``learner`` ("My study": their
+    own study, or for an anonymous admin a user they name) and ``course`` (a course's learners).
+
+    A credential limited to some courses reads its own study one of those
+    courses at a time (``courseId`` given), so it never meets the refusal a
+    report of every course would get.
+    """
+    views = ["learner"] if identity.user_id or anonymous else []
+    if identity.has_role(ADMIN) or identity.has_role(TEACHER):
+        views.append("course")
+    return views
 
 
 def visible(identity: Identity, course_id: str) -> bool:

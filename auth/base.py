@@ -45,13 +45,17 @@ class Identity:
     ``courses`` limits the credential to those courses; ``None`` means every
     course. ``roles`` are names such as ``admin`` and ``teacher``. ``claims``
     are whatever else the backend knows (JWT claims, a token's id); they are
-    for plugins and reports, never logged whole.
+    for plugins and reports, never logged whole. ``grant`` is the backend's
+    handle on the credential (never the credential itself), kept with each
+    session it opens, so that after a reload :meth:`Authenticator.revoked`
+    can tell whether it still stands; None when it cannot lapse.
     """
 
     user_id: str
     courses: frozenset[str] | None = None
     roles: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    grant: str | None = None
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -194,7 +198,19 @@ class Authenticator(ABC):
         Return a phrase for the log line saying what was reloaded (no
         secrets), or None when there is nothing to reload (the default).
         It must not raise for an unreadable source: keep what was loaded,
-        log why, and say so in the phrase. Sessions are never touched.
+        log why, and say so in the phrase. Sessions are not touched here:
+        :meth:`revoked` is asked about each afterwards.
+        """
+        return None
+
+    def revoked(self, grant: str, user_id: str, course_id: str) -> str | None:
+        """Why an open session may no longer go on, or None while its credential stands.
+
+        ``grant`` is the :attr:`Identity.grant` the session opened with, as
+        ``user_id`` in ``course_id``. Asked for every open session right after
+        :meth:`reload` (SIGHUP), so it must be quick and must not block; the
+        service closes the sessions it names with 4401 and logs the reason (a
+        fixed phrase, no credential). The default: nothing lapses.
         """
         return None
 

@@ -12,6 +12,15 @@ restarted. This cache owns its keys instead, with two rules:
   tokens are refused ("signing keys unavailable") rather than checked against
   keys that may have been withdrawn meanwhile.
 
+A fetched set that cannot be used (not JSON, not a JWK set, an empty set,
+no key usable for signatures) is refused: it never replaces the last good
+set, and an ERROR names the URL (without credentials) and says how long the
+last good set is still trusted. Like a failed fetch, it leaves the last good
+set in use until ``lifespan`` after the fetch that brought it, and no
+longer: tokens are then refused until a good set is fetched. So a broken or
+emptied endpoint can neither lock everyone out at once nor keep a key
+working forever.
+
 A token naming a ``kid`` the set does not hold makes the set be fetched again
 (that is how a rotation, a new key appearing, is picked up without waiting
 for the lifespan), but at most once per ``min_refetch_interval``, so tokens
@@ -42,6 +51,10 @@ MAX_JWKS_BYTES = 1024 * 1024
 
 class JwksUnavailable(Exception):
     """The key set could not be fetched and no key set within its lifespan is held."""
+
+
+class JwksRefused(ValueError):
+    """The endpoint answered with something that is not a usable key set (refused, never used)."""
 
 
 def public_url(url: str) -> str:
@@ -98,6 +111,13 @@ class JwksKeys:
         await self._refetch(lambda: True)
         return not self._last_failed
 
+    def withdrawn(self, kid: str) -> bool:
+        """Whether a set within its lifespan is held and lacks ``kid`` (a key taken out of use).
+
+        Without such a set nothing is known: an unreachable endpoint withdraws nothing.
+        """
+        return self._fresh() and kid not in self._keys
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -125,12 +145,26 @@ class JwksKeys:
             self._attempted_at = self.clock()
             try:
                 keys = await self._fetch()
-            except Exception as exc:
-                self._last_failed = True
-                log.warning("cannot fetch JWKS keys from --jwt-jwks-url %s: %s", public_url(self.url), exc)
-                if not self._fresh():
-                    self._keys = {}  # past their lifespan: never used again
+            except JwksRefused as exc:
+                self._failed()
+                log.error(
+                    "refused the JWKS key set from --jwt-jwks-url %s: %s; %s",
+                    public_url(self.url),
+                    exc,
+                    self.trust_left(),
+                )
                 return
+            except Exception as exc:
+                self._failed()
+                log.warning(
+                    "cannot fetch JWKS keys from --jwt-jwks-url %s: %s; %s",
+                    public_url(self.url),
+                    exc,
+                    self.trust_left(),
+                )
+                return
+            if self._last_failed:
+                log.info("JWKS keys from %s: a good set again", public_url(self.url))
             self._last_failed = False
             removed = sorted(set(self._keys) - set(keys))
             added = sorted(set(keys) - set(self._keys))
@@ -143,6 +177,22 @@ class JwksKeys:
                     ",".join(added) or "none",
                     ",".join(removed) or "none",
                 )
+
+    def trust_left(self) -> str:
+        """How long the keys in use are still trusted, as a phrase for the log."""
+        if not self._fresh():
+            return "no good set within --jwt-jwks-lifespan: tokens are refused until one is fetched"
+        assert self._fetched_at is not None
+        left = self.lifespan - (self.clock() - self._fetched_at)
+        return (
+            f"keeping the last good set ({len(self._keys)} signing keys) for at most {left:.0f}s more"
+            " (--jwt-jwks-lifespan), then refusing tokens until a good set is fetched"
+        )
+
+    def _failed(self) -> None:
+        self._last_failed = True
+        if not self._fresh():
+            self._keys = {}  # past their lifespan: never used again
 
     async def _fetch(self) -> dict[str, jwt.PyJWK]:
         """Fetch the set; its signing keys (``use`` sig or unset, with a ``kid``) by ``kid``."""
@@ -160,7 +210,16 @@ class JwksKeys:
         except OSError as exc:
             raise ValueError(exc.strerror or type(exc).__name__) from None
         try:
-            keys = jwt.PyJWKSet.from_dict(json.loads(response.body))
-        except (ValueError, AttributeError, jwt.PyJWTError) as exc:
-            raise ValueError(f"not a JWK set: {type(exc).__name__}") from None
-        return {key.key_id: key for key in keys if key.key_id and key.public_key_use in ("sig", None)}
+            data = json.loads(response.body)
+        except ValueError:
+            raise JwksRefused("not JSON") from None
+        if isinstance(data, dict) and data.get("keys") == []:
+            raise JwksRefused("the set is empty")
+        try:
+            keys = jwt.PyJWKSet.from_dict(data)
+        except Exception as exc:  # PyJWT raises KeyError, TypeError, ... for odd sets
+            raise JwksRefused(f"not a JWK set ({type(exc).__name__})") from None
+        signing = {key.key_id: key for key in keys if key.key_id and key.public_key_use in ("sig", None)}
+        if not signing:
+            raise JwksRefused("the set has no signing key with a kid")
+        return signing

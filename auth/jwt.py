@@ -15,7 +15,9 @@ courses; ``--jwt-roles-claim`` (default ``roles``) carries roles.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any, Self
@@ -33,7 +35,10 @@ log = logging.getLogger("study_time.auth")
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 #: RFC 7518 3.2: an HMAC key must be at least as long as the hash output.
-MIN_SECRET_BYTES = 32
+MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+#: Placeholders such as deploy/study-time.env.example's: long enough, and known to everyone.
+PLACEHOLDER = re.compile(r"change[-_ .]?me", re.IGNORECASE)
+MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"  # noqa: S105 (a command, not a secret)
 JWKS_TIMEOUT = 5.0
 
 # Fixed, credential-free reasons for PyJWT's errors, most specific first.
@@ -81,51 +86,16 @@ class JwtAuthenticator(Authenticator):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        """The backend for ``settings``, each key source checked by its own function."""
         algorithms = settings.jwt_algorithms
-        hmac = [a for a in algorithms if a in HMAC_ALGORITHMS]
         keyed = [a for a in algorithms if a not in HMAC_ALGORITHMS]
-        listed = ",".join(algorithms)
-        secret = settings.jwt_secret
-        if hmac and not secret:
-            raise SettingsError(f"invalid --jwt-secret: required because --jwt-algorithms lists {hmac[0]}")
-        if secret and not hmac:
-            raise SettingsError(f"invalid --jwt-secret: given, but --jwt-algorithms={listed} has no HS*")
-        if secret and len(secret.encode()) < MIN_SECRET_BYTES:
-            raise SettingsError(f"invalid --jwt-secret: must be at least {MIN_SECRET_BYTES} bytes long")
-        keyfile, jwks_url = settings.jwt_public_key_file, settings.jwt_jwks_url
-        if keyed and not (keyfile or jwks_url):
-            raise SettingsError(
-                f"invalid --jwt-public-key-file: --jwt-algorithms lists {keyed[0]}, which needs"
-                " --jwt-public-key-file or --jwt-jwks-url"
-            )
-        if (keyfile or jwks_url) and not keyed:
-            which = "--jwt-public-key-file" if keyfile else "--jwt-jwks-url"
-            raise SettingsError(
-                f"invalid {which}: given, but --jwt-algorithms={listed} lists no RS*/PS*/ES*/EdDSA algorithm"
-            )
-        public_key = _read_public_key(keyfile, keyed) if keyfile else None
-        jwks = None
-        if jwks_url:
-            host = urlsplit(jwks_url).hostname or ""
-            if jwks_url.startswith("http://") and not is_loopback(host) and not settings.allow_insecure_auth:
-                raise SettingsError(
-                    "invalid --jwt-jwks-url: keys fetched over plain http can be replaced in transit;"
-                    " use https (or --allow-insecure-auth)"
-                )
-            # Our own key cache, not PyJWKClient's: its per-kid cache never
-            # forgets a key the provider has withdrawn (see auth/jwks.py).
-            jwks = JwksKeys(
-                jwks_url,
-                lifespan=settings.jwt_jwks_lifespan,
-                min_refetch_interval=settings.jwt_jwks_refetch_interval,
-                timeout=JWKS_TIMEOUT,
-            )
+        _check_key_sources(settings, keyed)
         return cls(
             algorithms=algorithms,
-            secret=secret,
-            public_key=public_key,
-            public_key_file=keyfile,
-            jwks=jwks,
+            secret=_secret(settings),
+            public_key=_public_key(settings, keyed),
+            public_key_file=settings.jwt_public_key_file,
+            jwks=_jwks(settings),
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             leeway=settings.jwt_leeway,
@@ -142,9 +112,10 @@ class JwtAuthenticator(Authenticator):
         alg = header.get("alg")
         if alg in self.hmac_algorithms:
             key: Any = self.secret
+            grant = None  # the secret changes only with a restart
             algorithms = self.hmac_algorithms
         elif alg in self.key_algorithms:
-            key = await self._verification_key(token, header)
+            key, grant = await self._verification_key(token, header)
             algorithms = self.key_algorithms
         else:
             raise unauthorized("the token's algorithm is not allowed")
@@ -167,9 +138,21 @@ class JwtAuthenticator(Authenticator):
             courses=self._courses(payload),
             roles=self._roles(payload),
             claims=MappingProxyType(payload),
+            grant=grant,
         )
 
-    async def _verification_key(self, token: str, header: dict) -> Any:
+    def revoked(self, grant: str, user_id: str, course_id: str) -> str | None:
+        """A session lapses when the key that verified its token is no longer trusted: its
+        ``kid`` left the JWKS set fetched last, or the key file now holds another key."""
+        kind, _, value = grant.partition(":")
+        if kind == "kid" and self.jwks is not None and self.jwks.withdrawn(value):
+            return "the token's signing key was withdrawn"
+        if kind == "file" and value != _fingerprint(self.public_key):
+            return "the token's signing key was replaced"
+        return None
+
+    async def _verification_key(self, token: str, header: dict) -> tuple[Any, str]:
+        """The key to verify an asymmetric token with, and the session's grant naming it."""
         if self.jwks is not None and (self.public_key is None or "kid" in header):
             kid = header.get("kid")
             if not isinstance(kid, str) or not kid:
@@ -180,8 +163,8 @@ class JwtAuthenticator(Authenticator):
                 raise unauthorized("the signing keys are unavailable, try again later") from None
             if signing_key is None:
                 raise unauthorized("the token's signing key is unknown")
-            return signing_key.key
-        return self.public_key
+            return signing_key.key, f"kid:{kid}"
+        return self.public_key, f"file:{_fingerprint(self.public_key)}"
 
     def _courses(self, payload: dict) -> frozenset[str] | None:
         value = payload.get(self.courses_claim)
@@ -227,10 +210,84 @@ class JwtAuthenticator(Authenticator):
             keys.append("secret")
         if self.public_key:
             keys.append("public key file")
-        if self.jwks:
+        if self.jwks is not None:  # its keys may not be fetched yet: no length
             keys.append(f"JWKS {public_url(self.jwks.url)}, keys trusted {self.jwks.lifespan:g}s")
         algorithms = ",".join(self.hmac_algorithms + self.key_algorithms)
         return f"jwt ({algorithms}; {', '.join(keys)})"
+
+
+def _fingerprint(pem: bytes | None) -> str:
+    """A short digest telling one public key file's content from another (not a secret)."""
+    return hashlib.sha256(pem or b"").hexdigest()[:16]
+
+
+def _secret(settings: Settings) -> str | None:
+    """``--jwt-secret``: required with an HS* algorithm, never with none; long enough, not a placeholder."""
+    secret = settings.jwt_secret
+    hmac = [a for a in settings.jwt_algorithms if a in HMAC_ALGORITHMS]
+    if hmac and not secret:
+        raise SettingsError(f"invalid --jwt-secret: required because --jwt-algorithms lists {hmac[0]}")
+    if not secret:
+        return None
+    if not hmac:
+        listed = ",".join(settings.jwt_algorithms)
+        raise SettingsError(f"invalid --jwt-secret: given, but --jwt-algorithms={listed} has no HS*")
+    if PLACEHOLDER.search(secret):
+        raise SettingsError(
+            "invalid --jwt-secret: this is the placeholder of the example settings, not a secret;"
+            f" make one with: {MAKE_SECRET}"
+        )
+    strongest = max(hmac, key=MIN_SECRET_BYTES.__getitem__)
+    needed = MIN_SECRET_BYTES[strongest]
+    if len(secret.encode()) < needed:
+        raise SettingsError(
+            f"invalid --jwt-secret: must be at least {needed} bytes ({needed * 8} bits) long for"
+            f" {strongest} (RFC 7518, section 3.2); make one with: {MAKE_SECRET}"
+        )
+    return secret
+
+
+def _check_key_sources(settings: Settings, keyed: Sequence[str]) -> None:
+    """RS*/PS*/ES*/EdDSA need a key file or a JWKS URL, and those need such an algorithm."""
+    keyfile, jwks_url = settings.jwt_public_key_file, settings.jwt_jwks_url
+    if keyed and not (keyfile or jwks_url):
+        raise SettingsError(
+            f"invalid --jwt-public-key-file: --jwt-algorithms lists {keyed[0]}, which needs"
+            " --jwt-public-key-file or --jwt-jwks-url"
+        )
+    if (keyfile or jwks_url) and not keyed:
+        which = "--jwt-public-key-file" if keyfile else "--jwt-jwks-url"
+        listed = ",".join(settings.jwt_algorithms)
+        raise SettingsError(
+            f"invalid {which}: given, but --jwt-algorithms={listed} lists no RS*/PS*/ES*/EdDSA algorithm"
+        )
+
+
+def _public_key(settings: Settings, keyed: Sequence[str]) -> bytes | None:
+    """``--jwt-public-key-file``, read and checked against every asymmetric algorithm listed."""
+    keyfile = settings.jwt_public_key_file
+    return _read_public_key(keyfile, keyed) if keyfile else None
+
+
+def _jwks(settings: Settings) -> JwksKeys | None:
+    """The key set at ``--jwt-jwks-url`` (fetched when first needed), over https unless on loopback."""
+    url = settings.jwt_jwks_url
+    if not url:
+        return None
+    host = urlsplit(url).hostname or ""
+    if url.startswith("http://") and not is_loopback(host) and not settings.allow_insecure_auth:
+        raise SettingsError(
+            "invalid --jwt-jwks-url: keys fetched over plain http can be replaced in transit;"
+            " use https (or --allow-insecure-auth)"
+        )
+    # Our own key cache, not PyJWKClient's: its per-kid cache never
+    # forgets a key the provider has withdrawn (see auth/jwks.py).
+    return JwksKeys(
+        url,
+        lifespan=settings.jwt_jwks_lifespan,
+        min_refetch_interval=settings.jwt_jwks_refetch_interval,
+        timeout=JWKS_TIMEOUT,
+    )
 
 
 def _reason(exc: Exception) -> str:

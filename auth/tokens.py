@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -38,10 +39,11 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Self
 
-from settings import Settings, SettingsError, env_name
+from settings import Settings, SettingsError, command, env_name, program
 from tracking.protocol import valid_id
 
-from .base import Authenticator, AuthRequest, Identity, require_credential, unauthorized
+from .access import may_study
+from .base import Authenticator, AuthError, AuthRequest, Identity, require_credential, unauthorized
 
 log = logging.getLogger("study_time.auth")
 
@@ -120,12 +122,29 @@ def _entry(item: Mapping[str, Any]) -> TokenEntry:
     )
 
 
+def check_not_writable_by_others(path: str, mode: int) -> None:
+    """Refuse a tokens file that users other than its owner may write (as OpenSSH refuses keys).
+
+    Whoever can write the file can add a token for any user, admins
+    included: such a file is not trusted, whatever it holds.
+    """
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = "everyone" if mode & stat.S_IWOTH else "its group"
+        raise TokensFileError(
+            f"{path} is writable by {who} (mode {stat.S_IMODE(mode):04o}), so anyone there could add"
+            f" a token; refused until it is not: chmod 600 {path}"
+        )
+
+
 def read_entries(path: str) -> list[TokenEntry]:
     try:
         with open(path, encoding="utf-8") as file:
+            check_not_writable_by_others(path, os.fstat(file.fileno()).st_mode)
             data = json.load(file)
     except OSError as exc:
         raise TokensFileError(f"cannot read {path}: {exc.strerror}") from None
+    except TokensFileError:
+        raise
     except ValueError as exc:
         raise TokensFileError(f"{path} is not valid JSON: {exc}") from None
     return parse_entries(data)
@@ -133,8 +152,7 @@ def read_entries(path: str) -> list[TokenEntry]:
 
 def write_entries(path: str, entries: Iterable[TokenEntry]) -> None:
     """Replace the file atomically (a reader sees the old or the new file, never half), mode 0600."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    directory = private_directory(path)
     data = {"version": FILE_VERSION, "tokens": [entry.to_json() for entry in entries]}
     fd, temporary = tempfile.mkstemp(prefix=".tokens-", dir=directory)  # created 0600
     try:
@@ -150,6 +168,21 @@ def write_entries(path: str, entries: Iterable[TokenEntry]) -> None:
         raise
 
 
+def private_directory(path: str) -> str:
+    """The directory of ``path``, with every missing folder up to it created mode 0700
+    (``os.makedirs`` gives intermediate folders the umask's mode, 0777 under umask 000)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    missing = []
+    head = directory
+    while not os.path.isdir(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another command made it meanwhile
+            os.mkdir(folder, 0o700)  # the umask can only take bits away
+    return directory
+
+
 @contextlib.contextmanager
 def locked(path: str) -> Iterator[None]:
     """Hold an exclusive lock for a read-modify-write of the tokens file at ``path``.
@@ -161,8 +194,7 @@ def locked(path: str) -> Iterator[None]:
     process dies. The server only reads the file, and never needs the lock:
     each write replaces it atomically.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    private_directory(path)
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -176,7 +208,7 @@ class TokenAuthenticator(Authenticator):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: tuple[int, int, int, int] | None = None
         self._by_hash: dict[str, TokenEntry] = {}
         self.load(strict=True)
 
@@ -186,7 +218,7 @@ class TokenAuthenticator(Authenticator):
             return cls(settings.tokens_file)
         except TokensFileError as exc:
             raise SettingsError(
-                f"invalid --tokens-file: {exc} (create tokens with: python server.py tokens create --user ID)"
+                f"invalid --tokens-file: {exc} ({create_hint(settings.tokens_file)})"
             ) from None
 
     async def authenticate(self, request: AuthRequest, user_id: str | None) -> Identity:
@@ -195,24 +227,32 @@ class TokenAuthenticator(Authenticator):
         entry = self._by_hash.get(hash_token(token))
         if entry is None:
             raise unauthorized("unknown or revoked token")
-        return Identity(
-            user_id=entry.user,
-            courses=entry.courses,
-            roles=entry.roles,
-            claims=MappingProxyType({"token_id": entry.id}),
-        )
+        return _identity(entry)
+
+    def revoked(self, grant: str, user_id: str, course_id: str) -> str | None:
+        """A session's token (``grant`` is its hash) lapses when the file reloaded last no longer
+        lists it, or lists it for another user or fewer courses."""
+        entry = self._by_hash.get(grant)
+        if entry is None:
+            return "the token was revoked"
+        try:
+            may_study(_identity(entry), user_id, course_id)
+        except AuthError as exc:
+            return exc.reason
+        return None
 
     def reload_if_changed(self) -> None:
-        """Reload when the file changed; one ``stat`` per request, microseconds."""
+        """Reload when the file changed (or its mode); one ``stat`` per request, microseconds."""
         if self._stat() != self._signature:
             self.load()
 
-    def _stat(self) -> tuple[int, int, int] | None:
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        """What tells a changed file: mtime, size, inode, and mode (a ``chmod o+w`` is noticed)."""
         try:
-            stat = os.stat(self.path)
+            found = os.stat(self.path)
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        return (found.st_mtime_ns, found.st_size, found.st_ino, found.st_mode)
 
     async def reload(self) -> str:
         """SIGHUP: read the file now, changed or not (an edit within the mtime's granularity
@@ -221,11 +261,13 @@ class TokenAuthenticator(Authenticator):
         return f"--tokens-file {self.path} ({len(self)} tokens)"
 
     def load(self, *, strict: bool = False) -> None:
-        """Read the file again. At start-up (``strict``) any problem is an error.
+        """Read the file again. A missing file means no tokens: at the first
+        start, none made yet (logged, with the command that makes one); later,
+        deleting it revokes them all.
 
-        Later, a missing file means no tokens (deleting it revokes them all),
-        while an unreadable or invalid one keeps the tokens loaded last and
-        logs an error: a half-finished hand edit must not lock everyone out.
+        At start-up (``strict``) an unreadable or invalid file is an error.
+        Later it keeps the tokens loaded last and logs an error: a
+        half-finished hand edit must not lock everyone out.
         """
         signature = self._stat()
         try:
@@ -234,8 +276,15 @@ class TokenAuthenticator(Authenticator):
             entries = read_entries(self.path)
         except FileNotFoundError:
             if strict:
-                raise TokensFileError(f"{self.path} does not exist") from None
-            log.warning("--tokens-file %s is gone: every token is refused until it is back", self.path)
+                # The first start, before any token was made: nothing to accept yet.
+                log.warning(
+                    "--tokens-file %s does not exist yet: every token is refused until it does (%s;"
+                    " no restart needed)",
+                    self.path,
+                    create_hint(self.path),
+                )
+            else:
+                log.warning("--tokens-file %s is gone: every token is refused until it is back", self.path)
             self._signature, self._by_hash = None, {}
             return
         except TokensFileError as exc:
@@ -255,7 +304,22 @@ class TokenAuthenticator(Authenticator):
         return f"token ({len(self)} tokens in {self.path})"
 
 
+def _identity(entry: TokenEntry) -> Identity:
+    return Identity(
+        user_id=entry.user,
+        courses=entry.courses,
+        roles=entry.roles,
+        claims=MappingProxyType({"token_id": entry.id}),
+        grant=entry.sha256,  # what the file stores; the token itself is never kept
+    )
+
+
 # The command line: python server.py tokens create|list|revoke
+
+
+def create_hint(path: str) -> str:
+    """How to make the first token, with the command the user is running (``study-time`` installed)."""
+    return f"create tokens with: {command()} tokens create --user ID --tokens-file {path}"
 
 
 def default_tokens_file() -> str:
@@ -286,7 +350,8 @@ def _user_id(text: str) -> str:
 
 def cli(argv: Sequence[str]) -> int:
     """``python server.py tokens ...``: create, list and revoke API tokens."""
-    parser = argparse.ArgumentParser(prog="server.py tokens", description="Manage --auth=token API tokens.")
+    prog = f"{program()} tokens"
+    parser = argparse.ArgumentParser(prog=prog, description="Manage --auth=token API tokens.")
     parser.add_argument(
         "--tokens-file",
         default=default_tokens_file(),
@@ -317,7 +382,7 @@ def cli(argv: Sequence[str]) -> int:
         try:
             entries = read_entries(path)  # a missing file is an error here: a wrong path lists nothing
         except TokensFileError as exc:
-            print(f"server.py tokens: error: {exc}", file=sys.stderr)
+            print(f"{program()} tokens: error: {exc}", file=sys.stderr)
             return 1
         for entry in entries:
             courses = "all" if entry.courses is None else ",".join(sorted(entry.courses))
@@ -330,7 +395,7 @@ def cli(argv: Sequence[str]) -> int:
         try:
             entries = read_entries(path) if os.path.exists(path) else []
         except TokensFileError as exc:
-            print(f"server.py tokens: error: {exc}", file=sys.stderr)
+            print(f"{program()} tokens: error: {exc}", file=sys.stderr)
             return 2
         if args.command == "create":
             return _create(path, entries, args)
@@ -356,7 +421,7 @@ def _create(path: str, entries: list[TokenEntry], args: argparse.Namespace) -> i
 def _revoke(path: str, entries: list[TokenEntry], token_id: str) -> int:
     kept = [entry for entry in entries if entry.id != token_id]
     if len(kept) == len(entries):
-        print(f"server.py tokens: error: no token with id {token_id!r} in {path}", file=sys.stderr)
+        print(f"{program()} tokens: error: no token with id {token_id!r} in {path}", file=sys.stderr)
         return 1
     write_entries(path, kept)
     print(f"revoked token {token_id}", file=sys.stderr)

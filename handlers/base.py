@@ -102,13 +102,43 @@ class ServiceHandlerMixin(QuerylessSummary):
         app_log.error("Uncaught exception %s", self.request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
 
 
+#: What a page on another site needs to embed the client (docs/client.md): the
+#: one module it imports, served with CORS to ``--allowed-origins``. Nothing
+#: else of static/ (the demo page, the dashboards) is readable cross-origin.
+EMBEDDABLE = frozenset({"study-time-client.js"})
+
+
 class StaticFiles(ServiceHandlerMixin, StaticFileHandler):
     """``static/``, with every odd path answered 404 or 403 and logged once, by the access log.
 
     Tornado's handler lets a NUL byte in the path (``/%00``, ``/index.html%00.js``)
     reach the file system, which raises ``ValueError``: a 500 with a traceback
     anyone can provoke. Its 403s (``/../settings.py``) also log a second line.
+
+    The browser client (:data:`EMBEDDABLE`) carries ``Access-Control-Allow-Origin``
+    for a page on an origin of ``--allowed-origins``, the origins that may also
+    open the socket: a course page on the LMS imports it as a module, which a
+    browser fetches with CORS.
     """
+
+    def initialize(
+        self,
+        path: str,
+        default_filename: str | None = None,
+        allowed_origins: tuple[str, ...] | None = None,
+    ) -> None:
+        super().initialize(path, default_filename)
+        self.allowed_origins = allowed_origins
+
+    def set_extra_headers(self, path: str) -> None:
+        if path not in EMBEDDABLE:
+            return
+        self.set_header("Vary", "Origin")
+        origin = self.request.headers.get("Origin")
+        allowed = self.allowed_origins
+        if origin is not None and allowed is not None and listed_origin(allowed, origin):
+            listed = origin.rstrip("/").lower() in allowed
+            self.set_header("Access-Control-Allow-Origin", origin if listed else "*")
 
     @classmethod
     def get_absolute_path(cls, root: str, path: str) -> str:
@@ -132,6 +162,13 @@ def quiet_refusals() -> Iterator[None]:
         raise HTTPError(exc.status_code) from None
     except ValueError:
         raise HTTPError(404) from None
+
+
+class NotFound(ServiceHandlerMixin, RequestHandler):
+    """404 for every request, with the service's headers (a port without a catch-all route)."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404)
 
 
 def log_request(handler: RequestHandler) -> None:

@@ -76,9 +76,14 @@ class StoreAccess:
     unavailable: tuple[type[Exception], ...]
 
 
+def prog() -> str:
+    """This command as the user ran it (``study-time report`` when installed), for usage and errors."""
+    return f"{settings_module.program()} report"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="server.py report",
+        prog=prog(),
         description="Print study-time reports from the configured store (--store).",
         epilog="Server settings such as --store and --report-timezone are accepted too. " + IDS_EPILOG,
     )
@@ -135,11 +140,11 @@ def main(
         request = cli_request(args, settings.report_timezone)
         source = access.connect(settings.store)
     except (SettingsError, access.invalid) as exc:
-        print(f"server.py report: error: {exc}", file=err)
+        print(f"{prog()}: error: {exc}", file=err)
         return 2
     except ParameterError as exc:
         option = OPTIONS.get(exc.parameter, "--" + exc.parameter)
-        print(f"server.py report: error: {option}: {exc.message}", file=err)
+        print(f"{prog()}: error: {option}: {exc.message}", file=err)
         return 2
     # Progress only where a person watches (a terminal), or when asked: a pipe stays clean.
     wanted = err.isatty() if args.progress is None else args.progress
@@ -153,7 +158,7 @@ def main(
     try:
         asyncio.run(run(desk, request, out, progress))
     except access.unavailable as exc:
-        print(f"server.py report: error: cannot read the store: {exc}", file=err)
+        print(f"{prog()}: error: cannot read the store: {exc}", file=err)
         return 1
     finally:
         if progress is not None:
@@ -345,7 +350,7 @@ class Progress:
         self.stream.flush()
 
     def _show(self) -> None:
-        text = f"server.py report: {self.read:,} sessions read, {self.rows:,} rows so far"
+        text = f"{prog()}: {self.read:,} sessions read, {self.rows:,} rows so far"
         self.stream.write(f"\r{text}\x1b[K" if self.overwrite else text + "\n")
         self.stream.flush()
 

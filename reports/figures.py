@@ -54,6 +54,7 @@ class LearnerDays:
     user_id: str
     micros: int
     seconds: list[int]  # whole seconds per date, summing to whole_seconds(micros)
+    day_micros: list[int]  # the exact credit per date, for a dashboard to round once, where it shows it
 
 
 class Reports:
@@ -160,7 +161,8 @@ class Reports:
         board = sorted(((sum(days), user) for user, days in by_user.items()), key=lambda t: (-t[0], t[1]))
         end = len(board) if limit is None else offset + limit
         page = [
-            LearnerDays(user, total, spread_whole_seconds(by_user[user])) for total, user in board[offset:end]
+            LearnerDays(user, total, spread_whole_seconds(by_user[user]), by_user[user])
+            for total, user in board[offset:end]
         ]
         return page, len(board)
 

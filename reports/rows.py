@@ -113,7 +113,13 @@ def course(total: Total, tz: ZoneInfo) -> dict:
 
 
 def learner_days(row: LearnerDays) -> dict:
-    return {"userId": row.user_id, "seconds": whole_seconds(row.micros), "days": row.seconds}
+    return {
+        "userId": row.user_id,
+        "seconds": whole_seconds(row.micros),
+        "secondsExact": exact_seconds(row.micros),
+        "days": row.seconds,
+        "daysExact": [exact_seconds(m) for m in row.day_micros],
+    }
 
 
 def learner_day_rows(row: LearnerDays, dates: list[date]) -> list[dict]:

@@ -27,7 +27,7 @@ from datetime import date
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from auth.access import may_list_courses, may_read, visible
+from auth.access import dashboards, may_list_courses, may_read, visible
 from auth.base import ADMIN, TEACHER, Identity
 from xapi.statements import StatementConfig, statement
 
@@ -137,6 +137,7 @@ class ReportDesk:
             "admin": reader.has_role(ADMIN),
             "teacher": reader.has_role(TEACHER),
             "timezone": self.zone,
+            "dashboards": dashboards(reader, anonymous=self.anonymous),
         }
         return Answer("whoami", body=body)
 

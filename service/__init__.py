@@ -133,7 +133,7 @@ class Service:
             source=backend.report_source(),
             metrics=self.metrics,
         )
-        self.writer.on_saved = forwarder.saved
+        self.writer.saved_listeners.append(forwarder.saved)
         return forwarder
 
     def _assemble(self, report_source: ReportSource) -> None:

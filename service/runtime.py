@@ -140,18 +140,24 @@ class Runtime:
         """SIGHUP: read again what the service reads from outside while it runs, and log what.
 
         That is the authentication backend's files and key sets
-        (:meth:`auth.Authenticator.reload`). Settings are read once at start
-        (a changed log level or store needs a restart); no session, timer or
-        connection is touched.
+        (:meth:`auth.Authenticator.reload`). Then the sessions whose
+        credential no longer stands (a revoked token, a withdrawn key:
+        :mod:`auth.revocation`) end with 4401, credited up to now; the others
+        are not touched. Settings are read once at start (a changed log level
+        or store needs a restart).
         """
         try:
             done = await self.auth.reload()
         except Exception as exc:  # a plugin's bug must not take the server down
             log.error("reload: auth backend %s failed: %s", self.auth.name, type(exc).__name__)
             done = f"--auth={self.auth.name} failed, kept as it was"
+            closed = 0
+        else:
+            closed = self.sessions.end_revoked()
         log.info(
-            "reloaded on SIGHUP: %s; %d sessions kept open",
+            "reloaded on SIGHUP: %s; %d sessions kept open%s",
             done or f"nothing to reload for --auth={self.auth.name}",
             len(self.sessions.tracker),
+            f", {closed} closed (credential revoked)" if closed else "",
             extra={"event": "reloaded"},
         )

@@ -24,8 +24,9 @@ import logging
 import uuid
 from datetime import datetime
 
-from auth import Authenticator, AuthError, AuthRequest
+from auth import Authenticator, AuthError, AuthRequest, Identity
 from auth.access import may_study
+from auth.revocation import revoked_sessions
 from metrics import Metrics
 from settings import Settings
 from storage import StoreUnavailable
@@ -49,6 +50,9 @@ _CLOSE_FOR_END: dict[EndReason, Close] = {
     EndReason.SERVER_LOST: closing("store_unavailable", "this server lost the study record store, reconnect"),
     EndReason.RATE_LIMITED: closing(
         "too_many_messages", "too many messages; send one heartbeat per interval"
+    ),
+    EndReason.REVOKED: closing(
+        "unauthorized", "the credential this session opened with no longer stands; connect with a valid one"
     ),
 }
 
@@ -97,7 +101,8 @@ class SessionCore:
         Returns the session, or None when the connection was refused (the
         client has been told why) or went away meanwhile.
         """
-        if not await self._authenticate(connection, request, user_id, course_id):
+        identity = await self._authenticate(connection, request, user_id, course_id)
+        if identity is None:
             return None
         if not self._admits(connection, request, user_id, course_id):
             return None
@@ -110,6 +115,7 @@ class SessionCore:
             remote_addr=request.remote_addr,
             user_agent=user_agent,
         )
+        session.grant = identity.grant  # asked about again on a reload (end_revoked)
         self._connection_of[session.session_id] = connection
         if replaced is not None:
             self._ended(replaced)
@@ -239,6 +245,33 @@ class SessionCore:
         if self.tracker.end(session, self.clock() if now is None else now, reason):
             self._ended(session)
 
+    def end_revoked(self) -> int:
+        """End, with 4401, the sessions whose credential no longer stands after a reload.
+
+        The backend decides (:mod:`auth.revocation`: a revoked token, a
+        withdrawn key); each is credited up to now. A plugin's bug ends none.
+        Returns how many ended.
+        """
+        try:
+            lapsed = revoked_sessions(self.auth, list(self.tracker))
+        except Exception as exc:
+            log.error(
+                "reload: auth backend %s failed to check sessions: %s", self.auth.name, type(exc).__name__
+            )
+            return 0
+        now = self.clock()
+        for session, reason in lapsed:
+            log.warning(
+                "closing a session whose credential no longer stands user=%s course=%s session=%s: %s",
+                session.user_id,
+                session.course_id,
+                session.session_id,
+                reason,
+                extra={"event": "session_revoked", "user": session.user_id, "course": session.course_id},
+            )
+            self.end(session, EndReason.REVOKED, now)
+        return len(lapsed)
+
     def end_all(self, reason: EndReason, now: float) -> None:
         """End every live session for ``reason`` (shutdown, the store lost)."""
         for session in self.tracker:
@@ -288,10 +321,10 @@ class SessionCore:
 
     async def _authenticate(
         self, connection: Connection, request: AuthRequest, user_id: str, course_id: str
-    ) -> bool:
+    ) -> Identity | None:
         """Ask the auth backend who this is and whether it may study ``course_id`` as ``user_id``.
 
-        On refusal, log why (never the credential) and close with 4401/4403.
+        On refusal, log why (never the credential), close with 4401/4403 and return None.
         """
         try:
             identity = await self.auth.authenticate(request, user_id)
@@ -299,7 +332,7 @@ class SessionCore:
         except AuthError as exc:
             _log_refused(exc, user_id, course_id, request.remote_addr)
             self.connections.refuse(connection, closing(exc.code, exc.reason))
-            return False
+            return None
         except Exception as exc:  # a plugin's bug must not take the server down
             log.error(
                 "auth backend %s failed for user=%s course=%s: %s",
@@ -311,8 +344,8 @@ class SessionCore:
             self.connections.refuse(
                 connection, closing("unauthorized", "authentication is unavailable, try again later")
             )
-            return False
-        return not connection.closed  # the client may have gone while the backend answered
+            return None
+        return None if connection.closed else identity  # the client may have gone meanwhile
 
 
 def _log_refused(exc: AuthError, user_id: str, course_id: str, remote: str | None) -> None:

@@ -9,6 +9,7 @@
 import { DEFAULT_IDLE_TIMEOUT, StudyTimeClient, Status, formatDuration } from "./study-time-client.js";
 import { TEXT, serverError } from "./i18n.js";
 import { Dashboards } from "./dashboard.js";
+import { rememberToken } from "./token-memory.js";
 
 
 const $ = (id) => document.getElementById(id);
@@ -17,6 +18,7 @@ const MAX_LOG = 200;
 
 let lang = pickLanguage();
 let client = null;
+let shownTab = "live"; // the tab shown: each has its own title
 
 function pickLanguage() {
   const wanted = params.get("lang") || localStorage.getItem("study-time-lang") || navigator.language || "en";
@@ -32,7 +34,7 @@ function t() {
 function applyLanguage() {
   const text = t();
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-  document.title = `${text.title} · study-time`;
+  renderTitles();
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = text[el.dataset.i18n];
   for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", text[el.dataset.i18nLabel]);
   for (const el of document.querySelectorAll("[data-i18n-placeholder]")) {
@@ -148,7 +150,8 @@ function blockedWords(host) {
 // connection (the socket, or a report request) and names the URL. The client
 // stops reconnecting by itself (study-time-client.js); the page names the host
 // it came from and the one it could not reach. Only the host is kept: the
-// blocked URL carries the query, token included. Copies of the page served
+// blocked URL carries the query (and the token, if it could not go as a
+// subprotocol). Copies of the page served
 // without this policy (from file:// or another static host) never get here:
 // they connect, once the token is confirmed.
 document.addEventListener("securitypolicyviolation", (event) => {
@@ -390,7 +393,17 @@ const dashboards = new Dashboards({
 });
 window.studyTimeDashboards = dashboards; // for the console (and the browser tests)
 
+/** The page's title and heading say what the shown tab is (the live demo or the reports). */
+function renderTitles() {
+  const page = t().page[shownTab];
+  document.title = page.doc;
+  $("page-title").textContent = page.title;
+  $("page-subtitle").textContent = page.subtitle;
+}
+
 function showTab(name) {
+  shownTab = name;
+  renderTitles();
   for (const tab of ["live", "reports"]) {
     $(`tab-${tab}`).setAttribute("aria-selected", String(tab === name));
     $(`view-${tab}`).hidden = tab !== name;
@@ -407,6 +420,11 @@ $("server").value = params.get("server") || location.host;
 $("userId").value = params.get("userId") || "";
 $("courseId").value = params.get("courseId") || "";
 // No token from the query string: credentials do not belong in URLs (history, logs).
+// The token typed is remembered for this tab's session (token-memory.js).
+rememberToken($("token"), $("token-memory"), $("forget-token"), () => {
+  renderCrossHost();
+  dashboards.refresh();
+});
 if (params.get("pause") === "0") $("pause").checked = false;
 if (params.get("tab") === "reports") showTab("reports");
 applyLanguage(); // also shows the warning when ?server= names another host

@@ -4,8 +4,6 @@
 
 const PAGE = {
   en: {
-    title: "Study time",
-    subtitle: "Live demo of the study-time WebSocket client",
     tabLive: "Live",
     tabReports: "Reports",
     cumulative: "Cumulative study time",
@@ -92,8 +90,6 @@ const PAGE = {
     },
   },
   zh: {
-    title: "学习时长",
-    subtitle: "学习时长 WebSocket 客户端演示",
     tabLive: "实时",
     tabReports: "报表",
     cumulative: "累计学习时长",
@@ -185,7 +181,6 @@ const MORE = {
     to: "To",
     timeZone: "Time zone",
     asOf: (time) => `as of ${time}`,
-    autoRefresh: "Updates every 15 s while this page is visible.",
     whoLearner: (user) => `Signed in as ${user}`,
     whoTeacher: (user) => `Signed in as ${user} (teacher)`,
     whoAdmin: (user) => (user ? `Signed in as ${user} (admin)` : "No sign-in required on this server: you see everything"),
@@ -201,7 +196,6 @@ const MORE = {
     pickDay: "Pick a day in the chart or in the numbers to see its sessions.",
     sessionsOn: (day) => `Sessions on ${day}`,
     start: "Start",
-    end: "End",
     duration: "Duration",
     howEnded: "How it ended",
     open: "open",
@@ -211,7 +205,6 @@ const MORE = {
     learnersOf: (course) => `Learners of ${course}`,
     learners: "Learners",
     trend: "Per day",
-    sparkAlt: (studied, days) => `studied on ${studied} of ${days} days`,
     downloadCsv: "Download CSV",
     sortBy: (column) => `Sort by ${column}`,
     learnerInCourse: (user, course) => `${user} in ${course}`,
@@ -226,13 +219,14 @@ const MORE = {
     endReason: {
       client_closed: "closed by the learner",
       connection_lost: "connection lost",
-      timeout: "timed out",
+      timeout: "timed out (no heartbeat: counted until the last one)",
       replaced: "replaced by another tab or device",
       server_shutdown: "server restarted",
       server_lost: "server lost it (kept its last checkpoint)",
       rate_limited: "closed for too many messages",
+      revoked: "closed: its credential was revoked",
     },
-    units: { h: "h", min: "min", s: "s" },
+    units: { h: "h", min: "m", s: "s" },
     // The live view's log.
     logText: {
       connecting: (url) => `connecting to ${url}`,
@@ -283,7 +277,6 @@ const MORE = {
     to: "到",
     timeZone: "时区",
     asOf: (time) => `截至 ${time}`,
-    autoRefresh: "页面可见时每 15 秒自动更新。",
     whoLearner: (user) => `当前身份：${user}`,
     whoTeacher: (user) => `当前身份：${user}（教师）`,
     whoAdmin: (user) => (user ? `当前身份：${user}（管理员）` : "此服务器无需登录：可以查看全部数据"),
@@ -298,7 +291,6 @@ const MORE = {
     pickDay: "在图表或数据表中选择一天，查看当天的学习记录。",
     sessionsOn: (day) => `${day} 的学习记录`,
     start: "开始",
-    end: "结束",
     duration: "时长",
     howEnded: "结束方式",
     open: "进行中",
@@ -308,7 +300,6 @@ const MORE = {
     learnersOf: (course) => `${course} 的学员`,
     learners: "学员",
     trend: "每日",
-    sparkAlt: (studied, days) => `${days} 天中有 ${studied} 天学习`,
     downloadCsv: "下载 CSV",
     sortBy: (column) => `按${column}排序`,
     learnerInCourse: (user, course) => `${user} 在 ${course}`,
@@ -323,11 +314,12 @@ const MORE = {
     endReason: {
       client_closed: "学员关闭",
       connection_lost: "连接中断",
-      timeout: "心跳超时",
+      timeout: "心跳超时（计时止于最后一次心跳）",
       replaced: "被其他标签页或设备取代",
       server_shutdown: "服务器重启",
       server_lost: "服务器异常（保留最后一次检查点）",
       rate_limited: "消息过多被关闭",
+      revoked: "凭证已被吊销，已关闭",
     },
     units: { h: "小时", min: "分", s: "秒" },
     logText: {
@@ -367,14 +359,71 @@ const MORE = {
   },
 };
 
-export const TEXT = {
-  en: { ...PAGE.en, ...MORE.en },
-  zh: { ...PAGE.zh, ...MORE.zh },
+// The pages' titles, and the dashboards' words added with issue 21.
+const PAGES = {
+  en: {
+    page: {
+      live: { title: "Study time", subtitle: "Live demo of the study-time WebSocket client", doc: "Study time: live demo" },
+      reports: {
+        title: "Study time reports",
+        subtitle: "Time per day, per course and per learner, from the study records",
+        doc: "Study time reports",
+      },
+    },
+    needToken: "Enter your token on the Live tab to see the reports.",
+    forgetToken: "Forget the token",
+    tokenRemembered: "Remembered in this browser tab until it is closed.",
+    zoneNote: (zone) => `Dates and times in ${zone}`,
+    exact: (seconds) => `${seconds} s exactly`,
+    rounding:
+      "Each time is rounded down to the whole second from the exact credit, the total from the exact sum: so a total can be a few seconds more than its rows added up. Point at a time for its exact seconds.",
+    learnersOn: (day) => `Learners on ${day}`,
+    pickCourseDay: "Pick a day in the chart or in the numbers to see each learner's time that day.",
+    sparkAlt: (studied, days, most) => `studied on ${studied} of ${days} days, at most ${most} in a day`,
+    sparkScale: (most) => `Per day: one scale for every learner, up to ${most}.`,
+    autoRefresh: "Updates when a session ends, while this page is visible.",
+    end: "Counted until",
+    onlyCourses: (n) => (n === 1 ? "Your token covers this course only." : `Your token covers these ${n} courses only.`),
+    acrossMidnight:
+      "A session across midnight counts on each day only for the part studied that day; the durations here are whole sessions, so they add up to more than the day's time.",
+  },
+  zh: {
+    page: {
+      live: { title: "学习时长", subtitle: "学习时长 WebSocket 客户端演示", doc: "学习时长：实时演示" },
+      reports: { title: "学习时长报表", subtitle: "按天、按课程、按学员统计的学习时长", doc: "学习时长报表" },
+    },
+    needToken: "请先在“实时”页填写令牌，才能查看报表。",
+    forgetToken: "忘记令牌",
+    tokenRemembered: "在此标签页关闭之前记住。",
+    zoneNote: (zone) => `日期和时间按${zone}`,
+    exact: (seconds) => `精确值 ${seconds} 秒`,
+    rounding:
+      "每个时长都由精确值向下取整到秒，合计由精确值之和取整，所以合计可能比各行相加多几秒。将指针停在时长上可查看精确秒数。",
+    learnersOn: (day) => `${day} 的学员`,
+    pickCourseDay: "在图表或数据表中选择一天，查看每位学员当天的学习时长。",
+    sparkAlt: (studied, days, most) => `${days} 天中有 ${studied} 天学习，单日最多 ${most}`,
+    sparkScale: (most) => `每日：所有学员同一刻度，最高 ${most}。`,
+    autoRefresh: "页面可见时，学习结束后立即更新。",
+    end: "计时截止",
+    onlyCourses: (n) => (n === 1 ? "你的令牌只包含这门课程。" : `你的令牌只包含这 ${n} 门课程。`),
+    acrossMidnight: "跨越午夜的学习只按当天学习的部分计入当天；这里的时长是整次学习，所以相加会多于当天的时长。",
+  },
 };
 
-/** The BCP 47 locale for Intl in language `lang` ("en" or "zh"). */
+export const TEXT = {
+  en: { ...PAGE.en, ...MORE.en, ...PAGES.en },
+  zh: { ...PAGE.zh, ...MORE.zh, ...PAGES.zh },
+};
+
+/**
+ * The BCP 47 locale for Intl in language `lang` ("en" or "zh"): the browser's
+ * own locale when it is of that language (an American browser gets "Oct 3",
+ * a British one "3 Oct"), else the language's default.
+ */
 export function locale(lang) {
-  return lang === "zh" ? "zh-CN" : "en-GB";
+  const own = typeof navigator === "undefined" ? [] : navigator.languages || [navigator.language];
+  const found = own.find((l) => l && l.toLowerCase().split("-")[0] === lang);
+  return found || (lang === "zh" ? "zh-CN" : "en");
 }
 
 /** A server error (code, English message) in language `lang`: the known codes translated. */
@@ -382,15 +431,21 @@ export function serverError(lang, code, message) {
   return TEXT[lang].serverError[code] || (lang === "en" ? message : code) || "";
 }
 
-/** A duration for people: "1 h 05 min", "12 min 3 s", "45 s" (or 小时/分/秒). */
+/**
+ * A duration for people, the same everywhere (every table, the charts' words,
+ * and `server.py report`'s tables, reports/cli.py `duration`): whole seconds
+ * always shown, "2h 03m 10s", "4m 05s", "45s" (or 2小时03分10秒). Fractions
+ * are dropped, as the reports' `seconds` and the socket's `studyTime` do.
+ */
 export function humanDuration(lang, totalSeconds) {
   const s = Math.max(0, Math.floor(totalSeconds || 0));
   const u = TEXT[lang].units;
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   const sec = s % 60;
-  const sep = lang === "zh" ? "" : " ";
-  if (h) return `${h}${sep}${u.h} ${String(m).padStart(2, "0")}${sep}${u.min}`;
-  if (m) return `${m}${sep}${u.min}${sec ? ` ${sec}${sep}${u.s}` : ""}`;
-  return `${sec}${sep}${u.s}`;
+  const two = (n) => String(n).padStart(2, "0");
+  const gap = lang === "zh" ? "" : " "; // "2h 03m 10s", "2小时03分10秒"
+  if (h) return [`${h}${u.h}`, `${two(m)}${u.min}`, `${two(sec)}${u.s}`].join(gap);
+  if (m) return [`${m}${u.min}`, `${two(sec)}${u.s}`].join(gap);
+  return `${sec}${u.s}`;
 }

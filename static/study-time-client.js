@@ -93,6 +93,22 @@ export function defaultUrl(loc = globalThis.location) {
   return `${scheme}//${loc.host}/api/study-time`;
 }
 
+// What a WebSocket subprotocol may contain (RFC 6455: an HTTP token). JWTs
+// (base64url) and the server's API tokens fit; a browser refuses anything else.
+const SUBPROTOCOL_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * The subprotocols that carry `token`: `bearer.<token>` next to
+ * `study-time.v1`, which the server selects (a browser fails a connection
+ * whose server selects none). Unlike a URL, the Sec-WebSocket-Protocol header
+ * is not written to proxies' access logs, browser history or Referer headers.
+ * Null without a token, or for one a subprotocol cannot carry.
+ */
+export function credentialProtocols(token) {
+  if (!token || !SUBPROTOCOL_TOKEN.test(token)) return null;
+  return ["study-time.v1", `bearer.${token}`];
+}
+
 /** Seconds as HH:MM:SS (hours grow past 99 rather than wrapping). */
 export function formatDuration(totalSeconds) {
   const s = Math.max(0, Math.floor(totalSeconds || 0));
@@ -198,13 +214,15 @@ export class StudyTimeClient extends EventTarget {
     this._clearTimer("retry");
     this.retry = null;
     const params = new URLSearchParams({ userId: this.userId, courseId: this.courseId });
-    if (this.options.token) params.set("token", this.options.token);
+    const protocols = credentialProtocols(this.options.token);
+    // A credential a subprotocol cannot carry goes in the query (docs/auth.md).
+    if (this.options.token && !protocols) params.set("token", this.options.token);
     const url = `${this.url}${this.url.includes("?") ? "&" : "?"}${params}`;
     this._setStatus(Status.CONNECTING);
     this._log("info", `connecting to ${this.url}`, null, { name: "connecting", url: this.url });
     let ws;
     try {
-      ws = new this.options.WebSocket(url);
+      ws = protocols ? new this.options.WebSocket(url, protocols) : new this.options.WebSocket(url);
     } catch (error) {
       // A malformed URL: nothing to retry.
       this._finish({ code: null, reason: String(error.message || error), kind: "invalid_url" }, false);
@@ -547,7 +565,7 @@ export class StudyTimeClient extends EventTarget {
     this._clearTimer("retry");
     this.retry = null;
     this._stopCounting();
-    // Only the host is logged: the blocked URL carries the query, token included.
+    // Only the host is logged: the blocked URL carries the query (a token, if it had to go there).
     const host = new URL(this.url).host;
     this._log("info", `blocked by this page's Content-Security-Policy (connect-src): ${host}`, null, {
       name: "blocked",

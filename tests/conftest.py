@@ -20,7 +20,80 @@ if ROOT not in sys.path:
 import server  # noqa: E402
 from service import Service  # noqa: E402
 from tests.support import ferretdb  # noqa: E402
-from tests.support.helpers import fast_settings  # noqa: E402
+from tests.support.dashboard_page import school  # noqa: E402,F401 (the dashboards' seeded server, a fixture)
+from tests.support.helpers import descendants, fast_settings, kill_and_wait, wait_until  # noqa: E402
+
+#: In the environment of this test run, so of every process it starts (they
+#: inherit it) and of theirs: how the leak check below finds them, even once
+#: they have been handed to another parent (a worker of a killed supervisor).
+RUN_TAG = "PYTEST_STUDY_TIME_RUN"
+os.environ[RUN_TAG] = f"{os.getpid()}-{uuid.uuid4().hex}"
+#: Started once for the whole run on purpose (the ``mongodb_server`` fixture), not a leak.
+SESSION_PROCESSES = ("ferretdb",)
+#: Seconds a module's processes get to finish exiting after it (a server's graceful stop, a browser's close).
+EXIT_GRACE = 15.0
+
+
+def started_by_this_run() -> dict[tuple[int, str], str]:
+    """Every live process this run started, directly or not: (pid, start time) -> its command line.
+
+    A process counts if it descends from pytest or carries :data:`RUN_TAG` in
+    its environment; the session's own (:data:`SESSION_PROCESSES`) and what
+    they start do not.
+    """
+    tag = f"{RUN_TAG}={os.environ[RUN_TAG]}".encode()
+    below = set(descendants(os.getpid()))
+    found: dict[tuple[int, str], str] = {}
+    excluded: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rpartition(")")[2].split()
+            if fields[0] == "Z":  # exited; only its parent has yet to collect it
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                argv = [a.decode(errors="replace") for a in file.read().split(b"\0") if a]
+            if pid not in below:
+                with open(f"/proc/{pid}/environ", "rb") as file:
+                    if tag not in file.read().split(b"\0"):
+                        continue
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        if argv and os.path.basename(argv[0]) in SESSION_PROCESSES:
+            excluded.update([pid, *descendants(pid)])
+            continue
+        found[(pid, fields[19])] = " ".join(argv)[:200]  # field 22 of stat: the start time
+    return {key: argv for key, argv in found.items() if key[0] not in excluded}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_process_left_behind():
+    """Fail the module if a process it started (a server, its workers, a browser) still runs after it.
+
+    Autouse and module-scoped, so set up before the module's other fixtures
+    and checked after they are torn down (the browser closed). What is left is
+    killed, so one leak does not fail every module after it.
+    """
+    before = set(started_by_this_run())
+
+    def left() -> dict[tuple[int, str], str]:
+        return {key: argv for key, argv in started_by_this_run().items() if key not in before}
+
+    yield
+    try:
+        wait_until(lambda: not left(), EXIT_GRACE, "the module's processes to exit", interval=0.1)
+        return
+    except AssertionError:
+        leaked = left()
+    kill_and_wait([pid for pid, _ in leaked])
+    pytest.fail(
+        "processes left running after the module (killed now):\n"
+        + "\n".join(f"  pid {pid}: {argv}" for (pid, _), argv in leaked.items()),
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -446,3 +446,33 @@ async def test_replies_lost_with_their_connection_log_no_error(start_service, ca
     gc.collect()
     await asyncio.sleep(0.1)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_deeply_nested_json_is_answered_invalid_json_not_a_traceback(tmp_path):
+    # Python's JSON parser recurses once per level: thousands of brackets in a
+    # frame under --max-message-size used to raise RecursionError (a traceback
+    # and a dropped connection). Now: the documented invalid_json, the
+    # connection kept, nothing logged at ERROR, and the session still credited.
+    with ServerProcess(f"--store=sqlite:///{tmp_path}/study_time.db", *SERVER_ARGS) as server:
+        conn = await RawSocket.upgraded(server.port, "deep", "course-1")
+        assert (await conn.message())["type"] == "connected"
+        for payload in (
+            "[" * 4000,
+            '{"type":"heartbeat","x":' + "[" * 2000 + "]" * 2000 + "}",
+            '{"a":' * 600 + "1" + "}" * 600,
+        ):
+            conn.send(frame(TEXT, payload.encode()))
+            reply = await conn.message()
+            assert (reply["type"], reply["code"]) == ("error", "invalid_json"), reply
+        # Brackets inside a string are not nesting: this is a heartbeat.
+        conn.send(text({**HEARTBEAT, "note": "[" * 3000}))
+        reply = await conn.message()
+        assert (reply["type"], reply["status"]) == ("heartbeat_response", "success"), reply
+        conn.send(close_frame())
+        assert (await conn.until_closed())[0] == 1000
+        assert server.terminate() == 0
+    for line in server.output:
+        entry = json.loads(line)
+        assert entry["level"] not in ("ERROR", "CRITICAL"), entry
+    assert "RecursionError" not in server.log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
@@ -330,4 +331,172 @@ async def test_sighup_fetches_the_jwks_at_once_so_a_withdrawn_key_stops_working(
         error = await session_error(server.url, token)
         assert error is not None and "signing key" in error["message"], error
         assert jwks.fetches == 2
+        assert server.terminate() == 0
+
+
+def with_credentials(url: str) -> str:
+    """The JWKS URL with a user and password in it, which no log line may show."""
+    return url.replace("http://", "http://idp-user:idp-pass-s3cret@", 1)
+
+
+def refused_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "refused the JWKS key set" in line]
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"keys": []}', "the set is empty"),
+        (b"<html>maintenance</html>", "not JSON"),
+        (b'{"keys": "none"}', "not a JWK set"),
+        (b'{"keys": [{"kty": "oct"}]}', "not a JWK set"),
+        (None, "the set has no signing key with a kid"),  # only an encryption key
+    ],
+)
+async def test_an_empty_or_invalid_jwks_after_sighup_is_refused_loudly_and_the_good_set_kept(
+    tmp_path, key, body, reason
+):
+    token = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+    with JwksServer([jwk(key, "k1")]) as jwks:
+        url = with_credentials(jwks.url)
+        args = jwks_server_args(tmp_path, jwks, "--jwt-jwks-lifespan=3600", "--jwt-jwks-refetch-interval=0.2")
+        with ServerProcess(*[a.replace(jwks.url, url) for a in args]) as server:
+            assert await session_error(server.url, token) is None
+            if body is None:
+                jwks.keys = [{**jwk(key, "k1"), "use": "enc"}]
+            else:
+                jwks.body = body
+            server.signal(signal.SIGHUP)
+            await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the reload line")
+            # Refused at ERROR, naming the URL without its credentials and saying for how long the
+            # last good set is still trusted; that set (the one key) keeps working meanwhile.
+            (line,) = refused_lines(server.log)
+            assert " ERROR " in line, line
+            assert f"--jwt-jwks-url {jwks.url}: {reason}" in line, line
+            assert "keeping the last good set (1 signing keys) for at most" in line, line
+            assert f"reloaded on SIGHUP: JWKS {jwks.url} (fetch failed, see above)" in server.log
+            assert await session_error(server.url, token) is None
+            assert jwks.fetches == 2
+            assert server.terminate() == 0
+    assert jwks.authorizations[0] is not None and jwks.authorizations[0].startswith("Basic ")
+    assert "idp-pass-s3cret" not in server.log and "idp-user" not in server.log
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_emptied_jwks_stops_tokens_at_the_end_of_the_lifespan_not_never(tmp_path, key):
+    lifespan = 4.0
+    token = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+    with (
+        JwksServer([jwk(key, "k1")]) as jwks,
+        ServerProcess(
+            *jwks_server_args(
+                tmp_path, jwks, f"--jwt-jwks-lifespan={lifespan:g}", "--jwt-jwks-refetch-interval=0.2"
+            )
+        ) as server,
+    ):
+        before = time.monotonic()
+        assert await session_error(server.url, token) is None  # the one good fetch happens here
+        after = time.monotonic()
+        jwks.keys = []
+        server.signal(signal.SIGHUP)
+        await wait_for(lambda: refused_lines(server.log), timeout=10, message="the refusal")
+
+        async def unavailable() -> bool:
+            error = await session_error(server.url, token)
+            return error is not None and "unavailable" in error["message"]
+
+        await wait_for(unavailable, timeout=lifespan + 10, interval=0.1, message="tokens refused")
+        refused_at = time.monotonic()
+        # The last good set was kept for its lifespan from the fetch that brought it, not longer.
+        assert before + lifespan <= refused_at <= after + lifespan + 5, (refused_at - after, lifespan)
+        assert "tokens are refused until one is fetched" in server.log
+        assert all(" ERROR " in line for line in refused_lines(server.log))
+        # A good set published again is taken at the next attempt.
+        jwks.keys = [jwk(key, "k1")]
+        await wait_for(lambda: session_opens(server.url, token), timeout=10, interval=0.1)
+        assert "a good set again" in server.log
+        assert server.terminate() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sighup_closes_the_sessions_whose_signing_key_left_the_jwks_and_keeps_the_others(tmp_path, key):
+    # The documented policy for JWT sessions: a session lives while the key that
+    # verified its token is trusted. A kid withdrawn from the set (because it
+    # leaked, say) closes its sessions at the reload; a broken endpoint does not.
+    other_key = rsa_key()
+    withdrawn = jwt.encode(claims("u1"), key, algorithm="RS256", headers={"kid": "k1"})
+    staying = jwt.encode(claims("u2"), other_key, algorithm="RS256", headers={"kid": "k2"})
+    with (
+        JwksServer([jwk(key, "k1"), jwk(other_key, "k2")]) as jwks,
+        ServerProcess(
+            *jwks_server_args(
+                tmp_path,
+                jwks,
+                "--jwt-jwks-lifespan=3600",
+                "--heartbeat-interval=10",
+                "--heartbeat-timeout=30",
+                "--min-heartbeat-interval=0.05",
+            )
+        ) as server,
+    ):
+        first = await Client.connect(server.url, "u1", "c1", headers=bearer(withdrawn))
+        second = await Client.connect(server.url, "u2", "c1", headers=bearer(staying))
+        await first.connected()
+        await second.connected()
+        # An endpoint that fails withdraws nothing: both sessions stay.
+        jwks.body = b"<html>down for maintenance</html>"
+        server.signal(signal.SIGHUP)
+        await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the first reload")
+        assert "2 sessions kept open" in server.log
+        jwks.body = None
+        jwks.keys = [jwks.keys[1]]  # k1 withdrawn
+        server.signal(signal.SIGHUP)
+        code, reason, messages = await first.closed(timeout=10)
+        assert (code, reason) == (4401, "unauthorized"), messages
+        await wait_for(lambda: server.log.count("reloaded on SIGHUP") == 2, timeout=10, message="the reload")
+        assert "1 sessions kept open, 1 closed (credential revoked)" in server.log
+        assert (
+            "user=u1 course=c1 session=" in server.log
+            and "the token's signing key was withdrawn" in server.log
+        )
+        await asyncio.sleep(0.1)
+        assert (await second.heartbeat())["status"] == "success"
+        await second.close()
+        assert server.terminate() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sighup_closes_the_sessions_verified_with_a_replaced_key_file(tmp_path, key, key_file):
+    token = jwt.encode(claims("u1"), key, algorithm="RS256")
+    secret_token = hs256(claims("u2"))
+    with ServerProcess(
+        f"--store=sqlite:///{tmp_path}/study_time.db",
+        "--auth=jwt",
+        "--jwt-algorithms=RS256,HS256",
+        f"--jwt-public-key-file={key_file}",
+        "--heartbeat-interval=10",
+        "--heartbeat-timeout=30",
+        "--min-heartbeat-interval=0.05",
+        env={"STUDY_TIME_JWT_SECRET": SECRET},
+    ) as server:
+        keyed = await Client.connect(server.url, "u1", "c1", headers=bearer(token))
+        hmac = await Client.connect(server.url, "u2", "c1", headers=bearer(secret_token))
+        await keyed.connected()
+        await hmac.connected()
+        # The same key written again is no rotation: nothing closes.
+        server.signal(signal.SIGHUP)
+        await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the first reload")
+        assert "2 sessions kept open" in server.log
+        with open(key_file, "wb") as file:
+            file.write(public_pem(rsa_key()))
+        server.signal(signal.SIGHUP)
+        code, _, _ = await keyed.closed(timeout=10)
+        assert code == 4401
+        await wait_for(lambda: server.log.count("reloaded on SIGHUP") == 2, timeout=10, message="the reload")
+        assert "the token's signing key was replaced" in server.log
+        # A token checked with the secret cannot lapse on a reload (the secret needs a restart).
+        await asyncio.sleep(0.1)
+        assert (await hmac.heartbeat())["status"] == "success"
+        await hmac.close()
         assert server.terminate() == 0

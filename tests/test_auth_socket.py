@@ -129,6 +129,32 @@ async def test_the_example_plugin_loads_by_dotted_path(start_service):
 
 
 @pytest.mark.gen_test
+async def test_a_reload_closes_the_sessions_whose_grant_a_plugin_says_lapsed(start_service, caplog):
+    service = await start_service(auth="tests.support.auth_plugins:Revocable", min_heartbeat_interval=0.01)
+    clients = {}
+    for user, grant in (("u1", "g1"), ("u2", "g2"), ("u3", None)):
+        headers = {"X-User": user, **({"X-Grant": grant} if grant else {})}
+        clients[user] = await Client.connect(service.url, user, "c1", headers=headers)
+        await clients[user].connected()
+    service.auth.lapsed = frozenset({"g1"})
+    await service.reload()
+    code, _, messages = await clients["u1"].closed()
+    assert code == 4401 and messages[-1]["code"] == "unauthorized", messages
+    assert "lapsed in the plugin" in caplog.text
+    # A plugin whose check fails closes nothing and the server lives on.
+    bug = await Client.connect(service.url, "u4", "c1", headers={"X-User": "u4", "X-Grant": "bug"})
+    await bug.connected()
+    service.auth.lapsed = frozenset({"bug", "g2"})
+    await service.reload()
+    assert "failed to check sessions: RuntimeError" in caplog.text
+    for user in ("u2", "u3"):
+        assert (await clients[user].heartbeat())["status"] == "success"
+        await clients[user].close()
+    assert (await bug.heartbeat())["status"] == "success"
+    await bug.close()
+
+
+@pytest.mark.gen_test
 async def test_a_plugin_that_raises_refuses_the_connection_and_the_server_lives_on(start_service):
     service = await start_service(auth="tests.support.auth_plugins:Broken")
     client = await Client.connect(service.url)

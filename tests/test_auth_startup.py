@@ -72,10 +72,24 @@ async def test_none_with_listed_origins_starts(tmp_path):
     ("args", "message"),
     [
         (["--auth=jwt"], "invalid --jwt-secret: required"),
-        (["--auth=jwt", "--jwt-secret=short"], "at least 32 bytes"),
+        (["--auth=jwt", "--jwt-secret=short"], "at least 32 bytes (256 bits) long for HS256 (RFC 7518"),
+        (["--auth=jwt", "--jwt-secret=" + "x" * 31], "invalid --jwt-secret: must be at least 32 bytes"),
+        (
+            ["--auth=jwt", "--jwt-algorithms=HS256,HS512", "--jwt-secret=" + "x" * 63],
+            "invalid --jwt-secret: must be at least 64 bytes (512 bits) long for HS512",
+        ),
+        (
+            # deploy/study-time.env.example's placeholder: long enough, and public.
+            ["--auth=jwt", "--jwt-secret=change-me-to-at-least-32-random-bytes-of-secret"],
+            "invalid --jwt-secret: this is the placeholder of the example settings",
+        ),
+        (
+            ["--auth=jwt", "--jwt-secret=" + "x" * 40 + "CHANGEME"],
+            "invalid --jwt-secret: this is the placeholder",
+        ),
         (["--auth=jwt", "--jwt-algorithms=none"], "invalid --jwt-algorithms"),
         (["--auth=jwt", "--jwt-algorithms=RS256", "--jwt-public-key-file=/nonexistent.pem"], "cannot read"),
-        (["--auth=token", "--tokens-file=/nonexistent/tokens.json"], "invalid --tokens-file"),
+        (["--auth=token", "--tokens-file=/"], "invalid --tokens-file: cannot read /"),
         (["--auth=no_such_module:Auth"], "invalid --auth: cannot import module"),
         (["--auth=not a backend"], "invalid --auth"),
         (["--allowed-origins=https://lms.example.com/path"], "invalid --allowed-origins"),
@@ -92,6 +106,27 @@ def test_bad_auth_settings_stop_start_up_naming_the_setting(tmp_path, args, mess
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("algorithms", "length"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
+def test_a_secret_as_long_as_the_hash_output_starts(tmp_path, algorithms, length):
+    with ServerProcess(
+        f"--store=sqlite:///{tmp_path}/db",
+        "--auth=jwt",
+        f"--jwt-algorithms={algorithms}",
+        env={"STUDY_TIME_JWT_SECRET": "k" * length},
+    ) as server:
+        assert server.terminate() == 0
+    assert f"authentication: jwt ({algorithms}; secret)" in server.log
+
+
+def test_the_start_up_line_names_the_jwks_url_before_any_key_is_fetched(tmp_path):
+    url = "http://127.0.0.1:9/.well-known/jwks.json"  # nothing answers: no key is fetched
+    with ServerProcess(
+        f"--store=sqlite:///{tmp_path}/db", "--auth=jwt", "--jwt-algorithms=RS256", f"--jwt-jwks-url={url}"
+    ) as server:
+        assert server.terminate() == 0
+    assert f"authentication: jwt (RS256; JWKS {url}, keys trusted 300s)" in server.log
 
 
 def test_the_jwt_secret_is_never_echoed(tmp_path):

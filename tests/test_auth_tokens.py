@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from auth.tokens import TokenEntry, hash_token, new_token, read_entries, write_entries
 from tests.support.auth_helpers import bearer, create, refused, tokens
-from tests.support.helpers import ROOT, Client
+from tests.support.helpers import ROOT, Client, ServerProcess, run_server, wait_for
 
 
 def token_id(path, user: str) -> str:
@@ -167,3 +168,71 @@ def test_listing_a_missing_tokens_file_says_so(tmp_path):
     result = tokens("list", "--tokens-file", str(tmp_path / "nonexistent.json"), check=False)
     assert result.returncode == 1
     assert "nonexistent.json does not exist" in result.stderr or "cannot read" in result.stderr
+
+
+# The tokens file's own safety: whoever can write it can add a token for anyone.
+
+
+@pytest.mark.parametrize(("mode", "who"), [(0o666, "everyone"), (0o620, "its group")])
+def test_a_tokens_file_others_may_write_stops_start_up(tmp_path, mode, who):
+    path = tmp_path / "tokens.json"
+    create(path, "--user", "u1")
+    path.chmod(mode)
+    result = run_server(
+        "--port=0", "--auth=token", f"--tokens-file={path}", f"--store=sqlite:///{tmp_path}/db"
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"invalid --tokens-file: {path} is writable by {who} (mode {mode:04o})" in result.stderr
+    assert f"chmod 600 {path}" in result.stderr
+    assert "Traceback" not in result.stderr and "listening" not in result.stderr
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_tokens_file_made_writable_by_others_is_not_reloaded(tmp_path):
+    path = tmp_path / "tokens.json"
+    kept = create(path, "--user", "u1")
+    with ServerProcess("--auth=token", f"--tokens-file={path}", f"--store=sqlite:///{tmp_path}/db") as server:
+        # Someone makes the file writable by everyone and anyone adds an admin token.
+        path.chmod(0o666)
+        planted = new_token()
+        entries = read_entries_unchecked(path)
+        entries.append(TokenEntry("planted", hash_token(planted), "intruder", frozenset({"admin"}), None))
+        data = {"version": 1, "tokens": [entry.to_json() for entry in entries]}
+        path.write_text(json.dumps(data))
+        # Noticed on the next request (the mode is part of what the server watches) and on SIGHUP.
+        for reload in (False, True):
+            if reload:
+                server.signal(signal.SIGHUP)
+                await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the reload")
+            intruder = await Client.connect(server.url, "u2", "c1", headers=bearer(planted))
+            await refused(intruder, 4401, "unauthorized")
+            learner = await Client.connect(server.url, "u1", "c1", headers=bearer(kept))
+            await learner.connected()
+            await learner.close()
+        assert server.terminate() == 0
+    errors = [line for line in server.output if " ERROR " in line]
+    assert errors and all(f"{path} is writable by everyone (mode 0666)" in line for line in errors), errors
+    assert "keeping the 1 tokens loaded before" in errors[0]
+
+
+def read_entries_unchecked(path) -> list[TokenEntry]:
+    from auth.tokens import parse_entries
+
+    return parse_entries(json.loads(path.read_text()))
+
+
+def test_create_under_umask_000_makes_a_private_folder_and_file(tmp_path):
+    path = tmp_path / "state" / "study-time" / "tokens.json"
+    result = subprocess.run(
+        [sys.executable, "server.py", "tokens", "create", "--user", "u1", "--tokens-file", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        umask=0,
+    )
+    assert result.returncode == 0, result.stderr
+    for folder in (path.parent.parent, path.parent):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(f"{path}.lock").st_mode) == 0o600

@@ -778,7 +778,10 @@ FAKE_SOCKET = """
 async () => {
   const { StudyTimeClient } = await import("/study-time-client.js");
   class FakeSocket {
-    constructor(url) { this.url = url; this.sent = []; this.readyState = 0; FakeSocket.made.push(this); }
+    constructor(url, protocols) {
+      this.url = url; this.protocols = protocols ?? null; this.sent = []; this.readyState = 0;
+      FakeSocket.made.push(this);
+    }
     send(data) { this.sent.push(JSON.parse(data)); }
     close(code, reason) { this.readyState = 3; this.closedWith = code; }
     // What the server does:
@@ -808,8 +811,10 @@ def fake_socket_page(context, server):
 
 def test_the_client_backs_off_with_jitter_and_stops_for_good_on_final_closes(context, serve):
     page = fake_socket_page(context, serve())
-    url = page.evaluate("FakeSocket.made[0].url")
-    assert url == "ws://study-time.invalid/api/study-time?userId=u1&courseId=c1&token=t%26k"
+    # The credential travels as a subprotocol next to study-time.v1, never in the URL (docs/auth.md).
+    url, protocols = page.evaluate("[FakeSocket.made[0].url, FakeSocket.made[0].protocols]")
+    assert url == "ws://study-time.invalid/api/study-time?userId=u1&courseId=c1"
+    assert protocols == ["study-time.v1", "bearer.t&k"]
     delays = []
     for attempt in range(6):
         page.evaluate("FakeSocket.made.at(-1).end(1006)")
@@ -847,6 +852,33 @@ def test_the_client_backs_off_with_jitter_and_stops_for_good_on_final_closes(con
         page.clock.run_for(60_000)
         assert page.evaluate("FakeSocket.made.length") == made
         page.evaluate("client.start()")
+
+
+CREDENTIAL_TRANSPORT = """
+async (token) => {
+  const { StudyTimeClient } = await import("/study-time-client.js");
+  const made = [];
+  class Recorder { constructor(url, protocols) { made.push([url, protocols ?? null]); } close() {} }
+  const client = new StudyTimeClient({
+    url: "ws://study-time.invalid/api/study-time", userId: "u1", courseId: "c1", token, WebSocket: Recorder,
+  });
+  client.start();
+  client.stop();
+  return made[0];
+}
+"""
+
+
+def test_the_client_sends_the_credential_as_a_subprotocol_and_only_if_it_cannot_in_the_query(context, serve):
+    page = context.new_page()
+    page.goto(f"{serve().http_url}/healthz")
+    base = "ws://study-time.invalid/api/study-time?userId=u1&courseId=c1"
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl_-"
+    assert page.evaluate(CREDENTIAL_TRANSPORT, jwt_like) == [base, ["study-time.v1", f"bearer.{jwt_like}"]]
+    # Characters a subprotocol cannot hold (standard base64's / and =, a space): the query, the
+    # server's fallback for clients that cannot use the subprotocol.
+    assert page.evaluate(CREDENTIAL_TRANSPORT, "a/b=c d") == [f"{base}&token=a%2Fb%3Dc+d", None]
+    assert page.evaluate(CREDENTIAL_TRANSPORT, None) == [base, None]
 
 
 def test_the_display_ticks_between_replies_and_never_runs_backwards(context, serve):

@@ -1,7 +1,7 @@
 """The shipped nginx site (deploy/nginx.conf) in front of real server processes.
 
 Debian's nginx runs the shipped file (tests/support/nginx.py changes only the
-listen address, the certificate and the upstream line) with TLS on a loopback
+listen address, the certificate, the access log path and the upstream line) with TLS on a loopback
 port; the clients speak wss:// and https:// to it, as browsers would. The
 learners connect from 127.0.0.2 so that the address nginx saw differs from the
 proxy's own (127.0.0.1): the study record must hold the learner's.
@@ -16,6 +16,7 @@ import json
 import re
 import sqlite3
 import time
+from urllib.parse import quote
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -221,3 +222,116 @@ async def test_two_processes_behind_nginx_take_over_exactly(tmp_path, mongo_url,
         span = old["creditedUntil"].timestamp() - old["startedAt"].timestamp()
         assert old["seconds"] <= span + 2 * MS
     assert {d["remoteAddr"] for d in docs} == {LEARNER_ADDRESS}
+
+
+def https_get(port: int, path: str) -> tuple[int, bytes]:
+    """A GET to nginx over TLS (its certificate is a throwaway one), from a blocking test."""
+    import http.client
+    import ssl
+
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", port, timeout=10, context=ssl._create_unverified_context()
+    )
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_browser_s_token_never_reaches_nginx_s_logs(tmp_path):
+    # The demo page in Chromium through the shipped site, with a real token:
+    # the client sends it as the bearer.<token> subprotocol, so neither the
+    # access log (its format has no query string anyway) nor the error log
+    # (which quotes request lines: here, while the upstream is down and the
+    # client keeps reconnecting) ever holds it. ?token= is refused at nginx
+    # before it can reach either log.
+    from tests.support.browser import WAIT_MS, chromium
+
+    binary = nginx_support.binary_or_skip()
+    # Its own Chromium, stopped with the test: a module-wide one would keep
+    # Playwright's event loop running under this module's asynchronous tests.
+    with contextlib.contextmanager(chromium)() as browser:
+        _token_through_nginx(browser, binary, tmp_path, WAIT_MS)
+
+
+def _token_through_nginx(browser, binary: str, tmp_path, wait_ms: int) -> None:
+    from tests.support.auth_helpers import create
+
+    tokens_file = tmp_path / "tokens.json"
+    token = create(tokens_file, "--user", "u1")
+    args = server_args(f"sqlite:///{tmp_path}/study_time.db", auth="token", tokens_file=str(tokens_file))
+    server = ServerProcess(*args).start()
+    proxy = nginx_support.Nginx(binary, tmp_path, f"127.0.0.1:{server.port}").start()
+    context = browser.new_context(ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(wait_ms)
+        page.goto(f"{proxy.https_url}/?userId=u1&courseId=c1&maxRetryDelay=300")
+        page.fill("#token", token)
+        page.click("#connect")
+        page.wait_for_function("() => studyTimeClient.status === 'connected'")
+        page.wait_for_function("() => studyTimeClient.studyTime >= 1", timeout=wait_ms)
+        assert "session opened user=u1 course=c1" in server.log
+        # A URL token, plain or with its name percent-encoded, gets 400 from nginx itself.
+        for query in (f"token={token}", f"%74oken={token}", f"TOKEN={token}"):
+            status, body = https_get(proxy.port, f"/api/study-time?userId=u1&courseId=c1&{query}")
+            assert status == 400 and b"bearer.<credential>" in body, (query, status, body)
+        # The upstream goes away: the client retries, and nginx logs each failed attempt.
+        assert server.terminate() == 0
+        wait_for_sync(lambda: "while connecting to upstream" in proxy.error_log, "nginx's error line")
+        status, _ = https_get(proxy.port, f"/api/study-time?userId=u1&courseId=c1&token={token}")
+        assert status == 400
+    finally:
+        context.close()
+        proxy.stop()
+        server.__exit__()
+    logs = proxy.access_log + proxy.error_log
+    assert "GET /api/study-time " in proxy.access_log  # the socket's requests are logged, path only
+    assert 'request: "GET /api/study-time?userId=u1&courseId=c1 HTTP/1.1"' in proxy.error_log
+    for form in (token, token[4:], quote(token, safe="")):
+        assert form not in logs
+    assert "?" not in proxy.access_log
+
+
+def wait_for_sync(predicate, message: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {message}"
+        time.sleep(0.05)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_behind_nginx_the_per_address_cap_counts_each_learner_only_with_trust_proxy_headers(tmp_path):
+    # docs/operations.md, "Sizing the per-address cap": with --trust-proxy-headers
+    # the cap counts the address nginx saw (one per learner, or per NAT);
+    # without it every learner shares nginx's own address, and one cap.
+    def via(address: str) -> dict:
+        return {**VIA_PROXY, "network_interface": address}
+
+    for trusted in (True, False):
+        folder = tmp_path / f"trusted-{trusted}"
+        folder.mkdir()
+        args = server_args(
+            f"sqlite:///{folder}/study_time.db",
+            trust_proxy_headers=str(trusted).lower(),
+            max_connections_per_address=1,
+        )
+        with behind_nginx(folder, *args) as (server, proxy):
+            first = await Client.connect(proxy.wss_url, "u1", "c1", request_options=via("127.0.0.2"))
+            await first.connected()
+            # Another learner, from another address.
+            second = await Client.connect(proxy.wss_url, "u2", "c1", request_options=via("127.0.0.3"))
+            if trusted:
+                await second.connected()
+                # The first learner's address is at its cap.
+                again = await Client.connect(proxy.wss_url, "u3", "c1", request_options=via("127.0.0.2"))
+                code, _, messages = await again.closed(timeout=10)
+                assert code == 4431 and messages[-1]["code"] == "too_many_connections", messages
+                await second.close()
+            else:
+                code, _, messages = await second.closed(timeout=10)
+                assert code == 4431, (code, messages)
+            await first.close()
+        assert "--max-connections-per-address" in server.log

@@ -14,12 +14,14 @@ import pytest
 
 import settings as settings_module
 from settings import Settings, env_name
+from tests.support.helpers import ServerProcess, raw_request, run_server
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "study-time.service"
 ENV_EXAMPLE = ROOT / "deploy" / "study-time.env.example"
 EXEC_START = re.compile(r"^ExecStart=(\S+)$", re.M)
 ENV_LINE = re.compile(r"^#?\s*(STUDY_TIME_[A-Z0-9_]+)=(.*)$", re.M)
+NGINX = ROOT / "deploy" / "nginx.conf"
 
 
 def unit_settings() -> dict[str, str]:
@@ -82,3 +84,51 @@ def test_the_environment_example_names_every_setting_and_only_real_ones():
     assert "STUDY_TIME_PROCESSES" in active
     settings = settings_module.load([], environ=active)
     assert settings.trust_proxy_headers and settings.store.startswith("mongodb://")
+
+
+def example_settings() -> dict[str, str]:
+    """The lines deploy/study-time.env.example sets (not commented), as systemd reads them."""
+    return dict(re.findall(r"^(STUDY_TIME_[A-Z0-9_]+)=(.*)$", ENV_EXAMPLE.read_text(), re.M))
+
+
+def comment_above(name: str) -> str:
+    """The comment lines right above ``NAME=`` in the example."""
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"{name}="))
+    above = []
+    for line in reversed(lines[:at]):
+        if not line.startswith("# ") or line.startswith("# STUDY_TIME_"):
+            break
+        above.append(line)
+    return " ".join(reversed(above))
+
+
+def test_the_example_as_shipped_refuses_to_start_until_its_secret_is_replaced():
+    result = run_server("--port=0", env=example_settings())
+    assert result.returncode == 2, result.stderr
+    assert "invalid --jwt-secret: this is the placeholder" in result.stderr
+    assert "change-me" not in result.stderr  # the value is never echoed
+
+
+def test_the_example_answers_its_public_name_whatever_the_auth_and_says_so(tmp_path):
+    """The Host check applies to every --auth once --allowed-hosts is set: the example's comment says so,
+    its name is nginx's server_name, and the example (secret and store replaced) answers that name only."""
+    env = example_settings()
+    (server_name,) = set(re.findall(r"^\s*server_name\s+(\S+);", NGINX.read_text(), re.M))
+    assert env["STUDY_TIME_ALLOWED_HOSTS"] == server_name
+    assert env["STUDY_TIME_AUTH"] != "none"
+    comment = comment_above("STUDY_TIME_ALLOWED_HOSTS")
+    assert "only" not in comment.replace("answers only", ""), comment  # not "needed with none only"
+    assert "Whatever STUDY_TIME_AUTH" in comment and "403" in comment
+    env |= {
+        "STUDY_TIME_JWT_SECRET": "s" * 48,
+        "STUDY_TIME_STORE": f"sqlite:///{tmp_path}/study_time.db",
+        "STUDY_TIME_PROCESSES": "1",
+    }
+    with ServerProcess(env=env) as server:
+        for host, status in [(server_name, 200), ("127.0.0.1", 200), ("study.other-school.example", 403)]:
+            answer, _, body = raw_request(
+                server.port, f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            )
+            assert answer == status, (host, body)
+        assert server.terminate() == 0

@@ -19,6 +19,7 @@ from handlers.frames import text_frame
 from tests.support.helpers import ServerProcess
 from tests.support.rawws import CLOSE, TEXT, parse_frame, query, sync_upgrade
 from tracking.protocol import (
+    MAX_JSON_DEPTH,
     Heartbeat,
     ProtocolError,
     heartbeat_ok,
@@ -71,6 +72,25 @@ def test_any_heartbeat_parses_or_raises_protocol_error(timestamp):
         assert exc.code == "invalid_timestamp"
     else:
         assert isinstance(result.timestamp, datetime)
+
+
+@settings(deadline=None)
+@given(st.lists(st.sampled_from(["[]", "{}"]), max_size=3000), st.text(alphabet='[]{}"\\ x', max_size=50))
+def test_nesting_is_bounded_before_parsing(brackets, noise):
+    # Nested arrays and objects (the key "k" for objects) inside a heartbeat,
+    # with brackets, quotes and escapes inside a string that must not count.
+    value = "0"
+    for pair in brackets:
+        value = f"[{value}]" if pair == "[]" else f'{{"k":{value}}}'
+    message = json.dumps({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z", "s": noise})
+    message = message[:-1] + f',"v":{value}}}'
+    depth = 1 + len(brackets)  # the heartbeat object itself is one level
+    try:
+        result = parse_client_message(message)
+    except ProtocolError as exc:  # never RecursionError
+        assert (exc.code, depth > MAX_JSON_DEPTH) == ("invalid_json", True), exc.message
+    else:
+        assert depth <= MAX_JSON_DEPTH and isinstance(result, Heartbeat)
 
 
 @given(st.integers(min_value=0, max_value=2**63))

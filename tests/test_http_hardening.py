@@ -7,6 +7,7 @@ paths), with its real log output.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -115,3 +116,31 @@ def test_the_policy_names_the_host_a_browser_sent_and_nothing_odd(server):
     _, headers, _ = raw_request(server.port, get("/healthz").replace(b"Host: 127.0.0.1", b"Host: a;b"))
     policy = headers["content-security-policy"]
     assert re.search(r"connect-src 'self';", policy), policy
+
+
+def test_the_metrics_port_has_the_host_check_and_the_headers_of_the_main_port(tmp_path):
+    # --auth=none: the metrics port is reachable from a rebinding page exactly
+    # like the main port, so it refuses other Host names the same way; its
+    # 404s are the service's, with the security headers and no Tornado version.
+    with ServerProcess(f"--store=sqlite:///{tmp_path}/study_time.db", "--metrics-port=0") as server:
+        metrics_line = re.compile(r"metrics of server process 0 on http://127\.0\.0\.1:(\d+)/metrics")
+        deadline = time.monotonic() + 15  # logged just after "listening on"
+        while not (found := metrics_line.search(server.log)):
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.02)
+        port = int(found.group(1))
+        status, headers, body = raw_request(port, get("/metrics"))
+        assert status == 200 and b"study_time_live_sessions" in body
+        security_headers_ok(headers)
+        for path in ("/", "/no-such-page", "/metrics/x", "/%00"):
+            status, headers, body = raw_request(port, get(path))
+            assert status == 404, (path, status)
+            security_headers_ok(headers)
+            assert b"Tornado" not in body
+        rebound = get("/metrics").replace(b"Host: 127.0.0.1", b"Host: rebind.attacker.example")
+        status, headers, body = raw_request(port, rebound)
+        assert status == 403 and b"host_not_allowed" in body, (status, body)
+        assert headers["server"] == "study-time"
+        assert server.terminate() == 0
+    assert "refused requests for Host 'rebind.attacker.example'" in server.log
+    assert "Traceback" not in server.log

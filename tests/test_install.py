@@ -27,7 +27,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.support.browser import POLICY_ENFORCED, WAIT_MS, wait_attached
 from tests.support.helpers import ServerProcess, raw_request
+from tests.support.seed import COURSE, LEARNERS, seed
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_INSTALLED = (
@@ -162,3 +164,125 @@ def test_the_installed_command_serves_the_demo_page_and_health(installed, tmp_pa
     assert str(ROOT) not in where and str(installed.parent) in where
     assert re.search(r"/site-packages/static ", where)
     assert os.path.isfile(where.split()[0] + "/index.html")
+
+
+def installed_static_dir(installed: Path) -> Path:
+    return Path(
+        subprocess.run(
+            [installed / "python", "-c", "import handlers.app; print(handlers.app.STATIC_DIR)"],
+            capture_output=True,
+            text=True,
+            cwd=installed.parent,
+            check=True,
+        ).stdout.strip()
+    )
+
+
+def files_under(folder: Path) -> set[str]:
+    return {
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def test_every_static_file_is_installed(installed):
+    """static/ and its subfolders (vendor/: uPlot and its license), file for file."""
+    assert files_under(installed_static_dir(installed)) == files_under(ROOT / "static")
+
+
+def installed_tokens(installed: Path, path: Path, *args: str) -> str:
+    """``study-time tokens create ARGS``, the installed command; returns the token it prints."""
+    result = subprocess.run(
+        [installed / "study-time", "tokens", "create", *args, "--tokens-file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=path.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def console_error(message) -> str:
+    """A console error with the address it is about; "" for anything else.
+
+    The browser asks for /favicon.ico on its own (the page names no icon):
+    that 404 is not the page's.
+    """
+    url = message.location.get("url", "")
+    if message.type != "error" or url.endswith("/favicon.ico"):
+        return ""
+    return f"{message.text} ({url})"
+
+
+def test_the_installed_command_serves_each_dashboard_without_a_console_error(installed, tmp_path, browser):
+    """The learner's and the teacher's dashboards on seeded records, in Chromium under the server's policy."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    db = tmp_path / "study_time.db"
+    seed(str(db))
+    path = tmp_path / "tokens.json"
+    readers = {
+        "learner": (installed_tokens(installed, path, "--user", LEARNERS[0]), "learner-chart"),
+        "teacher": (
+            installed_tokens(installed, path, "--user", "t1", "--roles", "teacher", "--courses", COURSE),
+            "course-chart",
+        ),
+    }
+    with ServerProcess(
+        f"--store=sqlite:///{db}",
+        "--auth=token",
+        f"--tokens-file={path}",
+        command=[str(installed / "study-time")],
+        cwd=tmp_path,
+    ) as server:
+        for reader, (token, chart) in readers.items():
+            context = browser.new_context(**POLICY_ENFORCED)
+            try:
+                page = context.new_page()
+                page.set_default_timeout(WAIT_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda error, errors=errors: errors.append(str(error)))
+                page.on("console", lambda m, errors=errors: errors.append(console_error(m)))
+                page.goto(f"{server.http_url}/?courseId={COURSE}")
+                page.fill("#token", token)
+                page.click("#tab-reports")
+                try:
+                    wait_attached(page, '#view-reports[data-state="ok"]')
+                    wait_attached(page, '#view-reports[data-busy="0"]')
+                    wait_attached(page, f"#{chart} canvas")  # drawn by uPlot, from static/vendor/
+                except PlaywrightTimeout:
+                    raise AssertionError(f"{reader}: the dashboard was not drawn: {errors}") from None
+                assert [e for e in errors if e] == [], reader
+            finally:
+                context.close()
+        assert server.terminate() == 0
+
+
+def test_the_installed_command_names_itself_in_usage_errors_and_hints(installed, tmp_path):
+    command = str(installed / "study-time")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([command, *args], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+
+    help_text = run("--help").stdout
+    assert help_text.startswith("usage: study-time ") and "'study-time tokens --help'" in help_text
+    assert run("tokens", "--help").stdout.startswith("usage: study-time tokens ")
+    assert run("reprot").stderr.strip() == (
+        "study-time: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
+        f" settings start with -- (see {command} --help)"
+    )
+    assert run("--flood-burst=0").stderr.startswith("study-time: error: invalid --flood-burst")
+    # The first start, before any token: the log names the command that makes one.
+    with ServerProcess(
+        f"--store=sqlite:///{tmp_path}/study_time.db",
+        "--auth=token",
+        command=[command],
+        cwd=tmp_path,
+    ) as server:
+        assert f"(create tokens with: {command} tokens create --user ID --tokens-file data/tokens.json;" in (
+            server.log
+        )
+        assert "server.py" not in server.log
+        assert server.terminate() == 0

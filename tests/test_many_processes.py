@@ -141,7 +141,8 @@ async def test_processes_2_serves_on_one_port_and_stops_gracefully(mongo_url, mo
 
 def test_the_sqlite_store_refuses_several_processes(tmp_path):
     result = run_server("--port=0", "--processes=2", f"--store=sqlite:///{tmp_path}/x.db")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as every invalid setting (systemd does not restart it)
+    assert "error: invalid --processes: 2 starts 2 processes" in result.stderr
     assert "SQLite store serves one process" in result.stderr
     assert "--processes=1 or a mongodb:// store" in result.stderr
 

@@ -622,3 +622,26 @@ async def test_learners_read_their_own_reports_teachers_a_course_admins_everythi
     # A bad credential in the query string (the browser transport) is refused too.
     response = await get(service, "/api/reports/daily", userId="u1", token="secret-token-value")
     assert response.code == 401
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_teacher_credential_without_a_course_list_reads_every_course_and_a_listed_one_only_its_own(
+    start_service,
+):
+    # The documented policy (docs/auth.md, Authorization): no course list means every course,
+    # whatever the roles; a course list limits a teacher to those courses.
+    from tests.support.auth_helpers import SECRET, bearer, claims, hs256
+
+    service = await start_service(auth="jwt", jwt_secret=SECRET)
+    await service.store.save(HISTORY)
+    everywhere = bearer(hs256(claims("t1", roles=["teacher"])))
+    own_course = bearer(hs256(claims("t2", roles=["teacher"], courses=["c1"])))
+    for course in ("c1", "c2"):
+        response = await get(service, f"/api/reports/courses/{course}/learners", headers=everywhere)
+        assert response.code == 200, (course, response.body)
+    listed = body(await get(service, "/api/reports/courses", headers=everywhere))
+    assert {c["courseId"] for c in listed["courses"]} == {"c1", "c2"}
+    assert (await get(service, "/api/reports/courses/c1/learners", headers=own_course)).code == 200
+    assert (await get(service, "/api/reports/courses/c2/learners", headers=own_course)).code == 403
+    listed = body(await get(service, "/api/reports/courses", headers=own_course))
+    assert [c["courseId"] for c in listed["courses"]] == ["c1"]

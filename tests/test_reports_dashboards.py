@@ -188,13 +188,15 @@ async def test_who_may_read_whoami_the_course_list_and_daily_learners(start_serv
         "admin": False,
         "teacher": False,
         "timezone": "Asia/Shanghai",
+        "dashboards": ["learner"],
     }
     who = body(await get(service, "/api/reports/whoami", headers=limited_teacher))
-    assert (who["userId"], who["roles"], who["courses"], who["teacher"]) == (
+    assert (who["userId"], who["roles"], who["courses"], who["teacher"], who["dashboards"]) == (
         "t2",
         ["teacher"],
         ["c2", "c9"],
         True,
+        ["learner", "course"],  # a teacher's own study too (issue 21)
     )
     assert body(await get(service, "/api/reports/whoami", headers=admin))["admin"] is True
 
@@ -242,6 +244,7 @@ async def test_whoami_under_auth_none_is_an_anonymous_admin_whatever_user_id_say
         "admin": True,
         "teacher": False,
         "timezone": "Europe/Paris",
+        "dashboards": ["learner", "course"],
     }
 
 

@@ -246,6 +246,60 @@ async def test_sighup_reloads_the_tokens_file_logs_it_and_keeps_every_session(db
     assert {r.end_reason for r in await records(db_url)} == {"server_shutdown"}
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_sighup_closes_the_sessions_of_a_revoked_token_with_4401_crediting_up_to_the_reload(
+    db_url, tmp_path
+):
+    import json
+
+    from tests.support.auth_helpers import bearer, create, tokens
+
+    tokens_file = tmp_path / "tokens.json"
+    revoked = create(tokens_file, "--user", "u1")
+    kept = create(tokens_file, "--user", "u2")
+    (revoked_id,) = [e["id"] for e in json.loads(tokens_file.read_text())["tokens"] if e["user"] == "u1"]
+    with ServerProcess(
+        f"--store={db_url}",
+        *FAST_ARGS,
+        "--heartbeat-timeout=30",
+        "--heartbeat-interval=10",
+        "--auth=token",
+        f"--tokens-file={tokens_file}",
+    ) as server:
+        learner = await Client.connect(server.url, "u1", "c1", headers=bearer(revoked))
+        other = await Client.connect(server.url, "u2", "c1", headers=bearer(kept))
+        await learner.connected()
+        await other.connected()
+        tokens("revoke", revoked_id, "--tokens-file", str(tokens_file))
+        # Revoking refuses new connections at once; the open session goes on until the reload.
+        await asyncio.sleep(0.1)
+        assert (await learner.heartbeat())["status"] == "success"
+        before = time.time()
+        server.signal(signal.SIGHUP)
+        code, reason, messages = await learner.closed(timeout=10)
+        after = time.time()
+        assert (code, reason) == (4401, "unauthorized")
+        assert messages[-1]["type"] == "error" and messages[-1]["code"] == "unauthorized", messages
+        assert "no longer stands" in messages[-1]["message"]
+        await wait_for(lambda: "reloaded on SIGHUP" in server.log, timeout=10, message="the reload line")
+        assert "(1 tokens); 1 sessions kept open, 1 closed (credential revoked)" in server.log
+        await asyncio.sleep(0.1)
+        assert (await other.heartbeat())["status"] == "success"  # its token still stands
+        await other.close()
+        assert await asyncio.get_running_loop().run_in_executor(None, server.terminate) == 0
+    (record,) = await records(db_url, user_id="u1")
+    assert record.end_reason == "revoked"
+    # Credited exactly up to the reload: the time since its last heartbeat too, nothing after.
+    assert before <= record.ended_at <= after
+    assert record.credited_until == record.ended_at
+    assert record.seconds == pytest.approx(record.ended_at - record.started_at, abs=1e-6)
+    assert (
+        "closing a session whose credential no longer stands user=u1 course=c1 session="
+        f"{record.session_id}: the token was revoked"
+    ) in server.log
+    assert revoked not in server.log and kept not in server.log
+
+
 @pytest.mark.gen_test(timeout=40)
 async def test_every_sighup_is_a_reload_even_with_nothing_to_reload(db_url):
     server = ServerProcess(f"--store={db_url}", *FAST_ARGS)
@@ -269,5 +323,5 @@ def test_help_names_the_commands_and_a_misspelt_one_gets_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "server.py: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
-        " settings start with -- (see server.py --help)"
+        " settings start with -- (see python server.py --help)"
     ]

@@ -20,6 +20,17 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 #: Client timestamps longer than this are not ISO 8601 whatever they contain.
 MAX_TIMESTAMP_LENGTH = 64
 
+#: Deepest nesting of arrays and objects a client message may have. A heartbeat
+#: is one flat object; Python's JSON parser recurses once per level and raises
+#: ``RecursionError`` near a thousand, so deeper text is refused before parsing.
+MAX_JSON_DEPTH = 32
+#: Longest client message parsed, in characters. The socket refuses bigger frames
+#: first (``--max-message-size``, 1009); this bounds the parser on its own.
+MAX_MESSAGE_CHARS = 1024 * 1024
+
+# A JSON string (skipped whole: brackets inside it do not nest) or a bracket.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes the server sends, with the reason string sent alongside."""
@@ -141,6 +152,10 @@ def parse_client_message(text: str | bytes) -> Heartbeat:
     """Parse one client frame into a :class:`Heartbeat` or raise :class:`ProtocolError`."""
     if isinstance(text, bytes):
         raise ProtocolError("binary_not_supported", "binary frames are not supported; send JSON text")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ProtocolError("invalid_json", f"message is longer than {MAX_MESSAGE_CHARS} characters")
+    if _too_deep(text):
+        raise ProtocolError("invalid_json", f"message nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         message = json.loads(text)
     except ValueError:
@@ -152,6 +167,26 @@ def parse_client_message(text: str | bytes) -> Heartbeat:
         shown = kind if isinstance(kind, str) else json.dumps(kind)
         raise ProtocolError("unknown_type", f"unknown message type {shown[:40]!r}; expected 'heartbeat'")
     return Heartbeat(parse_timestamp(message.get("timestamp")))
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` opens more than :data:`MAX_JSON_DEPTH` arrays or objects at once.
+
+    Brackets inside strings do not count. Linear in the text, and a message
+    with few brackets (every heartbeat) is passed without scanning it.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        first = match.group()[0]  # a string starts with its quote
+        if first in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif first in "]}":
+            depth -= 1
+    return False
 
 
 # Server messages. Each returns the compact JSON text the handler sends.

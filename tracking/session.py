@@ -17,6 +17,7 @@ class EndReason(StrEnum):
     SERVER_SHUTDOWN = "server_shutdown"  # graceful shutdown: earns the tail
     SERVER_LOST = "server_lost"  # found open after a crash: keeps its last checkpoint
     RATE_LIMITED = "rate_limited"  # closed with 4429 for flooding: nothing after the last heartbeat
+    REVOKED = "revoked"  # its credential no longer stands after a reload (4401): earns the tail
 
     @property
     def earns_tail(self) -> bool:
@@ -24,7 +25,9 @@ class EndReason(StrEnum):
         return self in _EARNS_TAIL
 
 
-_EARNS_TAIL = frozenset({EndReason.CLIENT_CLOSED, EndReason.REPLACED, EndReason.SERVER_SHUTDOWN})
+_EARNS_TAIL = frozenset(
+    {EndReason.CLIENT_CLOSED, EndReason.REPLACED, EndReason.SERVER_SHUTDOWN, EndReason.REVOKED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,9 @@ class Session:
     ended_at: float | None = None
     end_reason: EndReason | None = None
     rev: int = 1
+    #: The auth backend's handle on the credential the session opened with (a token's
+    #: hash, a JWT's signing key), never the credential: a reload asks whether it still stands.
+    grant: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:

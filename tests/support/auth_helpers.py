@@ -80,13 +80,18 @@ class JwksServer:
 
     def __init__(self, keys: list[dict]) -> None:
         self.keys = keys
+        #: When set, served instead of the set of ``keys`` (a broken endpoint).
+        self.body: bytes | None = None
         self.fetches = 0
+        #: The Authorization header of each request (credentials in the URL become Basic auth).
+        self.authorizations: list[str | None] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.fetches += 1
-                body = json.dumps({"keys": outer.keys}).encode()
+                outer.authorizations.append(self.headers.get("Authorization"))
+                body = outer.body if outer.body is not None else json.dumps({"keys": outer.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -7,6 +7,7 @@ service. Waits are for events with bounded timeouts, never bare sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -297,9 +298,72 @@ class ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
+        """Kill the server if it still runs, and with ``--processes`` its workers too.
+
+        The workers are found before the supervisor is killed (afterwards they
+        are no longer its children); every one is killed and waited for.
+        """
         if self.proc is not None and self.proc.poll() is None:
+            left = descendants(self.proc.pid)
             self.proc.kill()
             self.proc.wait()
+            kill_and_wait(left)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in /proc (``Z`` a zombie), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has exited: only its parent has yet to collect it)."""
+    return process_state(pid) not in (None, "Z")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as file:
+                found.extend(int(child) for child in file.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
+    found, todo = [], children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children(child))
+    return found
+
+
+def kill_and_wait(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGKILL ``pids`` and wait until none of them runs."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout, f"processes {pids} to exit")
+
+
+def wait_until(predicate, timeout: float = 10.0, message: str = "condition", interval: float = 0.02):
+    """:func:`wait_for` for synchronous code: poll ``predicate`` until truthy, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
 
 
 async def scrape(service) -> dict[str, float]:

@@ -4,9 +4,10 @@
 tests run nginx themselves as a foreground process (``daemon off``) with its
 pid file, logs and temporary files in a temporary folder, listening with TLS
 on a free loopback port. The site is ``deploy/nginx.conf`` itself: only the
-listen address, the certificate paths and the upstream server line are
-replaced, and each replacement must match exactly once, so a change to the
-shipped file is a change to what the tests run.
+listen address, the certificate paths, the access log's path (its format
+kept) and the upstream server line are replaced, and each replacement must
+match exactly once, so a change to the shipped file is a change to what the
+tests run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ LISTEN = re.compile(r"^(\s*)listen 443 ssl;$", re.M)
 CERTIFICATE = re.compile(r"^(\s*)ssl_certificate \S+;$", re.M)
 CERTIFICATE_KEY = re.compile(r"^(\s*)ssl_certificate_key \S+;$", re.M)
 UPSTREAM_SERVER = re.compile(r"^(\s*)server 127\.0\.0\.1:8080;$", re.M)
+ACCESS_LOG = re.compile(
+    r"^(\s*)access_log /var/log/nginx/study-time\.access\.log study_time_no_query;$", re.M
+)
 
 
 def find_binary() -> str | None:
@@ -128,6 +132,9 @@ class Nginx:
         text = _replace_once(LISTEN, f"listen 127.0.0.1:{self.port} ssl;", text)
         text = _replace_once(CERTIFICATE, f"ssl_certificate {cert};", text)
         text = _replace_once(CERTIFICATE_KEY, f"ssl_certificate_key {key};", text)
+        text = _replace_once(
+            ACCESS_LOG, f"access_log {self.folder / 'access.log'} study_time_no_query;", text
+        )
         return _replace_once(UPSTREAM_SERVER, f"server {self.upstream};", text)
 
     def main_config(self, site: Path) -> str:

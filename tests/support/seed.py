@@ -31,6 +31,8 @@ END_REASONS = ["client_closed"] * 6 + ["connection_lost", "timeout", "replaced"]
 def session(
     user: str, course: str, start: float, seconds: float, *, ended: bool = True, reason: str = "client_closed"
 ):
+    # A timed-out session ends a heartbeat timeout (60 s) after its last credit; others when credit stops.
+    end = start + seconds + (60 if reason == "timeout" else 0)
     return record(
         user,
         course,
@@ -40,6 +42,7 @@ def session(
         heartbeats=max(1, int(seconds // 30)),
         rev=3,
         end_reason=reason if ended else None,
+        ended_at=end if ended else None,
         user_agent="seed",
         last_client_time=None,
     )
