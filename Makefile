@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test soak mutation lint format ferretdb browser nginx clean bench bench-full bench-mongo
+.PHONY: run test soak mutation lint format ferretdb browser nginx lrs clean bench bench-full bench-mongo
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	$(PY) server.py $(ARGS)
 
-## Install what the tests need (FerretDB, Chromium, nginx where possible) and run them all.
-test: $(VENV)/.dev ferretdb browser nginx
+## Install what the tests need (FerretDB, Chromium, nginx, the test LRS where possible) and run them all.
+test: $(VENV)/.dev ferretdb browser nginx lrs
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
@@ -52,6 +52,10 @@ ferretdb:
 ## Install Debian's Chromium for the browser tests where we can (root); the tests skip otherwise, except under CI.
 browser:
 	@scripts/ensure-chromium.sh
+
+## Install the test LRS (Learning Locker's xapi-statements) and xAPI validator from npm (tests/lrs/package-lock.json).
+lrs:
+	@scripts/ensure-lrs.sh
 
 ## Install Debian's nginx and systemd-analyze for the deployment tests (deploy/) where we can (root); skipped otherwise, except under CI.
 nginx:

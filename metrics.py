@@ -42,6 +42,13 @@ HEARTBEAT_STATUSES = ("accepted", "too_frequent", "invalid_timestamp", "expired"
 #: milliseconds, a remote store tens of them, an outage up to its timeout.
 CHECKPOINT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+#: The xAPI outbox's gauges (docs/xapi.md), set after each delivery round.
+XAPI_GAUGES = {
+    "study_time_xapi_outbox_waiting": "Statements in the outbox not yet taken by the LRS (all processes).",
+    "study_time_xapi_outbox_oldest_age_seconds": "Age of the oldest waiting statement (0: none).",
+    "study_time_xapi_outbox_failed": "Statements the LRS refused for good (400, 409), kept in the outbox.",
+}
+
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 #: The text format ``render`` produces (0.0.4 is what every Prometheus version
@@ -201,6 +208,25 @@ class Metrics:
             self.checkpoint_sessions.inc(sessions)
         else:
             self.checkpoint_failures.inc()
+
+    def enable_xapi(self) -> None:
+        """Define the xAPI outbox's metrics (only a server forwarding statements has them: docs/xapi.md)."""
+        for name, documentation in XAPI_GAUGES.items():
+            self._gauge(name, documentation)
+        self._xapi_deliveries = Counter(
+            "study_time_xapi_deliveries",
+            "Statement deliveries to the LRS, by outcome: stored (2xx: new, or already there),"
+            " retry (network error, 5xx, 401/403/429...: tried again later), refused (400, 409: given up).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.xapi_deliveries = {o: self._xapi_deliveries.labels(o) for o in ("stored", "retry", "refused")}
+
+    def xapi_outbox(self, waiting: int, oldest_age: float, failed: int) -> None:
+        """The outbox as last read: undelivered entries, the oldest one's age in seconds, given-up entries."""
+        values = (waiting, oldest_age, failed)
+        for name, value in zip(XAPI_GAUGES, values, strict=True):
+            self._gauges[name].set(value)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

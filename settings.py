@@ -162,6 +162,27 @@ def url(text: str) -> str:
     return value
 
 
+def iri_template(text: str) -> str:
+    """An absolute IRI (``scheme:rest``), possibly with ``{courseId}``/``{userId}`` placeholders."""
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"]+", value):
+        raise ValueError(
+            f"expected an absolute IRI such as https://lms.example.edu/courses/{{courseId}}, got {text!r}"
+        )
+    return value
+
+
+def overlap_policy(text: str) -> str:
+    value = text.strip().lower()
+    if value not in OVERLAP_POLICIES:
+        raise ValueError(f"expected one of {', '.join(OVERLAP_POLICIES)}, got {text!r}")
+    return value
+
+
+#: ``--overlap-policy`` values: the default first (tracking/tracker.py, rule 7).
+OVERLAP_POLICIES = ("each-course", "one-course")
+
+
 def origins(text: str) -> tuple[str, ...]:
     """Comma-separated origins (``scheme://host[:port]``, no path) or ``*``."""
     values = tuple(item.strip().rstrip("/").lower() for item in text.split(",") if item.strip())
@@ -287,6 +308,13 @@ class Settings:
         positive_int,
         "sessions waiting for an unavailable store before new connections are refused (1013)",
     )
+    overlap_policy: str = setting(
+        "each-course",
+        overlap_policy,
+        "courses open at once: each-course (each earns its own time) or one-course (a learner's time"
+        " goes to one course at a time: the slice between two heartbeats to the course whose heartbeat"
+        " closed it); one-course needs one process on a SQLite store",
+    )
     processes: int = setting(
         1,
         non_negative_int,
@@ -381,9 +409,68 @@ class Settings:
         "comma-separated browser origins allowed to open the socket and read the reports (CORS)"
         " (https://lms.example.com, or *); unset, only pages from the server's own origin",
     )
+    # xAPI forwarding (docs/xapi.md): off unless --xapi-endpoint is set.
+    xapi_endpoint: str | None = setting(
+        None,
+        url,
+        "the LRS's xAPI base URL (e.g. https://lrs.example.edu/xAPI/): each ended session is sent"
+        " there as a statement, through a durable outbox in the store; unset, nothing is sent",
+    )
+    xapi_auth_file: str | None = setting(
+        None, text, "file holding the LRS credential as KEY:SECRET (HTTP Basic), read at start"
+    )
+    xapi_home_page: str | None = setting(
+        None,
+        url,
+        "homePage of the statements' actor account (the learner id is its name);"
+        " required with --xapi-endpoint",
+    )
+    xapi_activity: str | None = setting(
+        None,
+        iri_template,
+        "IRI template of the activity (the course): {courseId} and {userId} are replaced;"
+        " default HOME_PAGE/courses/{courseId}",
+    )
+    xapi_verb: str = setting(
+        "http://adlnet.gov/expapi/verbs/attended",
+        iri_template,
+        "IRI template of the verb ({courseId}, {userId})",
+    )
+    xapi_extensions: str | None = setting(
+        None,
+        iri_template,
+        "IRI the context extension names are appended to; default HOME_PAGE/xapi/extensions/",
+    )
+    xapi_max_retry_delay: float = setting(
+        300.0,
+        seconds,
+        "ceiling of the exponential backoff between deliveries of a statement the LRS did not take",
+    )
+    xapi_timeout: float = setting(10.0, seconds, "seconds an LRS request may take")
+    xapi_catch_up: float = setting(
+        86400.0,
+        non_negative_seconds,
+        "at start, ended sessions that started this many seconds ago or later are put in the outbox"
+        " if missing (a crash between a session's end and its enqueue loses nothing)",
+    )
 
     def validate(self) -> None:
         """Check the relations between settings."""
+        if self.overlap_policy == "one-course" and (
+            self.processes != 1 or not self.store.startswith("sqlite:")
+        ):
+            # The rule needs every live session of a learner in one tracker; across processes that is
+            # the MongoDB coordinator's business, and it does not do it yet.
+            raise SettingsError(
+                "invalid --overlap-policy: one-course is implemented for a single server process"
+                " (--processes=1) on a sqlite:/// store only; use each-course with --processes or a"
+                " mongodb:// store"
+            )
+        if self.xapi_endpoint is not None and self.xapi_home_page is None:
+            raise SettingsError(
+                "invalid --xapi-home-page: required with --xapi-endpoint (the statements' actor is an"
+                " account on this home page, named by the learner id)"
+            )
         if self.heartbeat_interval >= self.heartbeat_timeout:
             raise SettingsError(
                 f"invalid --heartbeat-interval: {self.heartbeat_interval:g}s must be shorter"

@@ -35,7 +35,7 @@ def make_app(service: Service) -> tornado.web.Application:
     settings = service.settings
     # Ended sessions this process writes wake the dashboards' long polls (report_events.py).
     events = SessionEvents(service.clock)
-    service.writer.on_saved = events.saved
+    service.writer.saved_listeners.append(events.saved)
     routes: list = [
         (r"/api/study-time", StudyTimeSocket, {"service": service}),
         (r"/healthz", HealthHandler),

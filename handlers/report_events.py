@@ -12,7 +12,7 @@ its reports again and asks again from their new ``asOf``.
 Two ways to learn of a change:
 
 - **This process wrote it.** :class:`SessionEvents` hears of every ended
-  session this process writes to the store (``SessionWriter.on_saved``),
+  session this process writes to the store (``SessionWriter.saved_listeners``),
   after the write, so a report read then has it. It keeps when each was
   written for :data:`KEEP_SECONDS`: an end written after ``since`` answers
   at once, one written while the request waits wakes it.
@@ -69,7 +69,7 @@ class SessionEvents:
         self._waiters: dict[asyncio.Future[None], Scope] = {}
 
     def saved(self, records: Iterable[SessionRecord]) -> None:
-        """Records were written to the store (``SessionWriter.on_saved``): wake who waits on an ended one."""
+        """Records were written to the store (a writer saved-listener): wake who waits on one ended."""
         now = self.clock()
         ended = [(r.user_id, r.course_id) for r in records if not r.is_open]
         if not ended:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import sys
 import time
@@ -45,6 +46,7 @@ import settings as settings_module
 from auth.base import ADMIN, Identity
 from settings import SettingsError
 from tracking.session import SessionRecord
+from xapi.statements import config_from
 
 from . import params, responses, rows
 from .params import ParameterError, Window
@@ -94,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--tz", help="IANA time zone for days and times (default --report-timezone)")
     common.add_argument(
         "--format",
-        choices=("table", "csv", "json"),
+        choices=("table", "csv", "json", "xapi"),
         default="table",
-        help="table (default): for people; csv, json: what the HTTP endpoint answers",
+        help="table (default): for people; csv, json: what the HTTP endpoint answers;"
+        " xapi (sessions only): a JSON array of the ended sessions' xAPI statements, for a backfill"
+        " (needs --xapi-home-page; docs/xapi.md)",
     )
     common.add_argument(
         "--progress",
@@ -131,6 +135,8 @@ def main(
     args, rest = build_parser().parse_known_args(list(argv))
     try:
         settings = settings_module.load(rest)
+        if args.format == "xapi" and settings.xapi_home_page is None:
+            raise SettingsError("--format=xapi needs --xapi-home-page (the statements' actor account)")
         request = cli_request(args, settings.report_timezone)
         source = access.connect(settings.store)
     except (SettingsError, access.invalid) as exc:
@@ -147,6 +153,7 @@ def main(
         source if progress is None else Counted(source, progress),
         clock=time.time,
         zone=settings.report_timezone,
+        xapi=config_from(settings),
     )
     try:
         asyncio.run(run(desk, request, out, progress))
@@ -164,6 +171,8 @@ def cli_request(args: argparse.Namespace, default_tz: str) -> ReportRequest:
     tz = params.timezone(args.tz or default_tz)
     window = params.window(args.start, args.end, tz)
     fmt = args.format
+    if fmt == "xapi" and args.kind != "sessions":
+        raise ParameterError("format", "xapi is for the sessions report only")
     # JSON is paged as the endpoint pages it (limit 1-1000, default 100), so that it is the
     # endpoint's body; a table or CSV without --limit is the whole list, as the endpoint's CSV is.
     limit, offset = (None, 0)
@@ -215,7 +224,10 @@ async def emit(
     batches: AsyncIterator[list[dict]],
     progress: Progress | None = None,
 ) -> None:
-    """CSV is written batch by batch; a table needs every row first to align its columns."""
+    """CSV and xAPI are written batch by batch; a table needs every row first to align its columns."""
+    if fmt == "xapi":
+        await emit_statements(out, batches, progress)
+        return
     if fmt == "csv":
         out.write(rows.csv_text(columns, [], header=True))
         async for batch in batches:
@@ -238,6 +250,21 @@ async def emit(
         out.write("  ".join(cells).rstrip() + "\n")
     if len(table) == 1:
         out.write("(no study time found)\n")
+
+
+async def emit_statements(out: TextIO, batches: AsyncIterator[list[dict]], progress: Progress | None) -> None:
+    """A JSON array of statements, one per line: what ``POST /statements`` takes, written as it is read."""
+    out.write("[")
+    first = True
+    async for batch in batches:
+        for item in batch:
+            out.write(
+                ("\n" if first else ",\n") + json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+            )
+            first = False
+        if progress is not None:
+            progress.add(rows=len(batch))
+    out.write("\n]\n")
 
 
 # The table: for people. The figures are those of the rows; only their presentation differs.

@@ -61,8 +61,39 @@ def course_learners(
     }
 
 
-def daily(scope: Scope, window: Window, tz: ZoneInfo, days: list[Day], found: list[dict]) -> dict:
-    """``found`` are the rows of ``days``; the totals are summed from ``days`` themselves."""
+def policy_periods(log: list[tuple[float, str]], window: Window, tz: ZoneInfo) -> list[dict]:
+    """The ``--overlap-policy`` periods that overlap ``window``, clipped to it: ``{policy, from, to}``.
+
+    ``log`` is each change, oldest first; before the first change (and with
+    none) the default ``each-course`` was in force. ``from``/``to`` are None
+    where the period (or the window) is open.
+    """
+    starts = [(float("-inf"), "each-course"), *log]
+    periods: list[dict] = []
+    for i, (start, policy) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else float("inf")
+        lo, hi = max(start, window.start), min(end, window.end)
+        if lo >= hi:
+            continue
+        if periods and periods[-1]["policy"] == policy:
+            periods[-1]["to"] = iso(hi, tz)
+            continue
+        periods.append({"policy": policy, "from": iso(lo, tz), "to": iso(hi, tz)})
+    return periods
+
+
+def daily(
+    scope: Scope,
+    window: Window,
+    tz: ZoneInfo,
+    days: list[Day],
+    found: list[dict],
+    policies: list[dict] | None = None,
+) -> dict:
+    """``found`` are the rows of ``days``; the totals are summed from ``days`` themselves.
+
+    ``policies`` (:func:`policy_periods`) say which ``--overlap-policy`` recorded which part of the range.
+    """
     return {
         "userId": scope.user_id,
         "courseId": scope.course_id,
@@ -71,6 +102,7 @@ def daily(scope: Scope, window: Window, tz: ZoneInfo, days: list[Day], found: li
         "seconds": sum(d.seconds for d in days),
         "secondsExact": sum(d.micros for d in days) / 1_000_000,
         "days": found,
+        "overlapPolicy": policies if policies is not None else policy_periods([], window, tz),
     }
 
 

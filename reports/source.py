@@ -112,6 +112,11 @@ class ReportSource(ABC):
                 return
             offset += batch
 
+    async def policies(self) -> list[tuple[float, str]]:
+        """``(from, policy)`` for each change of ``--overlap-policy``, oldest first; before the first
+        (and with none), the default ``each-course`` recorded the time."""
+        return []
+
     @abstractmethod
     async def close(self) -> None:
         """Release the connection."""

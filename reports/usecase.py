@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from auth.access import dashboards, may_list_courses, may_read, visible
 from auth.base import ADMIN, TEACHER, Identity
+from xapi.statements import StatementConfig, statement
 
 from . import responses, rows
 from .figures import Reports
@@ -41,8 +42,8 @@ CSV_BATCH = 1000
 Kind = Literal[
     "learner-courses", "course-learners", "courses", "daily", "daily-learners", "sessions", "whoami"
 ]
-#: What a report is read as: JSON (a body), CSV or the CLI's table (rows).
-Format = Literal["json", "csv", "table"]
+#: What a report is read as: JSON (a body), CSV or the CLI's table (rows); xAPI statements (sessions only).
+Format = Literal["json", "csv", "table", "xapi"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +99,16 @@ class ReportDesk:
     """
 
     def __init__(
-        self, source: ReportSource, *, clock: Callable[[], float], zone: str, anonymous: bool = False
+        self,
+        source: ReportSource,
+        *,
+        clock: Callable[[], float],
+        zone: str,
+        anonymous: bool = False,
+        xapi: StatementConfig | None = None,
     ) -> None:
+        """``xapi`` makes the statements of ``--format=xapi`` (docs/xapi.md)."""
+        self.xapi = xapi
         self.reports = Reports(source)
         self.clock = clock
         self.zone = zone
@@ -168,7 +177,8 @@ class ReportDesk:
         days = await self.reports.daily(scope, window, tz)
         found = [rows.day(d) for d in days]
         if request.fmt == "json":
-            return Answer("", body=responses.daily(scope, window, tz, days, found))
+            policies = responses.policy_periods(await self.reports.source.policies(), window, tz)
+            return Answer("", body=responses.daily(scope, window, tz, days, found, policies))
         return Answer("daily", rows.DAILY, rows=chunks(found))
 
     async def _daily_learners(self, reader: Identity, request: ReportRequest) -> Answer:
@@ -191,6 +201,8 @@ class ReportDesk:
             request.limit,
             request.offset,
         )
+        if request.fmt == "xapi":
+            return Answer("statements", rows=self._statements(request))
         if request.fmt != "json":
             return Answer("sessions", rows.SESSIONS, rows=self._session_rows(request))
         assert limit is not None
@@ -215,6 +227,16 @@ class ReportDesk:
                 yield [rows.session(r, tz) for r in batch]
                 if left == 0:
                     return
+
+    async def _statements(self, request: ReportRequest) -> AsyncIterator[list[dict]]:
+        """The xAPI statements of the ended sessions in the range (open ones have no duration yet)."""
+        if self.xapi is None:
+            raise ValueError("xAPI statements need the --xapi-* settings")
+        config = self.xapi
+        batches = self.reports.session_batches(request.scope, request.window, request.offset)
+        async with aclosing(batches) as stream:
+            async for batch in stream:
+                yield [statement(r, config) for r in batch if not r.is_open]
 
 
 _ANSWERS = {

@@ -33,14 +33,16 @@ from auth import Authenticator, AuthRequest, Identity, build_authenticator
 from metrics import Metrics
 from reports.source import ReportSource
 from reports.usecase import ReportDesk
-from settings import Settings
+from settings import Settings, SettingsError
 from storage import StoreUnavailable
-from storage.backends import backend_for
+from storage.backends import Backend, backend_for
 from storage.writer import SessionWriter
 from tracking.clock import Clock, WallClock
 from tracking.protocol import REFUSAL_CODES
 from tracking.session import EndReason
 from tracking.tracker import Tracker
+from xapi.forwarder import Forwarder, basic_auth
+from xapi.statements import config_from
 
 from .connections import Connection, Connections
 from .health import Health
@@ -77,7 +79,10 @@ class Service:
         backend = backend_for(settings.store)
         self.store = backend.store()
         self.tracker = Tracker(
-            settings.heartbeat_timeout, settings.min_heartbeat_interval, settings.max_sessions_per_user
+            settings.heartbeat_timeout,
+            settings.min_heartbeat_interval,
+            settings.max_sessions_per_user,
+            one_course_at_a_time=settings.overlap_policy == "one-course",
         )
         # Ended sessions are written within ENDED_WRITE_INTERVAL, not at the next
         # checkpoint, so reports show them closed at once (storage/writer.py).
@@ -98,7 +103,42 @@ class Service:
             end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES, worker=worker
         )
         self.worker = worker
+        self.forwarder = self._forwarder(backend)
+        self._note_policy = lambda now: backend.record_policy(settings.overlap_policy, now)
         self._assemble(backend.report_source())
+
+    def _forwarder(self, backend: Backend) -> Forwarder | None:
+        """The xAPI forwarder (docs/xapi.md), or None without ``--xapi-endpoint``."""
+        settings = self.settings
+        if settings.xapi_endpoint is None:
+            return None
+        authorization = None
+        if settings.xapi_auth_file:
+            try:
+                with open(settings.xapi_auth_file, encoding="utf-8") as file:
+                    credential = file.read().strip()
+            except OSError as exc:
+                raise SettingsError(f"invalid --xapi-auth-file: cannot read it ({exc.strerror})") from None
+            if ":" not in credential:
+                raise SettingsError("invalid --xapi-auth-file: expected one line KEY:SECRET")
+            authorization = basic_auth(credential)
+        config = config_from(settings)
+        assert config is not None  # --xapi-home-page is required with --xapi-endpoint (settings.py)
+        self.metrics.enable_xapi()
+        forwarder = Forwarder(
+            backend.outbox(),
+            config,
+            endpoint=settings.xapi_endpoint,
+            authorization=authorization,
+            clock=self.clock,
+            timeout=settings.xapi_timeout,
+            max_retry_delay=settings.xapi_max_retry_delay,
+            catch_up=settings.xapi_catch_up,
+            source=backend.report_source(),
+            metrics=self.metrics,
+        )
+        self.writer.saved_listeners.append(forwarder.saved)
+        return forwarder
 
     def _assemble(self, report_source: ReportSource) -> None:
         """Build the pieces (sessions, connections, reports, runtime, health) on the collaborators."""
@@ -130,6 +170,8 @@ class Service:
             sessions=self.sessions,
             connections=self.connections,
             closing=[self.reports],
+            forwarder=self.forwarder,
+            note_policy=self._note_policy,
         )
         self.health = Health(self.store, self.sessions, self.metrics)
         self.metrics.watch(

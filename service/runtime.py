@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
@@ -21,6 +21,7 @@ from storage.coordination import Coordinator
 from storage.writer import SessionWriter
 from tracking.clock import Clock
 from tracking.session import EndReason
+from xapi.forwarder import Forwarder
 
 from .connections import Connections
 from .sessions import SessionCore
@@ -47,8 +48,14 @@ class Runtime:
         sessions: SessionCore,
         connections: Connections,
         closing: Sequence[object] = (),
+        forwarder: Forwarder | None = None,
+        note_policy: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        """``closing`` are further things with an ``async close()`` to close at shutdown (the reports)."""
+        """``closing`` are further things with an ``async close()`` to close at shutdown (the reports);
+        ``forwarder`` sends ended sessions to an LRS (``--xapi-endpoint``); ``note_policy`` logs
+        ``--overlap-policy`` in the store at start, for reports."""
+        self.forwarder = forwarder
+        self.note_policy = note_policy
         self.settings = settings
         self.clock = clock
         self.auth = auth
@@ -75,6 +82,17 @@ class Runtime:
             await self.coordinator.start(self.clock())
         except StoreUnavailable as exc:
             raise StoreError(f"cannot register this process in the store: {exc}") from exc
+        if self.note_policy is not None:
+            try:
+                await self.note_policy(self.clock())
+            except StoreUnavailable as exc:
+                raise StoreError(f"cannot log --overlap-policy in the store: {exc}") from exc
+        if self.forwarder is not None:
+            self.forwarder.saved(recovered)  # ended here, not by the writer
+            try:
+                await self.forwarder.start()
+            except StoreUnavailable as exc:
+                raise StoreError(f"cannot open the xAPI outbox in the store: {exc}") from exc
         self.http_server = http_server
         http_server.add_sockets(sockets)
         self._start_timers()
@@ -111,6 +129,8 @@ class Runtime:
         if self.http_server is not None:
             await self.http_server.close_all_connections()
         await self.coordinator.stop(saved=saved)
+        if self.forwarder is not None:
+            await self.forwarder.stop()
         for other in self._closing:
             await other.close()  # type: ignore[attr-defined]
         await self.store.close()

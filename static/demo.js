@@ -1,12 +1,12 @@
 // The demo page: a StudyTimeClient behind a form, a big timer, a log, and a
 // reports view. Query parameters prefill the form (server, userId, courseId,
-// lang, pause=0, maxRetryDelay in ms, autoconnect=1); never the token. A server
+// lang, pause=0, idle in seconds, maxRetryDelay in ms, autoconnect=1); never the token. A server
 // address on another host (from ?server= or typed) is shown as a warning, and
 // the token is sent there only once the user has ticked that they trust it.
 // Served by study-time, the page's Content-Security-Policy then blocks the
 // connection anyway: the page says so, naming both hosts, and stops trying.
 
-import { StudyTimeClient, Status, formatDuration } from "./study-time-client.js";
+import { DEFAULT_IDLE_TIMEOUT, StudyTimeClient, Status, formatDuration } from "./study-time-client.js";
 import { TEXT, serverError } from "./i18n.js";
 import { Dashboards } from "./dashboard.js";
 import { rememberToken } from "./token-memory.js";
@@ -196,6 +196,7 @@ function connect() {
     courseId: $("courseId").value.trim(),
     token: $("token").value || null,
     pauseWhenHidden: $("pause").checked,
+    ...(params.get("idle") ? { idleTimeout: idleTimeoutMs() } : {}),
     ...(maxRetryDelay ? { maxRetryDelay, initialRetryDelay: Math.min(1000, maxRetryDelay) } : {}),
     onStatus: renderStatus,
     onStudyTime: renderTime,
@@ -204,6 +205,12 @@ function connect() {
   });
   window.studyTimeClient = client; // for the console (and the browser tests)
   client.start();
+}
+
+/** The idle timeout: ?idle= in seconds, else the client's default (5 min). */
+function idleTimeoutMs() {
+  const seconds = Number(params.get("idle"));
+  return seconds > 0 ? seconds * 1000 : DEFAULT_IDLE_TIMEOUT;
 }
 
 function disconnect() {
@@ -217,6 +224,7 @@ $("settings").addEventListener("submit", (event) => {
 $("disconnect").addEventListener("click", disconnect);
 $("pause").addEventListener("change", () => {
   if (client) client.options.pauseWhenHidden = $("pause").checked;
+  renderStatus();
 });
 
 function renderTime() {
@@ -233,6 +241,7 @@ function renderStatus() {
   }
   $("status").textContent = words;
   $("status").dataset.status = status;
+  renderPause(status);
   $("dot").dataset.status = status;
   const active = status !== Status.IDLE && status !== Status.STOPPED;
   $("disconnect").disabled = !active;
@@ -244,6 +253,18 @@ function renderStatus() {
       ? text.session(client.sessionId.slice(0, 8), client.heartbeatInterval)
       : "";
   renderTime();
+}
+
+/** Why counting is paused, in words a learner can act on (hidden unless paused). */
+function renderPause(status) {
+  const reason = status === Status.PAUSED && client ? client.pauseReason : null;
+  $("paused").hidden = !reason;
+  $("paused").dataset.reason = reason || "";
+  const minutes = Math.round((client ? client.options.idleTimeout : idleTimeoutMs()) / 6000) / 10;
+  $("active-only").textContent = t().activeOnly(minutes, client ? client.options.pauseWhenHidden : $("pause").checked);
+  if (!reason) return;
+  const words = t().pausedBecause[reason];
+  $("paused").textContent = typeof words === "function" ? words(minutes) : words;
 }
 
 function showReason(close) {
@@ -305,6 +326,8 @@ function logText(entry) {
         return words.closing(t().kind[event.why] || event.why);
       case "blocked":
         return words.blocked(event.host);
+      case "idle":
+        return words.idle(event.minutes);
       default:
         return typeof words[event.name] === "string" ? words[event.name] : entry.text;
     }

@@ -59,9 +59,18 @@ const PAGE = {
       paused: "Paused",
       stopped: "Stopped",
     },
+    // Why the client paused (client.pauseReason); counting resumes by itself.
+    activeOnly: (min, hidden) =>
+      `Counts active time only: it pauses after ${min} min without input (a playing video counts)` +
+      (hidden ? " and while this page is hidden." : "."),
+    pausedBecause: {
+      idle: (min) => `Paused: no activity for ${min} min. Move the mouse, press a key or scroll to go on; this pause is not counted.`,
+      hidden: "Paused while this page is hidden; this pause is not counted. It goes on when you come back.",
+    },
     kind: {
       stopped: "you disconnected",
       page_hidden: "paused while the page is hidden",
+      idle: "paused: no activity",
       page_unloaded: "the page was closed",
       closed: "closed by the server",
       server_restarting: "server restarting",
@@ -128,9 +137,15 @@ const PAGE = {
       paused: "已暂停",
       stopped: "已停止",
     },
+    activeOnly: (min, hidden) => `只计算活跃时间：${min} 分钟内没有操作会暂停（正在播放的视频算作操作）${hidden ? "，页面隐藏时也会暂停" : ""}。`,
+    pausedBecause: {
+      idle: (min) => `已暂停：${min} 分钟内没有操作。移动鼠标、按键或滚动页面即可继续；暂停期间不计时。`,
+      hidden: "页面隐藏，已暂停；暂停期间不计时。回到本页面后自动继续。",
+    },
     kind: {
       stopped: "你已断开连接",
       page_hidden: "页面隐藏，已暂停",
+      idle: "无操作，已暂停",
       page_unloaded: "页面已关闭",
       closed: "服务器关闭了连接",
       server_restarting: "服务器正在重启",
@@ -222,6 +237,8 @@ const MORE = {
       stoppedAnswering: "the server stopped answering",
       blocked: (host) => `blocked by this page's Content-Security-Policy (connect-src): ${host}`,
       networkBack: "network is back",
+      idle: (min) => `no activity for ${min} min: paused`,
+      active: "active again: resuming",
       heartbeat: "heartbeat",
       connected: (total, every) => `connected, total ${total}s, heartbeat every ${every}s`,
       heartbeatOk: (total) => `heartbeat ok, total ${total}s`,
@@ -314,6 +331,8 @@ const MORE = {
       stoppedAnswering: "服务器不再应答",
       blocked: (host) => `被本页面的内容安全策略（connect-src）阻止：${host}`,
       networkBack: "网络已恢复",
+      idle: (min) => `${min} 分钟无操作：已暂停`,
+      active: "恢复操作：继续计时",
       heartbeat: "心跳",
       connected: (total, every) => `已连接，累计 ${total} 秒，每 ${every} 秒一次心跳`,
       heartbeatOk: (total) => `心跳成功，累计 ${total} 秒`,

@@ -62,14 +62,21 @@ export const Status = Object.freeze({
   CONNECTING: "connecting",
   CONNECTED: "connected", // counting
   RECONNECTING: "reconnecting", // waiting for the next attempt (see `retry`)
-  PAUSED: "paused", // closed while the page is hidden; resumes when visible
+  PAUSED: "paused", // closed while the page is hidden or nobody is active (see `pauseReason`); resumes by itself
   STOPPED: "stopped", // refused for good, by the server or the page's policy (see `lastClose`)
 });
+
+/** Milliseconds without input after which a client pauses, by default (docs/client.md, "Idle pauses"). */
+export const DEFAULT_IDLE_TIMEOUT = 300000;
 
 const DEFAULTS = Object.freeze({
   url: null,
   token: null,
-  pauseWhenHidden: false,
+  pauseWhenHidden: true,
+  // ms without input (pointer, keys, wheel, scroll, touch) and without a
+  // playing <video>/<audio> after which the client pauses; 0 never pauses.
+  // Five minutes: see docs/client.md ("Idle pauses").
+  idleTimeout: DEFAULT_IDLE_TIMEOUT,
   closeOnPageHide: true,
   initialRetryDelay: 1000, // ms before the first reconnect
   maxRetryDelay: 30000, // ms, the ceiling of the exponential backoff
@@ -150,6 +157,8 @@ export class StudyTimeClient extends EventTarget {
     this.sessionId = null;
     this.heartbeatInterval = null;
     this.heartbeatTimeout = null;
+    /** While `paused`: "hidden" (the page is hidden) or "idle" (no input for `idleTimeout`); else null. */
+    this.pauseReason = null;
 
     this._ws = null;
     this._attempt = 0;
@@ -164,6 +173,8 @@ export class StudyTimeClient extends EventTarget {
     this._onPageShow = (event) => this._pageShown(event);
     this._onOnline = () => this._networkBack();
     this._onViolation = (event) => this._blockedByPolicy(event);
+    this._onActivity = () => this._activity();
+    this._lastInputAt = 0; // this.options.now() of the last input (or start, or a playing medium)
   }
 
   /** Start counting: connect now (or wait for visibility when paused). */
@@ -171,10 +182,14 @@ export class StudyTimeClient extends EventTarget {
     this._listen(true);
     if (this._connectable()) return;
     this._attempt = 0;
+    this._lastInputAt = this.options.now();
+    this._armIdle();
     if (this.options.pauseWhenHidden && this._hidden()) {
+      this.pauseReason = "hidden";
       this._setStatus(Status.PAUSED);
       return;
     }
+    this.pauseReason = null;
     this._connect();
   }
 
@@ -182,7 +197,9 @@ export class StudyTimeClient extends EventTarget {
   stop() {
     this._listen(false);
     this._clearTimer("retry");
+    this._clearTimer("idle");
     this.retry = null;
+    this.pauseReason = null;
     this._closeSocket("stopped");
     this._setStatus(Status.IDLE);
   }
@@ -282,7 +299,7 @@ export class StudyTimeClient extends EventTarget {
       reason: event.reason || "",
       kind: close.kind,
     });
-    if (byClient === "stopped" || byClient === "page_hidden" || byClient === "page_unloaded") {
+    if (byClient === "stopped" || byClient === "page_hidden" || byClient === "page_unloaded" || byClient === "idle") {
       // We closed on purpose; stop() / _pause() set the status.
       this.lastClose = { ...close, willReconnect: false };
       this._emitStatus();
@@ -435,6 +452,8 @@ export class StudyTimeClient extends EventTarget {
     globalThis[method]("pageshow", this._onPageShow);
     globalThis[method]("online", this._onOnline);
     document[method]("securitypolicyviolation", this._onViolation);
+    // Captured on the document: scroll and play do not bubble.
+    for (const type of ACTIVITY_EVENTS) document[method](type, this._onActivity, { capture: true, passive: true });
   }
 
   _hidden() {
@@ -442,17 +461,69 @@ export class StudyTimeClient extends EventTarget {
   }
 
   _visibilityChanged() {
-    if (!this.options.pauseWhenHidden) return;
-    if (this._hidden()) {
-      if (this.status === Status.STOPPED || this.status === Status.IDLE) return;
-      this._clearTimer("retry");
-      this.retry = null;
-      this._closeSocket("page_hidden");
-      this._setStatus(Status.PAUSED);
-    } else if (this.status === Status.PAUSED) {
-      this._attempt = 0;
-      this._connect();
+    if (!this._hidden()) {
+      // Coming back to the page is the learner's doing: it counts as input.
+      this._activity();
+      return;
     }
+    if (this.options.pauseWhenHidden) this._pause("hidden", "page_hidden");
+  }
+
+  /** Close cleanly (the server credits up to now) and wait, `paused`, for the page or the learner. */
+  _pause(reason, why) {
+    if (this.status === Status.STOPPED || this.status === Status.IDLE) return;
+    if (this.status === Status.PAUSED) {
+      // Already closed (idle, then hidden): only the reason changes.
+      this.pauseReason = reason;
+      this._emitStatus();
+      return;
+    }
+    this._clearTimer("retry");
+    this.retry = null;
+    this._closeSocket(why);
+    this.pauseReason = reason;
+    this._setStatus(Status.PAUSED);
+  }
+
+  // Idle detection. Input events only record the time; one timer checks,
+  // when the idle timeout could be over, whether it is.
+
+  _armIdle() {
+    const timeout = this.options.idleTimeout;
+    if (!(timeout > 0)) return;
+    const wait = Math.max(0, this._lastInputAt + timeout - this.options.now());
+    this._setTimer("idle", wait, () => this._idleCheck());
+  }
+
+  _idleCheck() {
+    if (this.status === Status.PAUSED || this.status === Status.STOPPED || this.status === Status.IDLE) return;
+    if (this._mediaPlaying()) this._lastInputAt = this.options.now();
+    if (this.options.now() - this._lastInputAt < this.options.idleTimeout) {
+      this._armIdle();
+      return;
+    }
+    const minutes = Math.round(this.options.idleTimeout / 6000) / 10;
+    this._log("info", `no activity for ${minutes} min: paused`, null, { name: "idle", minutes });
+    this._pause("idle", "idle");
+  }
+
+  _mediaPlaying() {
+    if (typeof document === "undefined") return false;
+    for (const media of document.querySelectorAll("video, audio")) {
+      if (!media.paused && !media.ended && media.readyState > 2) return true;
+    }
+    return false;
+  }
+
+  _activity() {
+    this._lastInputAt = this.options.now();
+    if (this.status !== Status.PAUSED || (this.pauseReason !== "idle" && this.pauseReason !== "hidden")) return;
+    if (this.options.pauseWhenHidden && this._hidden()) return;
+    this._log("info", "active again: resuming", null, { name: "active" });
+    this.pauseReason = null;
+    this._attempt = 0;
+    this._armIdle();
+    this._connect();
   }
 
   _pageHidden() {
@@ -523,6 +594,7 @@ export class StudyTimeClient extends EventTarget {
     this._emit("status", {
       status: this.status,
       previous: this._previous ?? null,
+      pauseReason: this.pauseReason,
       close: this.lastClose,
       retry: this.retry,
     });
@@ -561,6 +633,9 @@ export class StudyTimeClient extends EventTarget {
     delete this._timers[name];
   }
 }
+
+/** What counts as the learner being there (plus a <video>/<audio> playing, checked when the timeout is up). */
+const ACTIVITY_EVENTS = ["pointerdown", "pointermove", "keydown", "wheel", "scroll", "touchstart", "play"];
 
 /** Whether two URLs (ws:, wss:, http: or https:) name the same host and port. */
 function sameHost(a, b) {

@@ -17,6 +17,7 @@ from importer import import_from_string
 
 from .base import Store, StoreError
 from .coordination import Coordinator
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from reports.source import ReportSource
@@ -63,6 +64,15 @@ class Backend(ABC):
     ) -> Coordinator:
         """What coordinates this process with the others on ``store``: nothing, for a single process."""
         return Coordinator(writer)
+
+    async def record_policy(self, policy: str, now: float) -> None:
+        """Note that ``--overlap-policy`` is ``policy`` from ``now`` on, for reports (a store that can
+        only ever run the default, as MongoDB, notes nothing)."""
+        return None
+
+    @abstractmethod
+    def outbox(self) -> Outbox:
+        """The xAPI outbox in the same database (not yet opened): ``--xapi-endpoint``, docs/xapi.md."""
 
 
 def backend_for(url: str) -> Backend:

@@ -114,8 +114,9 @@ class SessionWriter:
         self._full_logged = False
         #: Called after each write to the store with (snapshots, seconds taken, succeeded).
         self.on_checkpoint: Callable[[int, float, bool], None] | None = None
-        #: Called with the records of each successful write (the dashboards' long poll).
-        self.on_saved: Callable[[list[SessionRecord]], None] | None = None
+        #: Called with the records of each successful write, in order: the dashboards' long poll
+        #: (handlers/report_events.py) and the xAPI forwarder (it keeps the final ones).
+        self.saved_listeners: list[Callable[[list[SessionRecord]], None]] = []
 
     # Called synchronously by the session core; these never block or fail.
 
@@ -292,8 +293,11 @@ class SessionWriter:
             return False
         self._checkpointed(len(batch), started, True)
         self._note_success(len(batch))
-        if self.on_saved is not None:
-            self.on_saved(batch)
+        for listener in self.saved_listeners:
+            try:
+                listener(batch)
+            except Exception:  # one listener's bug must neither stop the flushing nor the others
+                log.exception("a listener of saved sessions failed")
         # What the store holds for a session is remembered while it may still
         # change (it is open) or a newer snapshot of it is waiting: totals add
         # only the waiting snapshot's difference from it. An ended session with

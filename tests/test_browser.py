@@ -90,9 +90,17 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
-def open_demo(context, server, user: str, course: str, *, query: str = "", token: str | None = None):
-    """The demo page for ``user`` and ``course`` (and ``token``), with Connect clicked."""
+def open_demo(
+    context, server, user: str, course: str, *, query: str = "", token: str | None = None, fake_clock=False
+):
+    """The demo page for ``user`` and ``course`` (and ``token``), with Connect clicked.
+
+    ``fake_clock``: Playwright's clock is installed first; it runs on as usual
+    until a test moves it (``page.clock.fast_forward``).
+    """
     page = context.new_page()
+    if fake_clock:
+        page.clock.install()
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     page.add_init_script(WATCH_DISPLAY)
@@ -306,6 +314,145 @@ def test_hiding_the_page_pauses_and_showing_it_resumes(context, serve, db_path):
     assert total == int(paused[1]), "the hidden time was counted"
     assert_never_backwards(page)
     assert_no_page_errors(page)
+
+
+# Idle detection, with the page's clock faked. The server keeps the real clock
+# and the production interval (30 s, timeout 60 s): each fake 30 s step sends
+# one heartbeat, a few milliseconds of real time apart (hence no minimum).
+IDLE_ARGS = ("--heartbeat-interval=30", "--heartbeat-timeout=60", "--min-heartbeat-interval=0")
+
+COUNT_HEARTBEATS = """() => {
+  window.__heartbeats = 0; window.__replies = 0;
+  window.studyTimeClient.addEventListener("log", (e) => {
+    const type = e.detail.message && e.detail.message.type;
+    if (e.detail.direction === "out" && type === "heartbeat") window.__heartbeats += 1;
+    if (e.detail.direction === "in" && type === "heartbeat_response") window.__replies += 1;
+  });
+}"""
+
+
+def fake_minutes_pass(page, seconds: int) -> None:
+    """Move the page's clock on in 30 s steps; while connected, wait for each heartbeat's reply.
+
+    (One jump of minutes would look, to the client, like a server silent for
+    minutes: it would give the connection up, as after a laptop's sleep.)
+    """
+    for _ in range(seconds // 30):
+        before = page.evaluate("window.__replies")
+        connected = page.evaluate("window.studyTimeClient.status") == "connected"
+        page.clock.fast_forward(30_000)
+        if connected and page.evaluate("window.studyTimeClient.status") == "connected":
+            page.wait_for_function("n => window.__replies > n", arg=before, timeout=WAIT_MS)
+
+
+def test_an_idle_learner_is_paused_after_five_minutes_and_resumes_on_input(context, serve, db_path):
+    server = serve(*IDLE_ARGS)
+    page = open_demo(context, server, "idler", "c1", fake_clock=True)
+    wait_status(page, "connected")
+    page.evaluate(COUNT_HEARTBEATS)
+    # Input now and then keeps it counting: 4 min, a mouse move, 4.5 min more.
+    fake_minutes_pass(page, 240)
+    page.mouse.move(40, 40)
+    page.mouse.move(60, 80)
+    fake_minutes_pass(page, 270)
+    assert page.get_attribute("#status", "data-status") == "connected"
+    assert page.get_attribute("#paused", "data-reason") == ""
+    assert page.text_content("#active-only") == (
+        "Counts active time only: it pauses after 5 min without input (a playing video counts)"
+        " and while this page is hidden."
+    )
+    # Five minutes after the last input: paused, and the page says why.
+    fake_minutes_pass(page, 30)
+    wait_status(page, "paused")
+    assert page.get_attribute("#paused", "data-reason") == "idle"
+    assert page.text_content("#paused").startswith("Paused: no activity for 5 min.")
+    assert page.get_attribute("#reason-text", "data-kind") == "idle"
+    # Closed cleanly: the server credited up to the pause and ended the session.
+    (ended,) = wait_records(db_path, "idler", lambda rows: rows and rows[-1][0] is not None)
+    assert ended[0] == "client_closed"
+    # Half an hour idle: no heartbeat, no session, the display stands still.
+    sent, frozen = page.evaluate("window.__heartbeats"), shown(page)
+    fake_minutes_pass(page, 1800)
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__heartbeats") == sent
+    assert shown(page) == frozen
+    assert len(records(db_path, "idler")) == 1
+    # A key: a new connection (a new session), the total without the pause.
+    page.keyboard.press("Shift")
+    wait_status(page, "connected")
+    assert page.get_attribute("#paused", "data-reason") == ""
+    rows = wait_records(db_path, "idler", lambda rows: len(rows) == 2)
+    assert rows[1][0] is None, "the new session is open"
+    connected = page.locator("#log li[data-type=connected] .msg").first.text_content()
+    assert int(re.search(r"total (\d+)s", connected).group(1)) == int(ended[1])
+    assert log_lines(page, r"^no activity for 5 min: paused$")
+    assert log_lines(page, r"^active again: resuming$")
+    assert_no_page_errors(page)
+
+
+# A second of silent 8 kHz PCM, looped: a medium that is playing.
+PLAY_AUDIO = """async () => {
+  const rate = 8000, data = rate * 2, buffer = new ArrayBuffer(44 + data), v = new DataView(buffer);
+  const text = (at, s) => [...s].forEach((c, i) => v.setUint8(at + i, c.charCodeAt(0)));
+  text(0, "RIFF"); v.setUint32(4, 36 + data, true); text(8, "WAVEfmt "); v.setUint32(16, 16, true);
+  v.setUint16(20, 1, true); v.setUint16(22, 1, true); v.setUint32(24, rate, true);
+  v.setUint32(28, rate * 2, true); v.setUint16(32, 2, true); v.setUint16(34, 16, true);
+  text(36, "data"); v.setUint32(40, data, true);
+  const audio = document.createElement("audio");
+  audio.src = URL.createObjectURL(new Blob([buffer], { type: "audio/wav" }));
+  audio.loop = true;
+  audio.muted = true;
+  document.body.append(audio);
+  window.__audio = audio;
+  await audio.play();
+}"""
+
+
+def test_a_playing_medium_counts_as_activity_and_a_hidden_page_pauses_by_default(context, serve, db_path):
+    server = serve(*IDLE_ARGS)
+    page = open_demo(context, server, "watcher", "c1", fake_clock=True)
+    wait_status(page, "connected")
+    page.evaluate(COUNT_HEARTBEATS)
+    page.evaluate(PLAY_AUDIO)
+    page.wait_for_function("window.__audio.readyState > 2 && !window.__audio.paused", timeout=WAIT_MS)
+    # Ten minutes of a lecture without touching anything: still counting.
+    fake_minutes_pass(page, 600)
+    assert page.get_attribute("#status", "data-status") == "connected"
+    # The lecture over, five more minutes: paused as idle.
+    page.evaluate("window.__audio.pause()")
+    fake_minutes_pass(page, 330)
+    wait_status(page, "paused")
+    assert page.get_attribute("#paused", "data-reason") == "idle"
+    # Hidden while idle: the reason changes; shown again, it resumes (coming back is input).
+    page.evaluate(SET_VISIBILITY, "hidden")
+    page.wait_for_function("document.getElementById('paused').dataset.reason === 'hidden'", timeout=WAIT_MS)
+    assert page.text_content("#paused").startswith("Paused while this page is hidden")
+    page.evaluate(SET_VISIBILITY, "visible")
+    wait_status(page, "connected")
+    # The client's default, without the demo page's checkbox: a hidden page pauses.
+    assert page.evaluate(
+        """async () => {
+          const { StudyTimeClient } = await import("/study-time-client.js");
+          const client = new StudyTimeClient({ userId: "u", courseId: "c", WebSocket: class {} });
+          return [client.options.pauseWhenHidden, client.options.idleTimeout];
+        }"""
+    ) == [True, 300000]
+    assert_no_page_errors(page)
+
+
+def test_the_pause_is_worded_in_chinese(context, serve):
+    server = serve(*IDLE_ARGS)
+    page = open_demo(context, server, "idler-zh", "c1", query="&lang=zh", fake_clock=True)
+    wait_status(page, "connected")
+    page.evaluate(COUNT_HEARTBEATS)
+    fake_minutes_pass(page, 330)
+    wait_status(page, "paused")
+    assert page.text_content("#status") == "已暂停"
+    assert page.text_content("#active-only").startswith("只计算活跃时间：5 分钟内没有操作会暂停")  # noqa: RUF001
+    assert page.text_content("#paused").startswith("已暂停：5 分钟内没有操作。")  # noqa: RUF001 (Chinese punctuation)
+    assert page.text_content("#reason-text") == "无操作，已暂停"  # noqa: RUF001 (Chinese punctuation)
+    assert page.locator("#log .msg").filter(has_text="5 分钟无操作：已暂停").count() == 1  # noqa: RUF001 (Chinese punctuation)
+    page.screenshot(path=os.path.join(OUTPUT, "demo-idle-zh.png"))
 
 
 def test_leaving_the_page_closes_cleanly_so_the_tail_is_credited(context, serve, db_path):
@@ -775,6 +922,44 @@ def test_the_display_ticks_between_replies_and_never_runs_backwards(context, ser
     stopped_at = page.evaluate("client.displayTime")
     page.clock.run_for(500)
     assert page.evaluate("client.displayTime") == stopped_at
+
+
+def test_an_idle_client_stops_reconnecting_and_the_next_input_resumes_it(context, serve):
+    page = fake_socket_page(context, serve())
+    page.evaluate(
+        """() => FakeSocket.made[0].say({type: "connected", status: "success", sessionId: "s",
+              studyTime: 0, heartbeatInterval: 30, heartbeatTimeout: 60})"""
+    )
+    # The server goes away; nobody touches the page: the client keeps trying for five minutes...
+    page.evaluate("FakeSocket.made[0].end(1006)")
+    assert page.evaluate("client.status") == "reconnecting"
+    page.clock.run_for(299_000)
+    assert page.evaluate("client.status") in ("reconnecting", "connecting")
+    tried = page.evaluate("FakeSocket.made.length")
+    assert tried > 3
+    # ...then waits, paused as idle, and tries no more however long it waits.
+    page.clock.run_for(1_000)
+    assert page.evaluate("[client.status, client.pauseReason, client.retry]") == ["paused", "idle", None]
+    page.clock.run_for(3_600_000)
+    assert page.evaluate("FakeSocket.made.length") == tried
+    # A key: it connects at once.
+    page.keyboard.press("Shift")
+    assert page.evaluate("FakeSocket.made.length") == tried + 1
+    assert page.evaluate("[client.status, client.pauseReason]") == ["connecting", None]
+    page.evaluate(
+        """() => FakeSocket.made.at(-1).say({type: "connected", status: "success", sessionId: "s2",
+              studyTime: 0, heartbeatInterval: 30, heartbeatTimeout: 60})"""
+    )
+    assert page.evaluate("client.status") == "connected"
+    # Connected and idle: it closes cleanly (1000, "idle"), so the server credits up to now.
+    for _ in range(10):
+        page.clock.run_for(30_000)
+        page.evaluate(
+            "FakeSocket.made.at(-1).say({type: 'heartbeat_response', status: 'success', studyTime: 1})"
+        )
+    assert len(page.evaluate("FakeSocket.made.at(-1).sent")) == 9, "heartbeats until the pause, none after"
+    assert page.evaluate("[FakeSocket.made.at(-1).closedWith, client.lastClose.kind]") == [1000, "idle"]
+    assert page.evaluate("client.status") == "paused"
 
 
 VIOLATION = """([uri, directive]) => document.dispatchEvent(new SecurityPolicyViolationEvent(

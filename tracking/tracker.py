@@ -11,7 +11,14 @@ implements the counting rules of ``docs/protocol.md``:
    the same instant, so no wall clock second is earned twice;
    and at most ``max_sessions_per_user`` live sessions per learner across
    courses (:meth:`Tracker.admits`; 0 means no cap);
-6. credit is kept to the microsecond, so fractions are carried, never rounded away.
+6. credit is kept to the microsecond, so fractions are carried, never rounded away;
+7. optionally (``one_course_at_a_time``, ``--overlap-policy=one-course``) a
+   learner's time is credited to one course at a time: each credit covers the
+   time since the learner's previous credit in *any* course, so the slice
+   between two heartbeats of different courses goes to the course whose
+   heartbeat closed it (the one that arrived last), and two courses open
+   side by side share the wall time instead of each earning all of it. Off by
+   default: each course earns its own time (rule 3 per course only).
 
 Timeouts are kept in an insertion-ordered dict. Every deadline is "last
 accepted heartbeat + timeout" with a constant timeout and a clock that does
@@ -22,6 +29,7 @@ session that has not expired, costing O(expired + 1) rather than O(live).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import datetime
@@ -43,10 +51,19 @@ class Tracker:
     """Live sessions and their credit. Pure: no I/O, no clock of its own."""
 
     def __init__(
-        self, heartbeat_timeout: float, min_heartbeat_interval: float, max_sessions_per_user: int = 0
+        self,
+        heartbeat_timeout: float,
+        min_heartbeat_interval: float,
+        max_sessions_per_user: int = 0,
+        *,
+        one_course_at_a_time: bool = False,
     ) -> None:
         if heartbeat_timeout <= 0:
             raise ValueError("heartbeat_timeout must be positive")
+        self.one_course_at_a_time = one_course_at_a_time
+        #: Rule 7: user_id -> the server time up to which the learner has been credited, any course
+        #: (only while the policy is on and the learner has a live session).
+        self._user_until: dict[str, float] = {}
         self.heartbeat_timeout = heartbeat_timeout
         self.min_heartbeat_interval = min_heartbeat_interval
         self._by_key: dict[tuple[str, str], Session] = {}
@@ -199,6 +216,11 @@ class Tracker:
         if gap <= 0:
             return
         credit = min(gap, self.heartbeat_timeout)
+        if self.one_course_at_a_time:
+            # Rule 7: only the part of [until - credit, until] after the learner's last credit anywhere.
+            credited = self._user_until.get(session.user_id, -math.inf)
+            credit = max(0.0, min(credit, until - credited))
+            self._user_until[session.user_id] = max(credited, until)
         # Credit is kept to the microsecond (the clock's own resolution at
         # today's epoch): rounding the running sum stops float error from
         # accumulating over thousands of heartbeats, while no real fraction
@@ -211,6 +233,8 @@ class Tracker:
         if self._by_key.get(session.key) is session:
             del self._by_key[session.key]
             self._per_user.remove(session.user_id)
+            if not self._per_user.count(session.user_id):
+                self._user_until.pop(session.user_id, None)
         self._by_deadline.pop(session.session_id, None)
 
     def _advance(self, now: float) -> float:

@@ -6,6 +6,7 @@ from ..backends import Backend
 from ..base import Store
 from ..writer import SessionWriter
 from .coordination import MongoCoordinator
+from .outbox import MongoOutbox
 from .reports import MongoReports
 from .store import MongoStore, validate_url
 
@@ -33,3 +34,6 @@ class MongoBackend(Backend):
         return MongoCoordinator(
             store, writer, heartbeat_interval=heartbeat_interval, process_timeout=process_timeout
         )
+
+    def outbox(self) -> MongoOutbox:
+        return MongoOutbox(self._url)

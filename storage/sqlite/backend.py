@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ..backends import Backend
+from . import policylog
+from .outbox import SQLiteOutbox
 from .reports import SQLiteReports
 from .store import SQLiteStore, path_from_url
 
@@ -19,3 +21,9 @@ class SQLiteBackend(Backend):
 
     def report_source(self) -> SQLiteReports:
         return SQLiteReports(self.path)
+
+    async def record_policy(self, policy: str, now: float) -> None:
+        await policylog.record(self.path, policy, now)
+
+    def outbox(self) -> SQLiteOutbox:
+        return SQLiteOutbox(self.path)

@@ -23,6 +23,7 @@ from reports.source import GroupBy, GroupSum, ReportSource, Scope, Span
 from tracking.session import SessionRecord
 
 from ..base import StoreUnavailable
+from . import policylog
 from .schema import COLUMNS, record_from_row
 
 T = TypeVar("T")
@@ -172,6 +173,9 @@ class SQLiteReports(ReportSource):
             sql = f"SELECT {_SPAN} FROM study_sessions {clause}"
         rows = await self._run(lambda: self._db.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall())
         return [row[-1] for row in rows]
+
+    async def policies(self) -> list[tuple[float, str]]:
+        return await self._run(lambda: policylog.read(self._db))
 
     async def close(self) -> None:
         if self._conn is not None:
