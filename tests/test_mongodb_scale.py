@@ -60,6 +60,43 @@ class Commands(monitoring.CommandListener):
         return seen
 
 
+class Forward(monitoring.CommandListener):
+    """A listener registered with PyMongo once for the whole test run (PyMongo has no way to
+    unregister one), which passes events on to :attr:`to` while a test sets it.
+
+    How a test counts what a whole server sends: the service builds its own
+    store (no test hook in production code), and a globally registered
+    listener sees every client created after it, as in bench/mongo_cost.py.
+    """
+
+    registered = False
+
+    def __init__(self) -> None:
+        self.to: Commands | None = None
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.to is not None:
+            self.to.started(event)
+
+    def succeeded(self, event) -> None: ...
+
+    def failed(self, event) -> None: ...
+
+
+FORWARD = Forward()
+
+
+@pytest.fixture
+def server_commands():
+    """What every MongoDB client created from now on sends, until the test ends."""
+    if not Forward.registered:
+        monitoring.register(FORWARD)
+        Forward.registered = True
+    FORWARD.to = Commands()
+    yield FORWARD.to
+    FORWARD.to = None
+
+
 @pytest.fixture
 def store_kind() -> str:
     return "mongodb"
@@ -76,8 +113,8 @@ def watched(io_loop, mongo_url):
     io_loop.run_sync(opened.close)
 
 
-async def serve(settings, store) -> Service:
-    service = Service(settings, store=store)
+async def serve(settings) -> Service:
+    service = Service(settings)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     await service.start(sockets, server.make_server(service))
     service.url = f"ws://127.0.0.1:{sockets[0].getsockname()[1]}"  # type: ignore[attr-defined]
@@ -93,11 +130,12 @@ def past_sessions(user: str, count: int, seconds: float = 60.0) -> list[dict]:
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_an_opening_reads_the_same_two_documents_whatever_the_history(mongo_url, mongo_db):
+async def test_an_opening_reads_the_same_two_documents_whatever_the_history(
+    mongo_url, mongo_db, server_commands
+):
     mongo_db[SESSIONS].insert_many(past_sessions("veteran", 2000))
-    commands = Commands()
-    store = MongoStore(mongo_url, event_listeners=[commands])
-    service = await serve(fast_settings(store=mongo_url), store)  # upgrades: builds the totals
+    commands = server_commands
+    service = await serve(fast_settings(store=mongo_url))  # upgrades: builds the totals
     try:
         shapes = {}
         # A newcomer's first session builds its running total (from nothing);
@@ -329,7 +367,7 @@ async def test_a_database_of_the_previous_schema_is_upgraded_and_every_total_kep
         text=True,
     )
     assert "running totals built: 0" in again.stdout
-    service = await serve(fast_settings(store=mongo_url), MongoStore(mongo_url))
+    service = await serve(fast_settings(store=mongo_url))
     try:
         for user, seconds in expected.items():
             assert mongo_db[LEASES].find_one({"_id": f"{user}/c1"})["seconds"] == pytest.approx(seconds)
