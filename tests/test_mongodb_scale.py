@@ -398,3 +398,32 @@ async def test_notices_are_polled_on_a_server_without_change_streams_and_watched
     assert coordinator._watch is None and not coordinator._watching
     assert notice_pipeline("p1") == [{"$match": {"operationType": "insert", "fullDocument.processId": "p1"}}]
     await coordinator.stop(saved=True)
+
+
+@pytest.mark.gen_test
+async def test_the_change_stream_asks_for_this_process_s_new_notices_and_falls_back_to_polling(watched):
+    """The replica-set path's command, as MongoDB would receive it (command monitoring sees it
+    before the server answers); FerretDB refuses change streams, and the coordinator then reads
+    its notices at every poll, as it does on any server without them."""
+    store, commands = watched
+    coordinator = MongoCoordinator(store, SessionWriter(store), heartbeat_interval=2, process_timeout=60)
+    await coordinator.start(1000.0)
+    commands.take()
+    # What _start_watching does once hello names a replica set or mongos.
+    await coordinator._watch_notices()
+    ((name, target, command),) = [c for c in commands.take() if c[0] == "aggregate"]
+    assert (name, target) == ("aggregate", "study_takeovers")
+    stages = command["pipeline"]
+    assert "$changeStream" in stages[0]
+    assert stages[1:] == [
+        {"$match": {"operationType": "insert", "fullDocument.processId": coordinator.process_id}}
+    ]
+    # Refused here: not watching, and the next poll of a process with sessions reads its notices.
+    assert not coordinator._watching
+    tracker = Tracker(heartbeat_timeout=600, min_heartbeat_interval=0)
+    session, _ = tracker.open("u1", "c1", 1000.0, session_id="s1")
+    await coordinator.claim(session)
+    commands.take()
+    await coordinator.poll(1001.0)
+    assert ("find", "study_takeovers") in [(n, t) for n, t, _ in commands.take()]
+    await coordinator.stop(saved=True)
