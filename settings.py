@@ -270,8 +270,9 @@ class Settings:
     keep_sessions_days: int = setting(
         0,
         non_negative_int,
-        "delete study records of sessions that ended more than this many days ago, checked hourly"
-        " (0 = keep every record); learners' totals are kept, reports then cover only these days",
+        "delete study records of sessions that ended more than this many days ago (a TTL index on"
+        " MongoDB, else hourly; 0 = keep every record); learners' totals are kept, reports then"
+        " cover only these days",
     )
     shutdown_timeout: float = setting(
         5.0, seconds, "seconds a graceful shutdown waits for the store to take the last credit"

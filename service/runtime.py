@@ -79,6 +79,11 @@ class Runtime:
                 sum(r.seconds for r in recovered),
             )
         try:
+            # A TTL index where the store has one, else the writer's hourly delete.
+            self.writer.store_expires = await self.store.retain(self.writer.keep_seconds)
+        except StoreUnavailable as exc:
+            raise StoreError(f"cannot apply --keep-sessions-days in the store: {exc}") from exc
+        try:
             await self.coordinator.start(self.clock())
         except StoreUnavailable as exc:
             raise StoreError(f"cannot register this process in the store: {exc}") from exc

@@ -65,6 +65,16 @@ class Store(ABC):
         session-level history goes.
         """
 
+    async def retain(self, seconds: float) -> bool:
+        """Have the database itself delete the records of sessions ended ``seconds`` ago (0: none).
+
+        Called once at start with ``--keep-sessions-days``; returns whether the
+        database now expires records by itself, so that nobody need call
+        :meth:`expire`. A store that cannot (SQLite; MongoDB without TTL
+        indexes) returns False and is expired hourly by the writer.
+        """
+        return False
+
     async def upgrade(self) -> int:
         """Bring data written by an earlier version to this schema (idempotent); return what was built."""
         return 0

@@ -94,6 +94,8 @@ class SessionWriter:
         #: Records of sessions ended longer ago than this are deleted (0: kept), hourly.
         self.keep_seconds = keep_seconds
         self._expired_at = -math.inf  # monotonic time of the last expiry
+        #: The store deletes old records by itself (``Store.retain``: a TTL index), so the writer does not.
+        self.store_expires = False
         #: Seconds between two prompt writes of ended sessions; None: at the next flush only.
         self.ended_write_interval = ended_write_interval
         self._ended_write: asyncio.TimerHandle | None = None  # the scheduled prompt write
@@ -190,8 +192,11 @@ class SessionWriter:
             return total
 
     async def expire_old_records(self) -> int:
-        """Delete records older than ``keep_seconds`` at most once an hour (``--keep-sessions-days``)."""
-        if not self.keep_seconds or time.monotonic() - self._expired_at < EXPIRE_EVERY:
+        """Delete records older than ``keep_seconds`` at most once an hour (``--keep-sessions-days``).
+
+        Not where the store deletes them by itself (``store_expires``: a TTL index on MongoDB).
+        """
+        if not self.keep_seconds or self.store_expires or time.monotonic() - self._expired_at < EXPIRE_EVERY:
             return 0
         self._expired_at = time.monotonic()
         try:

@@ -427,3 +427,110 @@ async def test_the_change_stream_asks_for_this_process_s_new_notices_and_falls_b
     await coordinator.poll(1001.0)
     assert ("find", "study_takeovers") in [(n, t) for n, t, _ in commands.take()]
     await coordinator.stop(saved=True)
+
+
+def ttl_requests(commands: Commands) -> list[dict]:
+    """The indexes with ``expireAfterSeconds`` that ``createIndexes`` commands asked for."""
+    return [
+        index
+        for name, target, command in commands.take()
+        if (name, target) == ("createIndexes", SESSIONS)
+        for index in command["indexes"]
+        if "expireAfterSeconds" in index
+    ]
+
+
+@pytest.mark.gen_test
+async def test_keep_sessions_days_asks_mongodb_for_a_ttl_index_on_endedat(watched):
+    """The MongoDB path's command, as MongoDB would receive it (command monitoring sees it
+    before the server answers): a TTL index on endedAt alone, the horizon in seconds."""
+    store, commands = watched
+    expires = await store.retain(30 * 86400)
+    assert ttl_requests(commands) == [
+        {"key": {"endedAt": 1}, "name": "ended_ttl", "expireAfterSeconds": 30 * 86400}
+    ]
+    listed = [i async for i in await store.db[SESSIONS].list_indexes() if i.get("expireAfterSeconds")]
+    assert expires == bool(listed)  # True on MongoDB; FerretDB 1.24 refuses it
+    if expires:
+        assert await store.retain(30 * 86400)  # already there: nothing sent
+        assert ttl_requests(commands) == []
+
+
+@pytest.mark.gen_test
+async def test_without_ttl_indexes_the_hourly_delete_still_expires_old_sessions(watched, mongo_db):
+    """FerretDB refuses the TTL index: retain() says so, and the writer deletes old ended
+    sessions hourly; open sessions and the running totals stay."""
+    store, commands = watched
+    if await store.retain(30 * 86400):
+        pytest.skip("a server with TTL indexes: it expires the records itself")
+    mongo_db[LEASES].insert_one({"_id": "u1/c1", "userId": "u1", "courseId": "c1", "seconds": 70.0})
+    old = record(seconds=60, started=T0)  # ended years ago
+    still_open = record(seconds=10, started=T0, ended=False)
+    await store.save([old, still_open])
+    writer = SessionWriter(store, keep_seconds=30 * 86400)
+    writer.store_expires = False  # what the runtime sets from retain()
+    commands.take()
+    assert await writer.flush()
+    assert [(n, t) for n, t, _ in commands.take()] == [("delete", SESSIONS)]
+    assert {d["_id"] for d in mongo_db[SESSIONS].find()} == {still_open.session_id}
+    assert mongo_db[LEASES].find_one({"_id": "u1/c1"})["seconds"] == 70.0
+    # Where the store expires records itself, the writer sends no delete.
+    writer = SessionWriter(store, keep_seconds=30 * 86400)
+    writer.store_expires = True
+    assert await writer.flush()
+    assert commands.take() == []
+
+
+@pytest.mark.gen_test
+async def test_keep_forever_asks_for_no_ttl_index_and_a_changed_horizon_is_set_on_the_index(watched):
+    """days = 0 sends no TTL index; a changed horizon goes to the existing index by collMod,
+    or drop and create where collMod is refused (FerretDB refuses both collMod and TTL)."""
+    from storage.mongodb.schema import retention_step
+
+    store, commands = watched
+    assert not await store.retain(0)
+    assert ttl_requests(commands) == []
+    # An index on endedAt alone (here without a TTL, which FerretDB cannot hold) gets the horizon.
+    await store.db[SESSIONS].create_index([("endedAt", 1)], name="ended_ttl")
+    commands.take()
+    expires = await store.retain(86400)
+    sent = commands.take()
+    ((_, _, collmod),) = [c for c in sent if c[0] == "collMod"]
+    assert collmod["collMod"] == SESSIONS
+    assert collmod["index"] == {"name": "ended_ttl", "expireAfterSeconds": 86400}
+    if not expires:  # refused: dropped and asked for again, then the hourly fallback
+        assert ("dropIndexes", SESSIONS) in [(n, t) for n, t, _ in sent]
+        assert [i for c in sent if c[0] == "createIndexes" for i in c[2]["indexes"]] == [
+            {"key": {"endedAt": 1}, "name": "ended_ttl", "expireAfterSeconds": 86400}
+        ]
+    # What listIndexes shows on MongoDB decides the step (keep forever drops a TTL index).
+    ttl = {"v": 2, "key": {"endedAt": 1}, "name": "ended_ttl", "expireAfterSeconds": 86400}
+    plain = {"v": 2, "key": {"endedAt": 1}, "name": "endedAt_1"}
+    assert retention_step(ttl, 0) == "drop"
+    assert retention_step(plain, 0) == "none"  # an operator's own index on endedAt stays
+    assert retention_step(None, 0) == "none"
+    assert retention_step(None, 86400) == "create"
+    assert retention_step(ttl, 86400) == "keep"
+    assert retention_step(ttl, 2 * 86400) == "change"
+    assert retention_step(plain, 86400) == "change"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_server_applies_keep_sessions_days_at_start(mongo_url, server_commands):
+    service = await serve(fast_settings(store=mongo_url, keep_sessions_days=7))
+    try:
+        requested = [
+            index
+            for name, _, command in server_commands.take()
+            if name == "createIndexes"
+            for index in command["indexes"]
+            if "expireAfterSeconds" in index
+        ]
+        assert requested == [{"key": {"endedAt": 1}, "name": "ended_ttl", "expireAfterSeconds": 7 * 86400}]
+        # FerretDB refuses it: the writer keeps its hourly delete (on MongoDB it leaves it to the server).
+        ttl = [
+            i async for i in await service.store.db[SESSIONS].list_indexes() if i.get("expireAfterSeconds")
+        ]
+        assert service.writer.store_expires == bool(ttl)
+    finally:
+        await service.shutdown()

@@ -145,3 +145,18 @@ async def test_expire_deletes_only_records_of_sessions_ended_before_the_horizon(
     assert await store.expire(T0 + 5000) == 0
     assert await store.expire(T0 + 100_000) == 1  # the recent one; an open session never
     assert await store.recover(T0 + 100_000) != []  # the open one is still there
+
+
+@pytest.mark.gen_test
+async def test_retain_says_whether_the_database_expires_old_records_itself(store, store_kind):
+    """``--keep-sessions-days``: a TTL index where the server has one (MongoDB), else False and
+    the writer deletes hourly (SQLite, FerretDB); keep-forever never leaves anything expiring."""
+    expires = await store.retain(30 * 86400)
+    assert isinstance(expires, bool)
+    if store_kind == "sqlite":
+        assert expires is False
+    assert await store.retain(0) is False
+    assert await store.retain(0) is False  # idempotent
+    recent = record(seconds=5, started=T0)
+    await store.save([recent])
+    assert await study_records(store, user_id="u1") == [recent]

@@ -52,6 +52,29 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+#: The TTL index that has the server delete ended sessions itself
+#: (``--keep-sessions-days``; docs/storage.md, "Growth"). Open sessions have
+#: a null ``endedAt``, which a TTL index ignores.
+TTL_INDEX = "ended_ttl"
+TTL_KEY = {"endedAt": 1}
+
+
+def retention_step(index: dict | None, expire_after: int) -> str:
+    """What brings the TTL index to ``expire_after`` seconds (0: no TTL index).
+
+    ``index`` is the ``study_sessions`` index on ``{endedAt: 1}`` as
+    ``listIndexes`` shows it (None: there is none). Returns ``"keep"`` (it is
+    right as it is), ``"create"``, ``"change"`` (its ``expireAfterSeconds``:
+    ``collMod``), ``"drop"`` (keep everything again) or ``"none"``.
+    """
+    current = None if index is None else index.get("expireAfterSeconds")
+    if not expire_after:
+        return "none" if current is None else "drop"
+    if index is None:
+        return "create"
+    return "keep" if current == expire_after else "change"
+
+
 def to_date(seconds: float) -> DatetimeMS:
     """A server time as a BSON date (UTC, rounded to the millisecond)."""
     return DatetimeMS(round(seconds * 1000))

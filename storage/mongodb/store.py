@@ -5,8 +5,9 @@ which runs on the IOLoop Tornado uses; Motor, its predecessor, is deprecated
 and ran every call through a thread pool. Only what both MongoDB 6.0+ and
 FerretDB 1.24 support is used: single-document atomic updates, unordered
 bulk writes, ``find_one_and_update``, and ``$match``/``$group``/``$sort``
-aggregations. No transactions, no TTL indexes (change streams only where the
-server has them: coordination.py). The tests
+aggregations. No transactions; change streams (coordination.py) and the TTL
+index that expires old sessions (:meth:`MongoStore.retain`) only where the
+server has them, with a fallback that FerretDB runs. The tests
 run on FerretDB; ``docs/storage.md`` says what that does and does not cover,
 and how the running totals (``study_leases``) stay exact.
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import os
 import socket
 import time
@@ -27,7 +30,7 @@ from dataclasses import replace
 from datetime import UTC
 
 from bson.codec_options import CodecOptions, DatetimeConversion
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
@@ -52,17 +55,23 @@ from .schema import (
     SCHEMA_VERSION,
     SESSIONS,
     TAKEOVERS,
+    TTL_INDEX,
+    TTL_KEY,
     checkpoint_update,
     document_from_record,
     fold,
     from_date,
     lease_key,
     record_from_document,
+    retention_step,
     session_filter,
     to_date,
 )
 
+log = logging.getLogger("study_time.store")
+
 DUPLICATE_KEY = 11000
+INDEX_NOT_FOUND = 27
 INDEX_ATTEMPTS = 5
 #: Seconds a survivor holds its claim on a dead process while it closes the
 #: process's sessions; if it dies meanwhile, another claims it after this.
@@ -333,6 +342,78 @@ class MongoStore(Store):
                 {"endedAt": {"$ne": None, "$lt": to_date(ended_before)}}
             )
         return result.deleted_count
+
+    async def retain(self, seconds: float) -> bool:
+        """Have the server delete the sessions that ended ``seconds`` ago: a TTL index on ``endedAt``.
+
+        Brings the index to the setting: created, its ``expireAfterSeconds``
+        changed (``collMod``, else dropped and created again), or dropped when
+        ``seconds`` is 0 (keep everything). Returns whether the server now
+        expires records itself. A server without TTL indexes (FerretDB 1.24)
+        refuses the index: one INFO line, False, and the writer deletes hourly
+        (:meth:`expire`); so does a build not confirmed in time (a warning).
+        Failing to read the indexes or to drop the TTL index raises
+        :class:`StoreUnavailable`.
+        """
+        expire_after = math.ceil(seconds)
+        async with errors():
+            index = await self._ttl_index()
+            step = retention_step(index, expire_after)
+            if step == "drop":
+                try:
+                    await self.db[SESSIONS].drop_index(index["name"])  # type: ignore[index]
+                except OperationFailure as exc:
+                    if exc.code != INDEX_NOT_FOUND:  # IndexNotFound: another process dropped it first
+                        raise
+                return False
+            if step in ("none", "keep"):
+                return step == "keep"
+            try:
+                if step == "create":
+                    await self._create_ttl(expire_after)
+                else:
+                    await self._change_ttl(index["name"], expire_after)  # type: ignore[index]
+            except OperationFailure as exc:
+                log.info(
+                    "the MongoDB server refused a TTL index on %s.endedAt (%s):"
+                    " records older than --keep-sessions-days are deleted hourly instead",
+                    SESSIONS,
+                    (exc.details or {}).get("errmsg", exc),
+                )
+                return False
+            except PyMongoError as exc:
+                # Building the index over years of sessions can outlast the
+                # socket timeout; the server goes on building it, and a later
+                # start finds it. Until then the hourly delete does the same.
+                log.warning(
+                    "the TTL index on %s.endedAt was not confirmed (%s): deleting old records hourly",
+                    SESSIONS,
+                    _describe(exc),
+                )
+                return False
+        return True
+
+    async def _ttl_index(self) -> dict | None:
+        """The ``study_sessions`` index on ``{endedAt: 1}`` alone, whatever its name (or None)."""
+        async for index in await self.db[SESSIONS].list_indexes():
+            if dict(index["key"]) == TTL_KEY:
+                return dict(index)
+        return None
+
+    async def _create_ttl(self, expire_after: int) -> None:
+        await self.db[SESSIONS].create_indexes(
+            [IndexModel(list(TTL_KEY.items()), name=TTL_INDEX, expireAfterSeconds=expire_after)]
+        )
+
+    async def _change_ttl(self, name: str, expire_after: int) -> None:
+        """Set an existing index's ``expireAfterSeconds``; drop and create it if ``collMod`` is refused."""
+        try:
+            await self.db.command(
+                "collMod", SESSIONS, index={"name": name, "expireAfterSeconds": expire_after}
+            )
+        except OperationFailure:
+            await self.db[SESSIONS].drop_index(name)
+            await self._create_ttl(expire_after)
 
     async def live_processes(self, now: float) -> list[str]:
         """The ids of the server processes whose liveness record has not expired at ``now``."""
