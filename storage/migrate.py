@@ -14,21 +14,29 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from settings import program
+
 from .backends import backend_for
 from .base import StoreError
 
 
 def main(argv: Sequence[str]) -> int:
+    """Exit 2 for a ``--store`` that cannot be used (a usage error), 1 when the store cannot be upgraded."""
+    prog = f"{program()} migrate"
     parser = argparse.ArgumentParser(
-        prog="study-time migrate", description="Upgrade the study record store to this version's schema."
+        prog=prog, description="Upgrade the study record store to this version's schema."
     )
     parser.add_argument("--store", required=True, help="the store URL the servers use (--store)")
     args = parser.parse_args(argv)
     try:
         store = backend_for(args.store).store(server=False)
+    except StoreError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         built = asyncio.run(_upgrade(store))
     except StoreError as exc:
-        print(f"study-time migrate: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     print(f"store is up to date; running totals built: {built}")
     return 0

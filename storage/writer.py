@@ -191,7 +191,7 @@ class SessionWriter:
                 total += self._pending[session_id].seconds - self._durable.get(session_id, 0.0)
             return total
 
-    async def expire_old_records(self) -> int:
+    async def _expire_old_records(self) -> int:
         """Delete records older than ``keep_seconds`` at most once an hour (``--keep-sessions-days``).
 
         Not where the store deletes them by itself (``store_expires``: a TTL index on MongoDB).
@@ -244,7 +244,7 @@ class SessionWriter:
                         return False
                 written = await self._write_pending()
                 if written:
-                    await self.expire_old_records()
+                    await self._expire_old_records()
                 return written
             finally:
                 # Only if the flush itself was cancelled: the untaken sessions

@@ -60,8 +60,8 @@ def test_usage_and_errors_name_the_command_run_from_a_checkout(tmp_path):
     assert tokens_help.startswith("usage: server.py tokens ")
     unknown = run_server("reprot")
     assert unknown.stderr.strip() == (
-        "server.py: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
-        " settings start with -- (see python server.py --help)"
+        "server.py: error: unknown command 'reprot': the commands are 'report', 'tokens' and"
+        " 'migrate'; settings start with -- (see python server.py --help)"
     )
 
 

@@ -270,8 +270,8 @@ def test_the_installed_command_names_itself_in_usage_errors_and_hints(installed,
     assert help_text.startswith("usage: study-time ") and "'study-time tokens --help'" in help_text
     assert run("tokens", "--help").stdout.startswith("usage: study-time tokens ")
     assert run("reprot").stderr.strip() == (
-        "study-time: error: unknown command 'reprot': the commands are 'report' and 'tokens';"
-        f" settings start with -- (see {command} --help)"
+        "study-time: error: unknown command 'reprot': the commands are 'report', 'tokens' and"
+        f" 'migrate'; settings start with -- (see {command} --help)"
     )
     assert run("--flood-burst=0").stderr.startswith("study-time: error: invalid --flood-burst")
     # The first start, before any token: the log names the command that makes one.
