@@ -135,7 +135,10 @@ async def test_an_opening_reads_the_same_two_documents_whatever_the_history(
 ):
     mongo_db[SESSIONS].insert_many(past_sessions("veteran", 2000))
     commands = server_commands
-    service = await serve(fast_settings(store=mongo_url))  # upgrades: builds the totals
+    # A heartbeat timeout far longer than the test: a stall of the machine
+    # between opening and closing must not end a session as a timeout.
+    slow = {"heartbeat_interval": 5.0, "heartbeat_timeout": 10.0}
+    service = await serve(fast_settings(store=mongo_url, **slow))  # upgrades: builds the totals
     try:
         shapes = {}
         # A newcomer's first session builds its running total (from nothing);
