@@ -192,75 +192,14 @@ class MongoCoordinator(Coordinator):
         their documents: one more read, only when there are any.
         """
         now = session.started_at
-        key = session.key
         # What this process knows of its own sessions of this key, taken before
         # the read: one whose credit is added meanwhile is in the snapshot and,
         # if added before the read, no longer in ``open``; never counted twice.
-        local = {sid: self._sessions[sid].seconds for sid in self._by_key.get(key, ())}
+        local = {sid: self._sessions[sid].seconds for sid in self._by_key.get(session.key, ())}
         self._track(session)
         async with errors():
-            prior = await self._db[LEASES].find_one_and_update(
-                {"_id": lease_key(*key)},
-                {
-                    "$set": {
-                        "userId": session.user_id,
-                        "courseId": session.course_id,
-                        "sessionId": session.session_id,
-                        "processId": self.process_id,
-                        "since": to_date(now),
-                        f"open.{session.session_id}": {"p": self.process_id, "t": now},
-                    },
-                },
-                upsert=True,
-                return_document=ReturnDocument.BEFORE,
-            )
-            if prior is None or "seconds" not in prior:
-                # The first session of this pair since the running totals exist
-                # (a new learner, or sessions written by a tool or an earlier
-                # version and not upgraded): built once, from the sessions that
-                # started before this one; later ones are noted in ``open``.
-                built = await self.store.session_credit(session.user_id, session.course_id, before=now)
-                await self._db[LEASES].update_one(
-                    {"_id": lease_key(*key), "seconds": {"$exists": False}}, {"$set": {"seconds": built}}
-                )
-                prior = {**(prior or {}), "seconds": built}
-            entries = sorted((prior.get("open") or {}).items(), key=lambda item: item[1]["t"])
-            remote = [sid for sid, entry in entries if entry["p"] != self.process_id]
-            docs = {}
-            if remote:
-                docs = {
-                    d["_id"]: d
-                    async for d in self._db[SESSIONS].find(
-                        {"userId": session.user_id, "_id": {"$in": remote}}, {"seconds": 1, "endedAt": 1}
-                    )
-                }
-            total = float(prior.get("seconds", 0.0))
-            unknown = {entry["p"] for sid, entry in entries if sid in remote} - set(self._expiry_of)
-            if unknown:
-                # Started since the last look, or gone (or a tool's): one read says.
-                for pid in unknown:
-                    self._expiry_of[pid] = float("-inf")
-                async for d in self._db[PROCESSES].find({"_id": {"$in": list(unknown)}}, {"expiresAt": 1}):
-                    self._expiry_of[d["_id"]] = from_date(d["expiresAt"])
-            repairs = []
-            for i, (sid, entry) in enumerate(entries):
-                if entry["p"] == self.process_id:
-                    total += local.get(sid, 0.0)
-                    continue
-                doc = docs.get(sid)
-                stored = float(doc["seconds"]) if doc is not None else 0.0
-                alive = self._alive(entry["p"], now)
-                if alive and (doc is None or doc.get("endedAt") is None):
-                    until = entries[i + 1][1]["t"] if i + 1 < len(entries) else now
-                    total += max(stored, until - entry["t"])
-                    continue
-                total += stored
-                if not alive and (doc is None or doc.get("endedAt") is not None):
-                    # Ended (or never written) on a process that is gone before
-                    # its credit was added: add it now, once.
-                    repairs.append(UpdateOne(*fold(session.user_id, session.course_id, sid, stored)))
-            if repairs:
-                await self._db[LEASES].bulk_write(repairs, ordered=False)
+            prior = await self._take_lease(session)
+            total = await self._total(session, prior, local)
             holder, replaced = prior.get("processId"), prior.get("sessionId")
             if holder == self.process_id and replaced:
                 self._settled.add(replaced)  # replaced here, at this instant: nothing to cap
@@ -282,6 +221,90 @@ class MongoCoordinator(Coordinator):
             holder,
         )
         return total
+
+    async def _take_lease(self, session: Session) -> dict:
+        """Take the lease, note the session in ``open``; the document as it was, with its ``seconds``."""
+        now = session.started_at
+        key = session.key
+        prior = await self._db[LEASES].find_one_and_update(
+            {"_id": lease_key(*key)},
+            {
+                "$set": {
+                    "userId": session.user_id,
+                    "courseId": session.course_id,
+                    "sessionId": session.session_id,
+                    "processId": self.process_id,
+                    "since": to_date(now),
+                    f"open.{session.session_id}": {"p": self.process_id, "t": now},
+                },
+            },
+            upsert=True,
+            return_document=ReturnDocument.BEFORE,
+        )
+        if prior is None or "seconds" not in prior:
+            # The first session of this pair since the running totals exist
+            # (a new learner, or sessions written by a tool or an earlier
+            # version and not upgraded): built once, from the sessions that
+            # started before this one; later ones are noted in ``open``.
+            built = await self.store.session_credit(session.user_id, session.course_id, before=now)
+            await self._db[LEASES].update_one(
+                {"_id": lease_key(*key), "seconds": {"$exists": False}}, {"$set": {"seconds": built}}
+            )
+            prior = {**(prior or {}), "seconds": built}
+        return prior
+
+    async def _total(self, session: Session, prior: dict, local: dict[str, float]) -> float:
+        """The running total in ``prior`` plus each session in its ``open`` (see :meth:`claim`).
+
+        Adds, once, the credit of any that ended on a process that is gone.
+        """
+        now = session.started_at
+        entries = sorted((prior.get("open") or {}).items(), key=lambda item: item[1]["t"])
+        remote = [sid for sid, entry in entries if entry["p"] != self.process_id]
+        docs = await self._session_docs(session.user_id, remote)
+        total = float(prior.get("seconds", 0.0))
+        await self._learn_expiry({entry["p"] for sid, entry in entries if sid in remote})
+        repairs = []
+        for i, (sid, entry) in enumerate(entries):
+            if entry["p"] == self.process_id:
+                total += local.get(sid, 0.0)
+                continue
+            doc = docs.get(sid)
+            stored = float(doc["seconds"]) if doc is not None else 0.0
+            alive = self._alive(entry["p"], now)
+            if alive and (doc is None or doc.get("endedAt") is None):
+                until = entries[i + 1][1]["t"] if i + 1 < len(entries) else now
+                total += max(stored, until - entry["t"])
+                continue
+            total += stored
+            if not alive and (doc is None or doc.get("endedAt") is not None):
+                # Ended (or never written) on a process that is gone before
+                # its credit was added: add it now, once.
+                repairs.append(UpdateOne(*fold(session.user_id, session.course_id, sid, stored)))
+        if repairs:
+            await self._db[LEASES].bulk_write(repairs, ordered=False)
+        return total
+
+    async def _session_docs(self, user_id: str, session_ids: list[str]) -> dict[str, dict]:
+        """The stored credit and end of other processes' sessions, by id: one read, none if there are none."""
+        if not session_ids:
+            return {}
+        return {
+            d["_id"]: d
+            async for d in self._db[SESSIONS].find(
+                {"userId": user_id, "_id": {"$in": session_ids}}, {"seconds": 1, "endedAt": 1}
+            )
+        }
+
+    async def _learn_expiry(self, process_ids: set[str]) -> None:
+        """Learn the expiry of those processes not listed at the last look."""
+        unknown = process_ids - set(self._expiry_of)
+        if unknown:
+            # Started since the last look, or gone (or a tool's): one read says.
+            for pid in unknown:
+                self._expiry_of[pid] = float("-inf")
+            async for d in self._db[PROCESSES].find({"_id": {"$in": list(unknown)}}, {"expiresAt": 1}):
+                self._expiry_of[d["_id"]] = from_date(d["expiresAt"])
 
     def ended(self, session: Session) -> None:
         if session.session_id in self._sessions:

@@ -438,77 +438,87 @@ class MongoStore(Store):
         async with errors():
             processes = [d async for d in self.db[PROCESSES].find({}, {"expiresAt": 1})]
             live = [d["_id"] for d in processes if from_date(d["expiresAt"]) >= now]
-            claimed_by_others = []
-            for d in processes:
-                if d["_id"] in live:
-                    continue
-                won = await self.db[PROCESSES].find_one_and_update(
-                    {
-                        "_id": d["_id"],
-                        "expiresAt": {"$lt": to_date(now)},
-                        "$or": [{"reapUntil": {"$exists": False}}, {"reapUntil": {"$lt": to_date(now)}}],
-                    },
-                    {"$set": {"reaper": self.process_id, "reapUntil": to_date(now + REAP_SECONDS)}},
-                )
-                if won is None:
-                    claimed_by_others.append(d["_id"])
-            keep = live + claimed_by_others
+            keep = live + await self._claim_expired(processes, live, now)
             orphan_filter = {"endedAt": None, "processId": {"$nin": keep}}
             orphan_docs = [d async for d in self.db[SESSIONS].find(orphan_filter)]
             owners = {d.get("processId") for d in orphan_docs if d.get("processId")}
             owners.update(d["_id"] for d in processes if d["_id"] not in keep)
-            orphans = [record_from_document(d) for d in orphan_docs]
-            recovered = []
-            for record in orphans:
-                # Guarded by rev: a checkpoint landing meanwhile wins, and the
-                # next recovery closes the session at that checkpoint instead.
-                result = await self.db[SESSIONS].update_one(
-                    {**session_filter(record), "rev": record.rev, "endedAt": None},
-                    {
-                        "$set": {
-                            "endedAt": to_date(record.credited_until),
-                            "exact.endedAt": record.credited_until,
-                            "endReason": EndReason.SERVER_LOST.value,
-                        },
-                        "$inc": {"rev": 1},
-                    },
-                )
-                if result.modified_count:
-                    recovered.append(
-                        replace(
-                            record,
-                            ended_at=record.credited_until,
-                            end_reason=EndReason.SERVER_LOST.value,
-                            rev=record.rev + 1,
-                        )
-                    )
-            if recovered:
-                await self.db[LEASES].bulk_write(
-                    [UpdateOne(*fold(r.user_id, r.course_id, r.session_id, r.seconds)) for r in recovered],
-                    ordered=False,
-                )
-            await self.db[LEASES].update_many(
-                {"processId": {"$exists": True, "$nin": keep}},
-                {"$unset": dict.fromkeys(LEASE_FIELDS, "")},
-            )
-            await self.db[TAKEOVERS].delete_many({"processId": {"$nin": keep}})
-            # A process presumed dead that is in fact alive (cut off from the
-            # store) learns it from this notice at its next look for notices.
-            gone = {r_doc for r_doc in owners if r_doc not in keep}
-            if gone:
-                with contextlib.suppress(BulkWriteError):
-                    await self.db[TAKEOVERS].insert_many(
-                        [
-                            {"_id": f"dead:{pid}", "processId": pid, "dead": True, "at": to_date(now)}
-                            for pid in gone
-                        ],
-                        ordered=False,
-                    )
-            await self.db[PROCESSES].delete_many(
-                {"expiresAt": {"$lt": to_date(now)}, "reaper": self.process_id}
-            )
+            recovered = await self._close_orphans([record_from_document(d) for d in orphan_docs])
+            await self._free_dead(keep, owners, now)
         recovered.sort(key=lambda r: (r.started_at, r.session_id))
         return recovered
+
+    async def _claim_expired(self, processes: list[dict], live: list[str], now: float) -> list[str]:
+        """Claim each expired process (``reaper``, atomically); the ids of those other survivors hold."""
+        claimed_by_others = []
+        for d in processes:
+            if d["_id"] in live:
+                continue
+            won = await self.db[PROCESSES].find_one_and_update(
+                {
+                    "_id": d["_id"],
+                    "expiresAt": {"$lt": to_date(now)},
+                    "$or": [{"reapUntil": {"$exists": False}}, {"reapUntil": {"$lt": to_date(now)}}],
+                },
+                {"$set": {"reaper": self.process_id, "reapUntil": to_date(now + REAP_SECONDS)}},
+            )
+            if won is None:
+                claimed_by_others.append(d["_id"])
+        return claimed_by_others
+
+    async def _close_orphans(self, orphans: list[SessionRecord]) -> list[SessionRecord]:
+        """Close each orphan at its last checkpoint (``server_lost``), then add the closed ones' credit."""
+        recovered = []
+        for record in orphans:
+            # Guarded by rev: a checkpoint landing meanwhile wins, and the
+            # next recovery closes the session at that checkpoint instead.
+            result = await self.db[SESSIONS].update_one(
+                {**session_filter(record), "rev": record.rev, "endedAt": None},
+                {
+                    "$set": {
+                        "endedAt": to_date(record.credited_until),
+                        "exact.endedAt": record.credited_until,
+                        "endReason": EndReason.SERVER_LOST.value,
+                    },
+                    "$inc": {"rev": 1},
+                },
+            )
+            if result.modified_count:
+                recovered.append(
+                    replace(
+                        record,
+                        ended_at=record.credited_until,
+                        end_reason=EndReason.SERVER_LOST.value,
+                        rev=record.rev + 1,
+                    )
+                )
+        if recovered:
+            await self.db[LEASES].bulk_write(
+                [UpdateOne(*fold(r.user_id, r.course_id, r.session_id, r.seconds)) for r in recovered],
+                ordered=False,
+            )
+        return recovered
+
+    async def _free_dead(self, keep: list[str], owners: set[str], now: float) -> None:
+        """Free the leases and notices of every process not in ``keep``; delete the records claimed here."""
+        await self.db[LEASES].update_many(
+            {"processId": {"$exists": True, "$nin": keep}},
+            {"$unset": dict.fromkeys(LEASE_FIELDS, "")},
+        )
+        await self.db[TAKEOVERS].delete_many({"processId": {"$nin": keep}})
+        # A process presumed dead that is in fact alive (cut off from the
+        # store) learns it from this notice at its next look for notices.
+        gone = {r_doc for r_doc in owners if r_doc not in keep}
+        if gone:
+            with contextlib.suppress(BulkWriteError):
+                await self.db[TAKEOVERS].insert_many(
+                    [
+                        {"_id": f"dead:{pid}", "processId": pid, "dead": True, "at": to_date(now)}
+                        for pid in gone
+                    ],
+                    ordered=False,
+                )
+        await self.db[PROCESSES].delete_many({"expiresAt": {"$lt": to_date(now)}, "reaper": self.process_id})
 
 
 def errors() -> _MapErrors:
