@@ -193,7 +193,7 @@ class Run:
         self.args = args
         self.dir = tempfile.mkdtemp(prefix="study-time-bench-")
         self.pin = not args.no_pin
-        self.ramp_deadline = 10.0 if args.quick else RAMP_DEADLINE
+        self.ramp_deadline = 20.0 if args.quick else RAMP_DEADLINE
         self.servers = args.servers.split(",") if getattr(args, "servers", None) else list(SERVERS)
         self.mongodb_url: str | None = None
         # ours checkpoints every 5 s (server.py's default) unless --ours-arg says otherwise.
