@@ -59,13 +59,16 @@ def test_the_goals_table_shows_the_four_figures_against_bare_tornado():
     throughput = {
         "scenario": "throughput",
         "connections": 1000,
-        "median": {"ours": {"replies_per_s": 16000.0}, "tornado": {"replies_per_s": 10000.0}},
+        "median": {
+            "ours": {"replies_per_s": 16000.0, "server_cpu": 0.8},
+            "tornado": {"replies_per_s": 10000.0, "server_cpu": 1.0},
+        },
         "pair_ratios_tornado": [1.4, 1.6, 1.7],
         "median_pair_ratio_tornado": 1.6,
     }
     rows = bench.goals([capacity, throughput])
     assert [met for *_, met in rows] == [True, True, False, False]
-    assert "1.6x (1.4, 1.6, 1.7; 16000 vs 10000 /s at 1000)" in rows[0][1]
+    assert "1.6x (1.4, 1.6, 1.7; 16000 vs 10000 /s at 1000; per CPU second x2.0)" in rows[0][1]
     assert "0.933x (14.0 vs 15.0 KiB at 5000)" in rows[1][1]
     assert bench.goals([])[0][3] is None  # a scenario not run is not a goal missed
     table = bench.goals_table([capacity, throughput])
