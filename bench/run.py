@@ -53,7 +53,7 @@ RAMP_DEADLINE = 90.0
 
 @dataclass
 class Profile:
-    """How big each scenario is: ``--quick`` (under 3 minutes in all) or full."""
+    """How big each scenario is: ``--quick`` (3-4 minutes in all) or full."""
 
     capacity_stages: list[int]
     capacity_interval: float
@@ -890,7 +890,7 @@ def summary(results: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small counts, under 3 minutes in all")
+    parser.add_argument("--quick", action="store_true", help="small counts, 3-4 minutes in all")
     parser.add_argument("--scenarios", help="comma-separated; default all (the quick run skips processes)")
     parser.add_argument("--servers", help="only these of ours,tornado,node (ratios need all three)")
     parser.add_argument("--stages", help="capacity stages, e.g. 1000,19000 (overrides the profile)")
