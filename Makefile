@@ -62,7 +62,7 @@ nginx:
 	@scripts/ensure-nginx.sh
 
 ## Benchmarks against bare Tornado and Node ws (not part of `make test`): `make bench` is the
-## quick one (under 3 minutes), `make bench-full` the full one; see docs/performance.md.
+## quick one (3-4 minutes, printing the four goals against bare Tornado), `make bench-full` the full one; see docs/performance.md.
 bench: $(VENV)/.bench bench/node_modules/.ci
 	$(PY) bench/run.py --quick
 

@@ -92,6 +92,13 @@ def log_format(text: str) -> str:
     return lowered
 
 
+def event_loop(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in ("auto", "uvloop", "asyncio"):
+        raise ValueError(f"expected auto, uvloop or asyncio, got {text!r}")
+    return lowered
+
+
 def boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -340,6 +347,12 @@ class Settings:
     log_level: str = setting("INFO", log_level, "DEBUG, INFO, WARNING or ERROR")
     log_format: str = setting(
         "text", log_format, "text (for people) or json (one JSON object per line, for log pipelines)"
+    )
+    event_loop: str = setting(
+        "auto",
+        event_loop,
+        "auto (uvloop when it is installed, else asyncio's own), uvloop or asyncio;"
+        " uvloop answers heartbeats faster (docs/performance.md)",
     )
     http_idle_timeout: float = setting(
         30.0,

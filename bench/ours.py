@@ -20,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import server
+import service
 from storage import Store
 from storage.backends import Backend
 from storage.writer import SessionWriter
@@ -78,7 +79,7 @@ def counting(store: Store, stats_path: str | None) -> Store:
 
 
 def main() -> int:
-    real_backend_for = server.backend_for
+    real_backend_for = service.backend_for
     stats_path = os.environ.get("BENCH_STORE_STATS")
     if os.environ.get("BENCH_GC_YOUNG"):  # an experiment: another young-generation threshold
         server.GC_YOUNG_THRESHOLD = int(os.environ["BENCH_GC_YOUNG"])
@@ -89,7 +90,8 @@ def main() -> int:
         backend.store = lambda **kwargs: counting(real_store(**kwargs), stats_path)  # type: ignore[method-assign]
         return backend
 
-    server.backend_for = backend_for
+    # The service builds its store through the name it imported (service/__init__.py).
+    service.backend_for = backend_for
     return server.main(sys.argv[1:])
 
 

@@ -1,10 +1,12 @@
 """Profile our server under load with py-spy: where does the time go?
 
     python bench/profile.py --mode=loop --conns=2000 --seconds=10 [--out=profile.txt]
+    python bench/profile.py --mode=open --conns=5000
 
 Starts ours (pinned like in bench/run.py) with the Node load generators, and
 records it with ``py-spy record --format raw`` (collapsed stacks); prints the
-functions with the most own and cumulative samples.
+functions with the most own and cumulative samples. ``--mode=open`` records
+the openings themselves (the ramp to ``--conns``) instead of the heartbeats.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,44 +24,68 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # the harness's process and generator helpers
 
 
+def record(pid: int, raw: str, seconds: float) -> subprocess.Popen:
+    """Start py-spy on ``pid`` for ``seconds``, writing collapsed stacks to ``raw``."""
+    return subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--format",
+            "raw",
+            "--output",
+            raw,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=("loop", "hold"), default="loop")
+    parser.add_argument("--mode", choices=("loop", "hold", "open"), default="loop")
     parser.add_argument("--conns", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--kind", default="ours", choices=bench.SERVERS[:2])
     parser.add_argument("--out", default=os.path.join(bench.RESULTS, "profile.txt"))
     args = parser.parse_args()
     run = bench.Run(argparse.Namespace(no_pin=False, keep=False, mongodb=None, quick=False))
-    child, port, _ = run.start_server(args.kind, mode=args.mode)
+    opening = args.mode == "open"
+    child, port, _ = run.start_server(args.kind, mode="hold" if opening else args.mode)
     gens = None
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    raw = args.out + ".raw"
     try:
-        gens = bench.Loadgens(run, port, mode=args.mode, count=2, interval=5.0, lifetime=args.seconds + 120)
-        gens.open(args.conns)
-        gens.command(lambda g: {"cmd": "start"})
-        time.sleep(5.0 if args.mode == "hold" else 1.0)
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        raw = args.out + ".raw"
-        spy = subprocess.Popen(
-            [
-                os.path.join(os.path.dirname(sys.executable), "py-spy"),
-                "record",
-                "--pid",
-                str(child.pid),
-                "--duration",
-                str(int(args.seconds)),
-                "--format",
-                "raw",
-                "--output",
-                raw,
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        gens = bench.Loadgens(
+            run,
+            port,
+            mode="hold" if opening else args.mode,
+            count=2,
+            interval=5.0,
+            lifetime=args.seconds + 120,
         )
-        m = gens.measure(args.seconds)
-        spy.wait(60)
-        print({k: m[k] for k in ("replies", "p50_ms", "p99_ms", "fairness", "loadgen_cpu")})
+        if opening:
+            spy = record(child.pid, raw, 600)  # stopped below, once every connection is open
+            time.sleep(1.0)  # py-spy attached
+            opened = gens.open(args.conns)
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+            spy.wait(60)
+            print(
+                {k: opened[k] for k in ("open", "failed", "seconds")},
+                f"{opened['opened'] / opened['seconds']:.0f}/s",
+            )
+        else:
+            gens.open(args.conns)
+            gens.command(lambda g: {"cmd": "start"})
+            time.sleep(5.0 if args.mode == "hold" else 1.0)
+            spy = record(child.pid, raw, args.seconds)
+            m = gens.measure(args.seconds)
+            spy.wait(60)
+            print({k: m[k] for k in ("replies", "p50_ms", "p99_ms", "fairness", "loadgen_cpu")})
     finally:
         if gens is not None:
             gens.stop()

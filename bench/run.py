@@ -53,7 +53,7 @@ RAMP_DEADLINE = 90.0
 
 @dataclass
 class Profile:
-    """How big each scenario is: ``--quick`` (under 3 minutes in all) or full."""
+    """How big each scenario is: ``--quick`` (3-4 minutes in all) or full."""
 
     capacity_stages: list[int]
     capacity_interval: float
@@ -69,12 +69,12 @@ class Profile:
 
 
 QUICK = Profile(
-    capacity_stages=[4000],
+    capacity_stages=[5000],
     capacity_interval=5.0,
     capacity_measure=10.0,
-    throughput_conns=2000,
+    throughput_conns=1000,
     throughput_seconds=5.0,
-    throughput_repeat=1,
+    throughput_repeat=3,
     sweep_sessions=100_000,
     processes_conns=4000,
     store_mongodb_conns=200,
@@ -85,7 +85,7 @@ FULL = Profile(
     capacity_stages=[1000, 2000, 5000, 10000, 19000],
     capacity_interval=5.0,
     capacity_measure=10.0,
-    throughput_conns=2000,
+    throughput_conns=1000,
     throughput_seconds=10.0,
     throughput_repeat=3,
     sweep_sessions=100_000,
@@ -193,7 +193,7 @@ class Run:
         self.args = args
         self.dir = tempfile.mkdtemp(prefix="study-time-bench-")
         self.pin = not args.no_pin
-        self.ramp_deadline = 10.0 if args.quick else RAMP_DEADLINE
+        self.ramp_deadline = 20.0 if args.quick else RAMP_DEADLINE
         self.servers = args.servers.split(",") if getattr(args, "servers", None) else list(SERVERS)
         self.mongodb_url: str | None = None
         # ours checkpoints every 5 s (server.py's default) unless --ours-arg says otherwise.
@@ -543,6 +543,11 @@ def scenario_throughput(run: Run, p: Profile) -> dict:
             samples[kind].append(loop_run(run, kind, p.throughput_conns, p.throughput_seconds))
     med = {kind: median_run(rs) for kind, rs in samples.items()}
     ours = med["ours"]
+    # Each run of ours against the bare Tornado run right after it (they alternate).
+    pairs = [
+        ratio(o["replies_per_s"], t["replies_per_s"])
+        for o, t in zip(samples["ours"], samples.get("tornado", []), strict=False)
+    ]
     return {
         "scenario": "throughput",
         "connections": p.throughput_conns,
@@ -550,6 +555,10 @@ def scenario_throughput(run: Run, p: Profile) -> dict:
         "repeats": p.throughput_repeat,
         "median": med,
         "spread_replies_per_s": {kind: [r["replies_per_s"] for r in rs] for kind, rs in samples.items()},
+        "pair_ratios_tornado": pairs,
+        "median_pair_ratio_tornado": statistics.median(x for x in pairs if x is not None)
+        if any(pairs)
+        else None,
         "ratio": {
             base: {
                 k: ratio(ours[k], med.get(base, {}).get(k))
@@ -765,6 +774,62 @@ def machine() -> dict:
     return info
 
 
+#: The goals of issue 24 against bare Tornado (docs/performance.md): (label, goal text, test).
+GOALS = (
+    ("closed-loop replies/s (median of paired runs)", ">= 1.5x", lambda x: x >= 1.5),
+    ("RSS per held connection", "<= 1.0x", lambda x: x <= 1.0),
+    ("opening rate while ramping", ">= 1.0x", lambda x: x >= 1.0),
+    ("p99 round trip at the capacity stage", "< 10 ms", lambda x: x < 10),
+)
+
+
+def goals(results: list[dict]) -> list[tuple[str, str, str, bool | None]]:
+    """The four figures against bare Tornado from this run: (figure, value, goal, met)."""
+    by_name = {r["scenario"]: r for r in results if "skipped" not in r}
+    capacity, throughput = by_name.get("capacity"), by_name.get("throughput")
+    values: list[tuple[float | None, str]] = [(None, "not run")] * 4
+    if throughput is not None:
+        x = throughput.get("median_pair_ratio_tornado")
+        pairs = ", ".join(f"{r}" for r in throughput.get("pair_ratios_tornado", []))
+        med = throughput["median"]
+        ours, bare = (med.get(k, {}).get("replies_per_s", 0) for k in ("ours", "tornado"))
+        # Per CPU second too: on a shared machine a server does not always get its whole core.
+        per_cpu = ratio(
+            ours / (med["ours"].get("server_cpu") or 1),
+            bare / (med.get("tornado", {}).get("server_cpu") or 1),
+        )
+        values[0] = (
+            x,
+            f"{x}x ({pairs}; {ours:.0f} vs {bare:.0f} /s at {throughput['connections']};"
+            f" per CPU second x{per_cpu})",
+        )
+    if capacity is not None:
+        o, t = capacity["ours"], capacity["points"].get("tornado", [{}])[-1]
+        r = capacity["ratio"]["tornado"]
+        n = o["connections"]
+        values[1] = (
+            r["rss_per_conn_kb"],
+            f"{r['rss_per_conn_kb']}x ({o['rss_per_conn_kb']} vs {t.get('rss_per_conn_kb')} KiB at {n})",
+        )
+        values[2] = (r["conn_per_s"], f"{r['conn_per_s']}x ({o['conn_per_s']} vs {t.get('conn_per_s')} /s)")
+        values[3] = (
+            o["p99_ms"],
+            f"{o['p99_ms']} ms at {n} (x{r['p99_ms']} bare Tornado's {t.get('p99_ms')} ms)",
+        )
+    return [
+        (label, text, goal, None if value is None else bool(test(value)))
+        for (label, goal, test), (value, text) in zip(GOALS, values, strict=True)
+    ]
+
+
+def goals_table(results: list[dict]) -> str:
+    lines = ["", "against bare Tornado, this run (goals: docs/performance.md)"]
+    for label, text, goal, met in goals(results):
+        verdict = "n/a" if met is None else ("met" if met else "MISSED")
+        lines.append(f"  {label:<46} {text:<58} goal {goal:<8} {verdict}")
+    return "\n".join(lines)
+
+
 def summary(results: list[dict]) -> str:
     lines = ["", "study-time benchmark: ours / baseline (bare Tornado; Node ws)"]
     for r in results:
@@ -825,7 +890,7 @@ def summary(results: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small counts, under 3 minutes in all")
+    parser.add_argument("--quick", action="store_true", help="small counts, 3-4 minutes in all")
     parser.add_argument("--scenarios", help="comma-separated; default all (the quick run skips processes)")
     parser.add_argument("--servers", help="only these of ours,tornado,node (ratios need all three)")
     parser.add_argument("--stages", help="capacity stages, e.g. 1000,19000 (overrides the profile)")
@@ -886,6 +951,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary(results), file=sys.stderr)
     except KeyError:
         print("(no ratio table: it needs all three servers)", file=sys.stderr)
+    try:
+        print(goals_table(results), file=sys.stderr)
+    except KeyError:
+        print("(no goals table: it needs ours and bare Tornado)", file=sys.stderr)
     print(f"results written to {os.path.relpath(out)} ({time.time() - started:.0f}s)", file=sys.stderr)
     return 0
 

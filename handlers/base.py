@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Iterator
@@ -41,7 +42,9 @@ SERVER_HEADER = "study-time"
 _HOST = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 
 
+@functools.lru_cache(maxsize=256)
 def content_security_policy(host: str) -> str:
+    """The policy for a page served as ``host`` (cached: one per name a server is reached by)."""
     sockets = f" ws://{host} wss://{host}" if _HOST.fullmatch(host) else ""
     return CONTENT_SECURITY_POLICY.format(sockets=sockets)
 

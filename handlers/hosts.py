@@ -18,6 +18,7 @@ request, so the check applies to them only when ``--allowed-hosts`` is given.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -40,6 +41,7 @@ def normalize_host(name: str) -> str:
     return name.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback_name(name: str) -> bool:
     """``localhost``, a name under ``.localhost`` (RFC 6761: always loopback, nobody can
     register it, so it cannot be rebound) or a loopback address."""

@@ -24,7 +24,14 @@ from tracking.tracker import Verdict
 
 from .base import ServiceHandlerMixin, listed_origin
 from .frames import text_frame
-from .tornado_internals import ReleasingSocket, socket_closing, socket_stream
+from .tornado_internals import (
+    Opening,
+    ReleasingSocket,
+    release_upgrade_request,
+    socket_closing,
+    socket_stream,
+    write_now,
+)
 
 log = logging.getLogger("study_time.socket")
 
@@ -41,6 +48,8 @@ MAX_UNREAD_REPLIES = 32
 class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
     """One learner studying one course over one connection (a :class:`service.Connection`)."""
 
+    # In slots, not the instance __dict__ (see ReleasingSocket).
+    __slots__ = ("_address", "_unread", "bucket", "service", "session", "sessions")
     service: Service
 
     def initialize(self) -> None:
@@ -50,12 +59,24 @@ class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
         self._unread = 0  # replies written while earlier ones were still queued in our memory
         self._address: str | None = None  # counted against the address's cap until on_close
 
-    async def open(self) -> None:
+    def open(self) -> Opening:  # type: ignore[override]
         """Read the ids and start a session, or refuse the connection.
 
-        Tornado reads no frame until this coroutine returns, so no heartbeat
-        can race the opening.
+        Tornado reads no frame until the returned awaitable is done, so no
+        heartbeat can race the opening. It is an :class:`Opening` rather than
+        the coroutine itself, which Tornado would keep for the connection's
+        lifetime.
         """
+        return Opening(self._open())
+
+    async def _open(self) -> None:
+        try:
+            await self._start_session()
+        finally:
+            # Whatever the outcome, the upgrade request has told us all we need.
+            release_upgrade_request(self.request)
+
+    async def _start_session(self) -> None:
         service = self.service
         connections = service.connections
         self.bucket = connections.flood_limit(service.clock())
@@ -197,7 +218,9 @@ class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
         coroutine, a Task and two more IOLoop callbacks per reply) only to
         turn ``StreamClosedError`` into ``WebSocketClosedError``. That was
         the largest per-message cost of ours that bare Tornado does not have
-        too, at one reply per heartbeat (docs/performance.md). The frame is
+        too, at one reply per heartbeat (docs/performance.md); and while
+        nothing is queued it goes straight to the socket (:func:`write_now`).
+        The frame is
         the one ``write_message`` would build: text, unmasked, uncompressed
         (this handler negotiates no compression, see
         :meth:`get_compression_options`), and it goes through the same
@@ -217,9 +240,8 @@ class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
         else:
             self._unread = 0
         try:
-            # The returned Future needs no waiting: IOStream retrieves its
-            # error itself.
-            stream.write(text_frame(message))
+            # Any Future IOStream makes needs no waiting: it retrieves its own error.
+            write_now(stream, text_frame(message))
         except StreamClosedError:
             return  # the connection is gone: on_close ends the session
 

@@ -20,6 +20,15 @@ again here before it ships. Each use says why the public API is not enough.
 - ``WebSocketHandler.on_ws_connection_close`` (:class:`ReleasingSocket`):
   the one hook that runs however a connection ends, after ``on_close``, to
   unlink what would otherwise keep a closed connection's objects alive.
+- ``RequestHandler._headers``, ``_transforms`` and ``_write_buffer``
+  (:meth:`ReleasingSocket.on_finish`): the 101 response's headers and output
+  transforms, which Tornado keeps for the connection's lifetime although
+  nothing is written through them after the upgrade (docs/performance.md,
+  memory per connection).
+- ``WebSocketProtocol13._accept_connection`` keeps the value ``open()``
+  returned in a local for the connection's lifetime (:class:`Opening`).
+- An ``IOStream`` with an empty write queue has written everything it was
+  given, so bytes sent on its socket then come in order (:func:`write_now`).
 - ``RequestHandler._headers_written`` (:func:`headers_written`): whether an
   error can still change the status of a streamed CSV response.
 - ``RequestHandler._reason`` (:func:`reason`): the reason phrase of an error
@@ -32,10 +41,13 @@ again here before it ships. Each use says why the public API is not enough.
 from __future__ import annotations
 
 from asyncio import Future
-from typing import Any
+from collections.abc import Coroutine, Generator
+from types import MappingProxyType
+from typing import Any, NoReturn
 
 import tornado
 from tornado.httpserver import HTTPServer
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.iostream import BaseIOStream, IOStream
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
@@ -79,6 +91,29 @@ def socket_stream(handler: WebSocketHandler) -> IOStream | None:
     return connection.stream  # type: ignore[attr-defined]
 
 
+def write_now(stream: IOStream, data: bytes) -> None:
+    """Write ``data`` to ``stream``, straight to its socket when nothing is queued before it.
+
+    ``IOStream.write`` makes a Future per write, with a done-callback that the
+    IOLoop runs on its next iteration: at one reply per heartbeat, a share of
+    the reply's cost that bare Tornado pays too and that we need not
+    (docs/performance.md). When the stream has nothing queued, a plain
+    stream's own first step is exactly this ``send``; bytes the kernel does
+    not take at once, and any error, go through ``IOStream.write`` as before,
+    which queues them behind nothing, in order, or closes the stream the way
+    Tornado does. A TLS stream (``SSLIOStream``) always goes through ``write``.
+    """
+    if type(stream) is IOStream and not stream.writing() and not stream.closed():
+        try:
+            sent = stream.socket.send(data)
+        except OSError:  # would block, or the connection is broken: IOStream decides
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    stream.write(data)
+
+
 def socket_closing(handler: WebSocketHandler) -> bool:
     """Whether the client has gone or the connection is closing."""
     connection = handler.ws_connection
@@ -92,7 +127,14 @@ class ReleasingSocket(WebSocketHandler):
     however the connection ends) and ask :meth:`client_closed_cleanly` there.
     """
 
-    _protocol: WebSocketProtocol | None = None
+    # Per-connection state lives in slots, not in the instance __dict__: Tornado's
+    # own attributes fill CPython's shared-key instance dict (30 names), and one more
+    # name turns it into an ordinary dict of about 1.6 KB (docs/performance.md).
+    __slots__ = ("_protocol",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._protocol: WebSocketProtocol | None = None
+        super().__init__(*args, **kwargs)
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         """Tornado's protocol object with close frames noted (:class:`NotingProtocol`), kept here too.
@@ -125,22 +167,86 @@ class ReleasingSocket(WebSocketHandler):
         drop_stream_error_traceback(getattr(protocol, "stream", None))
 
     def on_finish(self) -> None:
-        """After a refused upgrade (400), let go of the protocol Tornado made for it.
+        """Let go of what the HTTP response needed, once it is written.
 
+        After a refused upgrade (400), the protocol Tornado made for it:
         Tornado keeps it in ``ws_connection``, and it points back at this
         handler: a cycle, for every malformed upgrade request. A finished
         upgrade (101) keeps it for the connection's lifetime, and Tornado
-        drops it when the connection ends.
+        drops it when the connection ends; what it no longer needs is the
+        response's headers, output transforms and template namespace, which
+        Tornado would otherwise keep until the connection closes (nothing
+        is written through them after the 101: Tornado replaces ``write``,
+        ``set_header`` and ``finish`` with methods that raise).
         """
         if self.get_status() != 101:
             self.ws_connection = None
             self._protocol = None
+            return
+        self._headers = NO_HEADERS  # type: ignore[has-type]
+        self._transforms = []  # type: ignore[has-type]
+        self._write_buffer = []
+        self.ui = None  # what Tornado's own _break_cycles does when the connection ends
 
     def drop_connection(self) -> None:
         """Close the TCP connection at once, without a close frame."""
         stream = getattr(self._protocol, "stream", None)
         if stream is not None:
             stream.close()
+
+
+class Opening:
+    """The awaitable a handler's ``open()`` returns: its coroutine, let go of once awaited.
+
+    Tornado keeps whatever ``open()`` returned in a local of the coroutine
+    that then reads frames until the connection ends. A coroutine object keeps
+    its frame's memory (a few hundred bytes for a handler's ``open``) after it
+    has finished; this wrapper hands the coroutine to ``await`` and keeps
+    nothing itself, so only its own 40 bytes stay per connection.
+    """
+
+    __slots__ = ("_coroutine",)
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._coroutine: Coroutine[Any, Any, None] | None = coroutine
+
+    def __await__(self) -> Generator[Any, None, None]:
+        coroutine, self._coroutine = self._coroutine, None
+        if coroutine is None:
+            raise RuntimeError("an opening is awaited once")
+        return coroutine.__await__()
+
+
+class _NoHeaders(HTTPHeaders):
+    """An empty, read-only ``HTTPHeaders``: what an upgrade request keeps once its session is open."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("the upgrade request's headers were released when its session opened")
+
+    add = __setitem__ = __delitem__ = parse_line = _refuse  # type: ignore[assignment]
+
+
+NO_HEADERS: HTTPHeaders = _NoHeaders()
+_NO_ARGUMENTS: Any = MappingProxyType({})
+
+
+def release_upgrade_request(request: HTTPServerRequest) -> None:
+    """Let go of what an upgrade request carried once its session has opened (or was refused).
+
+    The handler keeps its request for the connection's lifetime, and with it
+    every header the browser sent (cookies, user agent, languages: often
+    kilobytes), the query arguments and Tornado's HTTP/1.1 connection object,
+    which the upgrade has already detached from the stream. Nothing reads
+    them after ``open()``: the session keeps what it needs (ids, address,
+    user agent), and Tornado itself reads the request's headers only during
+    the handshake. What stays is what a log line names: method, path,
+    address (:class:`QuerylessSummary`).
+    """
+    request.headers = NO_HEADERS
+    request.arguments = request.query_arguments = request.body_arguments = _NO_ARGUMENTS
+    request.files = _NO_ARGUMENTS
+    request.connection = None
+    request.server_connection = None
 
 
 def headers_written(handler: RequestHandler) -> bool:

@@ -45,3 +45,31 @@ def test_percentiles_and_ratios():
     assert bench.percentile([], 99) is None
     assert bench.ratio(3.0, 2.0) == 1.5
     assert bench.ratio(1.0, None) is None
+
+
+def test_the_goals_table_shows_the_four_figures_against_bare_tornado():
+    bench = load_bench()
+    point = {"connections": 5000, "rss_per_conn_kb": 15.0, "conn_per_s": 1200.0, "p99_ms": 4.0}
+    capacity = {
+        "scenario": "capacity",
+        "ours": dict(point, rss_per_conn_kb=14.0, conn_per_s=600.0, p99_ms=12.0),
+        "points": {"tornado": [point]},
+        "ratio": {"tornado": {"rss_per_conn_kb": 0.933, "conn_per_s": 0.5, "p99_ms": 3.0}},
+    }
+    throughput = {
+        "scenario": "throughput",
+        "connections": 1000,
+        "median": {
+            "ours": {"replies_per_s": 16000.0, "server_cpu": 0.8},
+            "tornado": {"replies_per_s": 10000.0, "server_cpu": 1.0},
+        },
+        "pair_ratios_tornado": [1.4, 1.6, 1.7],
+        "median_pair_ratio_tornado": 1.6,
+    }
+    rows = bench.goals([capacity, throughput])
+    assert [met for *_, met in rows] == [True, True, False, False]
+    assert "1.6x (1.4, 1.6, 1.7; 16000 vs 10000 /s at 1000; per CPU second x2.0)" in rows[0][1]
+    assert "0.933x (14.0 vs 15.0 KiB at 5000)" in rows[1][1]
+    assert bench.goals([])[0][3] is None  # a scenario not run is not a goal missed
+    table = bench.goals_table([capacity, throughput])
+    assert table.count("MISSED") == 2 and table.count(" met") == 2

@@ -25,6 +25,7 @@ from tracking.protocol import (
     heartbeat_ok,
     parse_client_message,
     parse_ids,
+    parse_json_message,
     parse_timestamp,
 )
 
@@ -91,6 +92,40 @@ def test_nesting_is_bounded_before_parsing(brackets, noise):
         assert (exc.code, depth > MAX_JSON_DEPTH) == ("invalid_json", True), exc.message
     else:
         assert depth <= MAX_JSON_DEPTH and isinstance(result, Heartbeat)
+
+
+def outcome(parse, text):
+    try:
+        return parse(text)
+    except ProtocolError as exc:
+        return (exc.code, exc.message)
+
+
+#: JSON whitespace, and characters it is not (json.loads refuses them between tokens).
+_blank = st.text(alphabet=" \t\n\r\x0b\x0c\xa0\u2028", max_size=2)
+
+
+@settings(deadline=None, max_examples=1000)  # no timing luck on a loaded machine
+@given(
+    st.lists(
+        st.tuples(_blank, st.sampled_from(['{"type"', ":", '"heartbeat"', ",", '"timestamp"', "}"])),
+        max_size=8,
+    ),
+    _blank,
+    timestamps.map(json.dumps),
+    _blank,
+)
+@example([], "", '"2026-11-25T10:00:00Z"', "")
+def test_the_heartbeat_read_without_the_decoder_is_what_the_decoder_reads(tokens, before, stamp, after):
+    """Heartbeats of every near-canonical shape: the shortcut must agree with ``json.loads``."""
+    head = "".join(blank + token for blank, token in tokens)
+    for text in (
+        head,
+        f'{before}{{"type":"heartbeat","timestamp":{stamp}}}{after}',
+        head + stamp + after,
+        f'{{ "type" : "heartbeat" ,{before}"timestamp":{after}{stamp} }}',
+    ):
+        assert outcome(parse_client_message, text) == outcome(parse_json_message, text)
 
 
 @given(st.integers(min_value=0, max_value=2**63))

@@ -53,7 +53,7 @@ def declared() -> list[Requirement]:
 def pinned() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+        line = line.split("#", 1)[0].split(";", 1)[0].strip()  # a pin may carry an environment marker
         if line:
             name, _, version = line.partition("==")
             assert version, f"requirements.txt: {line!r} is not pinned with =="

@@ -123,6 +123,7 @@ async def test_a_crash_loses_at_most_one_checkpoint_and_restart_recovers_open_se
         (["--flush-interval=-1"], {}, "--flush-interval"),
         (["--heartbeat-interval=90"], {}, "--heartbeat-interval"),
         (["--log-level=LOUD"], {}, "--log-level"),
+        (["--event-loop=libuv"], {}, "--event-loop"),
         ([], {"STUDY_TIME_SWEEP_INTERVAL": "never"}, "STUDY_TIME_SWEEP_INTERVAL"),
         (["--store=postgres://user:hunter2@db/x"], {}, "postgres"),
     ],
@@ -327,3 +328,26 @@ def test_help_names_the_commands_and_a_misspelt_one_gets_one_line():
         "server.py: error: unknown command 'reprot': the commands are 'report', 'tokens' and"
         " 'migrate'; settings start with -- (see python server.py --help)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "runs"), [("asyncio", "asyncio"), ("uvloop", "uvloop"), ("auto", "uvloop")]
+)
+@pytest.mark.gen_test(timeout=30)
+async def test_the_server_answers_heartbeats_on_either_event_loop(db_url, choice, runs):
+    """uvloop is the default when installed (requirements.txt); asyncio's own loop stays tested."""
+    with ServerProcess(f"--store={db_url}", *FAST_ARGS, f"--event-loop={choice}") as server:
+        assert f"event loop {runs})" in server.log
+        client = await Client.connect(server.url)
+        await client.connected()
+        await asyncio.sleep(0.1)
+        reply = await client.heartbeat()
+        assert reply["status"] == "success"
+        await client.close()
+        await wait_for(lambda: _ended_stored(db_url), message="the ended session stored")
+    (record,) = await records(db_url)
+    assert record.heartbeats == 1
+
+
+async def _ended_stored(url: str) -> bool:
+    return any(r.end_reason == "client_closed" for r in await records(url))

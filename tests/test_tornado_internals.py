@@ -33,6 +33,10 @@ def test_every_name_the_module_relies_on_is_in_the_installed_tornado():
         (tornado.web.RequestHandler, "self._reason"),
         (tornado.websocket.WebSocketHandler, "self.ws_connection"),
         (tornado.websocket.WebSocketProtocol, "self.stream"),
+        (tornado.web.RequestHandler, "self._headers ="),
+        (tornado.web.RequestHandler, "self._transforms ="),
+        (tornado.web.RequestHandler, "self._write_buffer ="),
+        (tornado.websocket.WebSocketProtocol13, "open_result = handler.open("),
     ],
 )
 def test_the_instance_attributes_it_reads_are_still_set_by_tornado(owner, attribute):
@@ -92,6 +96,9 @@ PRIVATE = (
     r"\._reason\b",
     r"\b_request_summary\b",
     r"\bon_ws_connection_close\b",
+    r"\._headers\s*=",
+    r"\._transforms\b",
+    r"\._write_buffer\b",
 )
 
 
