@@ -84,18 +84,8 @@ async def serve(
         log.error("cannot start: %s", exc)
         return 1
     tune_gc()
-    stop = asyncio.Event()
+    stop = handle_signals(service)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    reloads: set[asyncio.Task] = set()  # referenced until done
-
-    def reload() -> None:
-        task = asyncio.ensure_future(service.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
     host, port = sockets[0].getsockname()[:2]
     log.info("authentication: %s", service.auth.describe())
     log.info(
@@ -121,6 +111,23 @@ async def serve(
     saved = await service.shutdown()
     log.info("stopped")
     return 0 if saved else 1
+
+
+def handle_signals(service: Service) -> asyncio.Event:
+    """SIGTERM and SIGINT set the event returned (stop serving); SIGHUP reloads (``Service.reload``)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task] = set()  # referenced until done
+
+    def reload() -> None:
+        task = asyncio.ensure_future(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    return stop
 
 
 async def watch_supervisor(supervisor_pid: int, stop: asyncio.Event) -> None:
