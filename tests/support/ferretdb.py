@@ -11,10 +11,10 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
-import time
 
 from pymongo import MongoClient
+
+from .child import ChildServer
 
 URL_ENV = "STUDY_TIME_TEST_MONGODB_URL"
 HOW_TO_ENABLE = (
@@ -65,62 +65,33 @@ def answers_ping(url: str, timeout: float = 1.0) -> bool:
         client.close()
 
 
-class FerretDB:
+class FerretDB(ChildServer):
     """A FerretDB child process with its data in a temporary folder."""
 
+    name = "FerretDB"
+
     def __init__(self, binary: str) -> None:
+        super().__init__("ferretdb-")
         self.binary = binary
-        self.dir = tempfile.mkdtemp(prefix="ferretdb-")
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.log_path = os.path.join(self.dir, "ferretdb.log")
 
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> FerretDB:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "--handler=sqlite",
-                    f"--sqlite-url=file:{self.dir}/",
-                    f"--state-dir={self.dir}",
-                    f"--listen-addr=127.0.0.1:{self.port}",
-                    "--telemetry=disable",
-                    "--debug-addr=-",
-                    "--log-level=error",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"FerretDB exited at start:\n{self.log()}")
-            if answers_ping(self.url):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"FerretDB did not answer ping within {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+        argv = [
+            self.binary,
+            "--handler=sqlite",
+            f"--sqlite-url=file:{self.dir}/",
+            f"--state-dir={self.dir}",
+            f"--listen-addr=127.0.0.1:{self.port}",
+            "--telemetry=disable",
+            "--debug-addr=-",
+            "--log-level=error",
+        ]
+        self.launch(argv, lambda: answers_ping(self.url), timeout)
+        return self
 
 
 def drop_database(url: str, name: str) -> None:

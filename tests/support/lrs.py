@@ -16,13 +16,12 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from .child import ChildServer
 from .helpers import ROOT
 
 LRS_DIR = os.path.join(ROOT, "tests", "lrs")
@@ -46,14 +45,14 @@ def node() -> str:
     return found  # type: ignore[return-value]
 
 
-class LRS:
+class LRS(ChildServer):
     """xapi-statements in a child process, on ``port``; start, pause (SIGSTOP), resume and stop it."""
 
+    name = "the LRS"
+
     def __init__(self, port: int) -> None:
+        super().__init__("lrs-")
         self.port = port
-        self.dir = tempfile.mkdtemp(prefix="lrs-")
-        self.proc: subprocess.Popen | None = None
-        self.log_path = os.path.join(self.dir, "lrs.log")
 
     @property
     def endpoint(self) -> str:
@@ -71,21 +70,15 @@ class LRS:
             "WINSTON_CONSOLE_LEVEL": "error",
             "SERVICE_AWAIT_UPDATES": "true",
         }
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [node(), LRS_MAIN], cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the LRS exited at start:\n{self.log()}")
-            try:
-                self.get("about")
-                return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the LRS did not answer within {timeout}s:\n{self.log()}")
+        self.launch([node(), LRS_MAIN], self.answers, timeout, cwd=self.dir, env=env)
+        return self
+
+    def answers(self) -> bool:
+        try:
+            self.get("about")
+            return True
+        except OSError:
+            return False
 
     def pause(self) -> None:
         """SIGSTOP: the port stays open but nothing answers (an LRS that hangs)."""
@@ -96,14 +89,8 @@ class LRS:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            self.proc.send_signal(signal.SIGCONT)  # a paused LRS could not take the SIGTERM
+        super().stop()
 
     def get(self, path: str) -> dict:
         request = urllib.request.Request(f"{self.endpoint}{path}", headers=HEADERS)
@@ -134,13 +121,6 @@ class LRS:
             if not more:
                 return found
             answer = self.get(more.split("/xAPI/", 1)[1])
-
-    def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
 
 
 def validate(statements: list[dict]) -> list[list[str]]:
