@@ -8,7 +8,6 @@ such table.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from typing import TypeVar
 
 from ..base import StoreUnavailable
 from ..outbox import Entry, Outbox, OutboxStats
+from .store import run_on
 
 T = TypeVar("T")
 
@@ -144,9 +144,4 @@ class SQLiteOutbox(Outbox):
         return self._conn
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise StoreUnavailable("the SQLite outbox is not open")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite error: {exc}") from exc
+        return await run_on(self._executor, fn, "the SQLite outbox")

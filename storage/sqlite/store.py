@@ -38,6 +38,20 @@ FILE_MODE = 0o600
 
 T = TypeVar("T")
 
+
+async def run_on(executor: ThreadPoolExecutor | None, fn: Callable[[], T], what: str) -> T:
+    """Run ``fn`` on the database's own thread (``executor``; None: ``what`` is not open).
+
+    SQLite's errors become :class:`StoreUnavailable`, as every store's do.
+    """
+    if executor is None:
+        raise StoreUnavailable(f"{what} is not open")
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"SQLite error: {exc}") from exc
+
+
 # Built from the constant column list (schema.py), never from input.
 _UPSERT = f"""
 INSERT INTO study_sessions ({", ".join(COLUMNS)})
@@ -227,9 +241,4 @@ class SQLiteStore(Store):
         self._lock_fd = fd
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise StoreUnavailable("the SQLite store is not open")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite error: {exc}") from exc
+        return await run_on(self._executor, fn, "the SQLite store")
