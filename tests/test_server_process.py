@@ -214,20 +214,25 @@ def test_an_unreachable_mongodb_at_start_up_is_one_line_naming_the_address_and_t
     assert "hunter2" not in result.stderr + result.stdout and "reader" not in result.stderr
 
 
-@pytest.mark.gen_test(timeout=40)
-async def test_sighup_reloads_the_tokens_file_logs_it_and_keeps_every_session(db_url, tmp_path):
-    from tests.support.auth_helpers import bearer, create
-
-    tokens_file = tmp_path / "tokens.json"
-    first = create(tokens_file, "--user", "u1")
-    with ServerProcess(
+def token_server(db_url: str, tokens_file) -> ServerProcess:
+    """A server with ``--auth=token`` on ``tokens_file``; a session lives 30 s without heartbeats."""
+    return ServerProcess(
         f"--store={db_url}",
         *FAST_ARGS,
         "--heartbeat-timeout=30",
         "--heartbeat-interval=10",
         "--auth=token",
         f"--tokens-file={tokens_file}",
-    ) as server:
+    )
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_sighup_reloads_the_tokens_file_logs_it_and_keeps_every_session(db_url, tmp_path):
+    from tests.support.auth_helpers import bearer, create
+
+    tokens_file = tmp_path / "tokens.json"
+    first = create(tokens_file, "--user", "u1")
+    with token_server(db_url, tokens_file) as server:
         client = await Client.connect(server.url, "u1", "c1", headers=bearer(first))
         await client.connected()
         second = create(tokens_file, "--user", "u2")
@@ -260,14 +265,7 @@ async def test_sighup_closes_the_sessions_of_a_revoked_token_with_4401_crediting
     revoked = create(tokens_file, "--user", "u1")
     kept = create(tokens_file, "--user", "u2")
     (revoked_id,) = [e["id"] for e in json.loads(tokens_file.read_text())["tokens"] if e["user"] == "u1"]
-    with ServerProcess(
-        f"--store={db_url}",
-        *FAST_ARGS,
-        "--heartbeat-timeout=30",
-        "--heartbeat-interval=10",
-        "--auth=token",
-        f"--tokens-file={tokens_file}",
-    ) as server:
+    with token_server(db_url, tokens_file) as server:
         learner = await Client.connect(server.url, "u1", "c1", headers=bearer(revoked))
         other = await Client.connect(server.url, "u2", "c1", headers=bearer(kept))
         await learner.connected()
