@@ -20,6 +20,7 @@ from tests.support.helpers import ServerProcess
 from tests.support.rawws import CLOSE, TEXT, parse_frame, query, sync_upgrade
 from tracking.protocol import (
     MAX_JSON_DEPTH,
+    MAX_MESSAGE_CHARS,
     Heartbeat,
     ProtocolError,
     heartbeat_ok,
@@ -77,6 +78,12 @@ def test_any_heartbeat_parses_or_raises_protocol_error(timestamp):
 
 @settings(deadline=None)
 @given(st.lists(st.sampled_from(["[]", "{}"]), max_size=3000), st.text(alphabet='[]{}"\\ x', max_size=50))
+# The bound exactly (random lists rarely reach it): 32 levels pass even with
+# more than 32 brackets in the text (two inside a string), 33 do not, in
+# arrays or in objects alone.
+@example(["[]"] * (MAX_JSON_DEPTH - 1), "[[")
+@example(["[]"] * MAX_JSON_DEPTH, "")
+@example(["{}"] * MAX_JSON_DEPTH, "")
 def test_nesting_is_bounded_before_parsing(brackets, noise):
     # Nested arrays and objects (the key "k" for objects) inside a heartbeat,
     # with brackets, quotes and escapes inside a string that must not count.
@@ -92,6 +99,37 @@ def test_nesting_is_bounded_before_parsing(brackets, noise):
         assert (exc.code, depth > MAX_JSON_DEPTH) == ("invalid_json", True), exc.message
     else:
         assert depth <= MAX_JSON_DEPTH and isinstance(result, Heartbeat)
+
+
+def heartbeat_with(value: str) -> str:
+    return f'{{"type":"heartbeat","timestamp":"2026-01-01T00:00:00Z","v":{value}}}'
+
+
+def test_only_open_arrays_and_objects_count_towards_the_nesting_bound():
+    # Forty closed siblings before a nested value: the depth is 1 (the
+    # heartbeat) + 1 (the list) + the nested value's levels.
+    siblings = ",".join(["[]", "{}"] * 20)
+    deepest = MAX_JSON_DEPTH - 2
+    assert isinstance(
+        parse_client_message(heartbeat_with(f"[{siblings},{'[' * deepest}{']' * deepest}]")), Heartbeat
+    )
+    deeper = deepest + 1
+    with pytest.raises(ProtocolError) as refused:
+        parse_client_message(heartbeat_with(f"[{siblings},{'[' * deeper}{']' * deeper}]"))
+    assert refused.value.code == "invalid_json"
+    assert str(MAX_JSON_DEPTH) in refused.value.message  # the client is told the bound
+
+
+def test_a_message_of_up_to_1_mib_is_parsed_and_a_longer_one_refused_unread():
+    heartbeat = '{"type":"heartbeat","timestamp":"2026-01-01T00:00:00Z"}'
+    padding = " " * (MAX_MESSAGE_CHARS - len(heartbeat))  # JSON whitespace, on the decoder's shortcut
+    assert parse_client_message(heartbeat + padding) == Heartbeat(
+        datetime.fromisoformat("2026-01-01T00:00:00Z")
+    )
+    with pytest.raises(ProtocolError) as refused:
+        parse_client_message(heartbeat + padding + " ")
+    assert refused.value.code == "invalid_json"
+    assert str(MAX_MESSAGE_CHARS) in refused.value.message
 
 
 def outcome(parse, text):

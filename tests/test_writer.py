@@ -16,6 +16,7 @@ from storage.writer import SessionWriter
 from tests.support.clock import FakeClock
 from tests.support.faulty import FaultyStore
 from tests.support.helpers import wait_for
+from tests.support.records import record
 from tests.support.stored import study_records
 from tracking.session import EndReason
 from tracking.tracker import Tracker
@@ -505,6 +506,7 @@ async def test_the_writer_forgets_ended_sessions_once_they_are_written(faulty, t
         writer.ended(session)
     assert await writer.flush()
     assert set(writer._durable) == {s.session_id for s in sessions[7:]}
+    assert set(writer._checkpointed_at) == {s.session_id for s in sessions[7:]}
     assert (writer._pending, writer._pending_by_key, writer._dirty) == ({}, {}, {})
 
 
@@ -604,3 +606,165 @@ def capture_loop_errors() -> list[dict]:
     problems: list[dict] = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: problems.append(context))
     return problems
+
+
+class WriterClock:
+    """The writer's monotonic clock, moved by hand (wall time and the event loop's clock stay real)."""
+
+    def __init__(self, monkeypatch) -> None:
+        import storage.writer
+
+        self.now = 1000.0
+        fake = type("FakeTime", (), {})()
+        fake.monotonic = lambda: self.now
+        fake.time = time.time
+        fake.perf_counter = time.perf_counter
+        monkeypatch.setattr(storage.writer, "time", fake)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def writer_clock(monkeypatch) -> WriterClock:
+    return WriterClock(monkeypatch)
+
+
+@pytest.mark.gen_test
+async def test_a_live_session_is_checkpointed_once_per_checkpoint_interval(
+    faulty, tracker, clock, writer_clock
+):
+    writer = SessionWriter(faulty, checkpoint_interval=60)
+    (first,) = open_sessions(tracker, clock, writer, 1, course="a")
+    assert await writer.flush() and faulty.saved_records == 1  # a new session at once
+    writer_clock.advance(59.9)
+    clock.advance(30)
+    tracker.heartbeat(first, clock())
+    writer.changed(first)
+    (second,) = open_sessions(tracker, clock, writer, 1, course="b")
+    assert await writer.flush() and faulty.saved_records == 2  # the new one only
+    assert not writer.is_saved(first.session_id) and writer.is_saved(second.session_id)
+    writer_clock.advance(0.1)  # exactly the interval since its last checkpoint
+    assert await writer.flush() and faulty.saved_records == 3 and writer.is_saved(first.session_id)
+    (stored,) = await study_records(faulty, course_id="a")
+    assert stored.seconds == first.seconds == 50
+    # A forced flush (the drain at shutdown) writes whatever the interval.
+    clock.advance(30)
+    tracker.heartbeat(first, clock())
+    writer.changed(first)
+    assert await writer.flush() and faulty.saved_records == 3
+    assert await writer.flush(force=True) and faulty.saved_records == 4 and writer.unsaved == 0
+    # An ended session is written at the next flush, not an interval later.
+    clock.advance(30)
+    tracker.heartbeat(second, clock())
+    writer.changed(second)
+    assert await writer.flush() and faulty.saved_records == 4
+    tracker.end(second, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(second)
+    assert await writer.flush() and faulty.saved_records == 5 and writer.unsaved == 0
+
+
+DAY = 86400.0
+
+
+async def stored_ids(faulty) -> set[str]:
+    return {r.session_id for r in await study_records(faulty)}
+
+
+@pytest.mark.gen_test
+async def test_records_ended_longer_ago_than_keep_seconds_are_deleted_after_a_flush_at_most_hourly(
+    faulty, writer_clock
+):
+    now = time.time()
+    old, recent = record(started=now - 40 * DAY), record(started=now - 20 * DAY)
+    live = record(started=now - 40 * DAY, ended=False)  # open sessions are never deleted
+    await faulty.store.save([old, recent, live])
+    writer = SessionWriter(faulty, keep_seconds=30 * DAY)
+    assert await writer.flush()  # nothing to write: still the hour's deletion
+    assert await stored_ids(faulty) == {recent.session_id, live.session_id}
+    older = record(started=now - 50 * DAY)
+    await faulty.store.save([older])
+    writer_clock.advance(3599)
+    assert await writer.flush()
+    assert older.session_id in await stored_ids(faulty)  # within the hour: not again
+    writer_clock.advance(1)
+    assert await writer.flush()
+    assert await stored_ids(faulty) == {recent.session_id, live.session_id}
+
+
+@pytest.mark.gen_test
+async def test_records_are_kept_without_keep_seconds_or_where_the_store_expires_them_itself(
+    faulty, writer_clock
+):
+    old = record(started=time.time() - 400 * DAY)
+    await faulty.store.save([old])
+    keeping = SessionWriter(faulty)
+    expiring = SessionWriter(faulty, keep_seconds=DAY)
+    expiring.store_expires = True  # a TTL index (MongoDB) deletes them
+    for _ in range(2):
+        assert await keeping.flush() and await expiring.flush()
+        writer_clock.advance(3600)
+    assert await stored_ids(faulty) == {old.session_id}
+
+
+@pytest.mark.gen_test
+async def test_a_failed_deletion_of_old_records_is_logged_and_retried_an_hour_later(
+    faulty, writer_clock, caplog
+):
+    old = record(started=time.time() - 40 * DAY)
+    await faulty.store.save([old])
+    writer = SessionWriter(faulty, keep_seconds=30 * DAY)
+    faulty.down = True
+    with caplog.at_level(logging.WARNING, logger="study_time.store"):
+        assert await writer.flush()  # nothing was waiting: the flush itself succeeded
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "outage (test)" in caplog.records[0].getMessage()
+    faulty.down = False
+    writer_clock.advance(3599)
+    assert await writer.flush()
+    assert await stored_ids(faulty) == {old.session_id}
+    writer_clock.advance(1)
+    with caplog.at_level(logging.INFO, logger="study_time.store"):
+        assert await writer.flush()
+    assert await stored_ids(faulty) == set()
+    assert "deleted 1 study records" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.gen_test
+async def test_listeners_hear_each_written_batch_and_a_failing_one_stops_neither_the_flush_nor_the_others(
+    faulty, tracker, clock, caplog
+):
+    # The dashboards' long poll and the xAPI forwarder listen to what was written.
+    writer = SessionWriter(faulty)
+    heard: list[list] = []
+
+    def broken(records) -> None:
+        raise RuntimeError("listener bug (test)")
+
+    writer.saved_listeners.extend([broken, heard.append])
+    sessions = open_sessions(tracker, clock, writer, 3)
+    with caplog.at_level(logging.ERROR, logger="study_time.store"):
+        assert await writer.flush()
+    assert [sorted(r.session_id for r in batch) for batch in heard] == [
+        sorted(s.session_id for s in sessions)
+    ]
+    assert [r.seconds for r in heard[0]] == [20, 20, 20]
+    assert writer.unsaved == 0
+    (logged,) = caplog.records
+    assert logged.exc_info[1].args == ("listener bug (test)",)  # with its traceback
+
+
+@pytest.mark.gen_test
+async def test_drain_at_shutdown_writes_live_sessions_whatever_the_checkpoint_interval(
+    faulty, tracker, clock
+):
+    writer = SessionWriter(faulty, checkpoint_interval=3600)
+    (session,) = open_sessions(tracker, clock, writer, 1)
+    assert await writer.flush()
+    clock.advance(30)
+    tracker.heartbeat(session, clock())
+    writer.changed(session)
+    assert await writer.flush() and writer.unsaved == 1  # not due for an hour
+    assert await writer.drain(5) and writer.unsaved == 0
+    (stored,) = await study_records(faulty)
+    assert stored.seconds == 50
