@@ -163,6 +163,11 @@ def test_other_courses_and_users_are_independent(tracker, clock):
     assert replaced_b is None and replaced_c is None
     assert len(tracker) == 3
     assert a.is_open and b.is_open and c.is_open
+    # By default (no --overlap-policy) each course earns its own time, even side by side.
+    clock.advance(30)
+    for session in (a, b, c):
+        assert tracker.heartbeat(session, clock()) is Verdict.ACCEPTED
+    assert (a.seconds, b.seconds, c.seconds) == (30, 30, 30)
 
 
 def test_credit_can_be_capped_at_an_earlier_instant(tracker, clock):
