@@ -719,6 +719,7 @@ async def test_a_failed_deletion_of_old_records_is_logged_and_retried_an_hour_la
         assert await writer.flush()  # nothing was waiting: the flush itself succeeded
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "outage (test)" in caplog.records[0].getMessage()
+    assert "delete old study records" in caplog.records[0].getMessage()  # the operator is told what failed
     faulty.down = False
     writer_clock.advance(3599)
     assert await writer.flush()
@@ -752,6 +753,7 @@ async def test_listeners_hear_each_written_batch_and_a_failing_one_stops_neither
     assert writer.unsaved == 0
     (logged,) = caplog.records
     assert logged.exc_info[1].args == ("listener bug (test)",)  # with its traceback
+    assert "listener" in logged.getMessage()  # the operator is told what failed
 
 
 @pytest.mark.gen_test
