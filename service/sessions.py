@@ -287,6 +287,7 @@ class SessionCore:
                 stored = session.seconds
                 if self.tracker.cap(session, at):
                     self.writer.corrected(session, stored)
+        self._take_back(result.overlaps)
         if result.presumed_dead:
             self.end_all(EndReason.SERVER_LOST, now)
         if result.recovered:
@@ -295,6 +296,21 @@ class SessionCore:
                 len(result.recovered),
                 sum(r.seconds for r in result.recovered),
             )
+
+    async def settle(self, timeout: float) -> None:
+        """Shutting down, after the last sessions ended: apply what checking their credit found."""
+        self._take_back(await self.coordinator.settle(timeout))
+
+    def _take_back(self, overlaps: list[tuple[Session, float]]) -> None:
+        """Rule 7 across processes: take back credit another process gave the learner first."""
+        for session, seconds in overlaps:
+            stored = session.seconds
+            if not self.tracker.take_back(session, seconds):
+                continue
+            if session.is_open:
+                self.writer.changed(session)
+            else:
+                self.writer.corrected(session, stored)  # its final snapshot is written again
 
     def _ended(self, session: Session) -> None:
         """Record a session the tracker has ended, and tell its connection with the cause's code."""

@@ -101,19 +101,27 @@ def test_the_learner_is_forgotten_when_their_last_session_ends():
     assert tracking._user_until == {}
 
 
-@pytest.mark.parametrize(
-    ("args", "named"),
-    [
-        (["--overlap-policy=one-course", "--processes=2"], "--overlap-policy"),
-        (["--overlap-policy=one-course", "--store=mongodb://127.0.0.1:1/st"], "--overlap-policy"),
-        (["--overlap-policy=newest"], "--overlap-policy"),
-    ],
-)
-def test_one_course_is_refused_where_it_is_not_implemented(args, named):
+def test_an_unknown_policy_is_refused_naming_the_setting():
     import settings
 
-    with pytest.raises(settings.SettingsError, match=named):
-        settings.load(args)
+    with pytest.raises(settings.SettingsError, match="--overlap-policy"):
+        settings.load(["--overlap-policy=newest"])
+
+
+def test_one_course_runs_on_mongodb_with_several_processes_but_sqlite_still_serves_one(tmp_path):
+    import settings
+    from tests.support.helpers import run_server
+
+    for args in (["--store=mongodb://127.0.0.1:1/st", "--processes=4"], ["--store=mongodb://127.0.0.1:1/st"]):
+        assert settings.load(["--overlap-policy=one-course", *args]).overlap_policy == "one-course"
+    # SQLite serves one process whatever the policy: refused before binding, naming --processes.
+    result = run_server(
+        "--port=0", "--processes=2", "--overlap-policy=one-course", f"--store=sqlite:///{tmp_path}/x.db"
+    )
+    assert result.returncode == 2
+    assert (
+        "error: invalid --processes" in result.stderr and "SQLite store serves one process" in result.stderr
+    )
 
 
 # Through a real server process (single process, SQLite).

@@ -19,6 +19,10 @@ implements the counting rules of ``docs/protocol.md``:
    heartbeat closed it (the one that arrived last), and two courses open
    side by side share the wall time instead of each earning all of it. Off by
    default: each course earns its own time (rule 3 per course only).
+   Across processes (a learner's courses live in several server processes
+   sharing a store) the learner's instant is shared through the store: each
+   credit is reported to :attr:`Tracker.credit_listener`, and the part of it
+   another process had already credited is taken back (:meth:`Tracker.take_back`).
 
 Timeouts are kept in an insertion-ordered dict. Every deadline is "last
 accepted heartbeat + timeout" with a constant timeout and a clock that does
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from enum import Enum
 
@@ -64,6 +68,9 @@ class Tracker:
         #: Rule 7: user_id -> the server time up to which the learner has been credited, any course
         #: (only while the policy is on and the learner has a live session).
         self._user_until: dict[str, float] = {}
+        #: Rule 7 across processes: told of every credit ``(session, from, until)`` while the policy is
+        #: on (the credit covered exactly ``[from, until]``). None: nobody asks (one process).
+        self.credit_listener: Callable[[Session, float, float], None] | None = None
         self.heartbeat_timeout = heartbeat_timeout
         self.min_heartbeat_interval = min_heartbeat_interval
         self._by_key: dict[tuple[str, str], Session] = {}
@@ -190,6 +197,22 @@ class Tracker:
         session.rev += 1
         return True
 
+    def take_back(self, session: Session, seconds: float) -> float:
+        """Take back ``seconds`` of a session's credit (at most all of it); return how much was taken.
+
+        Rule 7 across processes: another process had already credited that
+        part of the learner's wall time to another course. Unlike :meth:`cap`
+        the session's ``credited_until`` (its deadline) does not move: the
+        time was studied, only credited elsewhere. Works on ended sessions too.
+        """
+        taken = min(max(seconds, 0.0), session.seconds)
+        if taken <= 0:
+            return 0.0
+        session.seconds = round(session.seconds - taken, 6)
+        self.credited_seconds -= taken
+        session.rev += 1
+        return taken
+
     def discard(self, session: Session) -> None:
         """Forget a session that never started (its opening failed); it earned nothing."""
         self._forget(session)
@@ -221,6 +244,8 @@ class Tracker:
             credited = self._user_until.get(session.user_id, -math.inf)
             credit = max(0.0, min(credit, until - credited))
             self._user_until[session.user_id] = max(credited, until)
+            if credit > 0 and self.credit_listener is not None:
+                self.credit_listener(session, until - credit, until)
         # Credit is kept to the microsecond (the clock's own resolution at
         # today's epoch): rounding the running sum stops float error from
         # accumulating over thousands of heartbeats, while no real fraction
