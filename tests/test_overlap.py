@@ -101,6 +101,33 @@ def test_the_learner_is_forgotten_when_their_last_session_ends():
     assert tracking._user_until == {}
 
 
+def test_each_credit_is_reported_with_the_wall_time_it_covers_and_can_be_taken_back():
+    """Rule 7 across processes: the coordinator hears of each credit and may take part of it back."""
+    clock = FakeClock()
+    tracking = tracker(True)
+    heard = []
+    tracking.credit_listener = lambda session, start, until: heard.append((session.course_id, start, until))
+    t0 = clock()
+    a, _ = tracking.open("u1", "A", clock(), session_id="a")
+    b, _ = tracking.open("u1", "B", clock(), session_id="b")
+    clock.advance(30)
+    tracking.heartbeat(a, clock())
+    clock.advance(10)
+    tracking.heartbeat(b, clock())
+    tracking.end(a, clock(), EndReason.CLIENT_CLOSED)  # nothing left to credit: not reported
+    assert heard == [("A", t0, t0 + 30), ("B", t0 + 30, t0 + 40)]
+    assert tracking.take_back(b, 4) == 4 and b.seconds == 6
+    assert b.credited_until == t0 + 40, "the deadline does not move: the time was studied, credited elsewhere"
+    assert tracking.take_back(b, 100) == 6 and b.seconds == 0, "never below nothing"
+    assert tracking.credited_seconds == 30
+    each = tracker(False)
+    each.credit_listener = lambda *credit: heard.append(credit)
+    c, _ = each.open("u1", "A", clock(), session_id="c")
+    clock.advance(30)
+    each.heartbeat(c, clock())
+    assert len(heard) == 2, "the default policy reports nothing"
+
+
 def test_an_unknown_policy_is_refused_naming_the_setting():
     import settings
 

@@ -207,3 +207,91 @@ async def test_a_learner_live_in_two_processes_costs_one_command_per_credit(
     # One findAndModify a credit (a batch if several were held), nothing else.
     assert set(beats) == {"findAndModify"} and beats["findAndModify"] <= 2 * rounds, beats
     assert beats["findAndModify"] >= rounds, beats
+
+
+# The learner's clock between two coordinators, step by step (server times chosen by the test).
+
+
+class Process:
+    """One server process's counting rules and coordinator on the test database (no sockets)."""
+
+    def __init__(self, url: str) -> None:
+        from storage.mongodb.coordination import MongoCoordinator
+        from storage.mongodb.store import MongoStore
+        from storage.writer import SessionWriter
+        from tracking.tracker import Tracker
+
+        self.store = MongoStore(url)
+        self.tracker = Tracker(heartbeat_timeout=60, min_heartbeat_interval=0, one_course_at_a_time=True)
+        self.coordinator = MongoCoordinator(
+            self.store, SessionWriter(self.store), heartbeat_interval=0.2, process_timeout=60, one_course=True
+        )
+        self.tracker.credit_listener = self.coordinator.credited
+
+    async def start(self, now: float) -> Process:
+        await self.store.open()
+        await self.coordinator.start(now)
+        return self
+
+    async def open(self, user: str, course: str, now: float):
+        session, _ = self.tracker.open(user, course, now, session_id=f"{course}-{now}")
+        await self.coordinator.claim(session)
+        return session
+
+    async def poll(self, now: float) -> list:
+        """Poll until the learner's credits are checked; apply what was taken back, as the service does."""
+        clocks = self.coordinator.clocks
+        taken = []
+        for _ in range(100):
+            result = await self.coordinator.poll(now)
+            for session, seconds in result.overlaps:
+                taken.append((session.course_id, round(self.tracker.take_back(session, seconds), 6)))
+            learners = clocks._learners.values()
+            busy = any(x.credits or x.rejoin or (x.task and not x.task.done()) for x in learners)
+            if not busy and not clocks.overlaps:
+                return taken
+            await asyncio.sleep(0.02)
+        raise AssertionError("credits never checked")
+
+    async def stop(self) -> None:
+        await self.coordinator.stop(saved=True)
+        await self.store.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_credits_a_process_gave_before_it_joined_go_first_and_the_rest_follows_rule_7(mongo_url):
+    t = time.time()
+    a, b = await Process(mongo_url).start(t), await Process(mongo_url).start(t)
+    try:
+        on_a = await a.open("u3", "A", t)
+        on_b = await b.open("u3", "B", t + 10)  # B finds A: the learner is shared, A is told
+        assert b.coordinator.clocks._learners["u3"].shared
+        b.tracker.heartbeat(on_b, t + 25)  # [t+10, t+25]: held until A has joined
+        a.tracker.heartbeat(on_a, t + 30)  # [t, t+30]: A does not know yet
+        assert await a.poll(t + 30) == []  # A reads the notice and joins: its t+30 is on the clock
+        assert await b.poll(t + 30) == [("B", 15)], "A had credited [t+10, t+25] already"
+        b.tracker.heartbeat(on_b, t + 40)  # [t+25, t+40], of which A had up to t+30
+        assert await b.poll(t + 40) == [("B", 5)]
+        a.tracker.heartbeat(on_a, t + 50)  # [t+30, t+50], of which B had up to t+40
+        assert await a.poll(t + 50) == [("A", 10)]
+        assert (on_a.seconds, on_b.seconds) == (40, 10), "the wall time [t, t+50] once, in turn"
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_held_credits_go_on_once_the_other_process_has_left(mongo_url, mongo_db):
+    t = time.time()
+    a, b = await Process(mongo_url).start(t), await Process(mongo_url).start(t)
+    try:
+        on_a = await a.open("u4", "A", t)
+        a.tracker.heartbeat(on_a, t + 20)
+        on_b = await b.open("u4", "B", t + 10)
+        b.tracker.heartbeat(on_b, t + 30)  # held: A has not joined
+        await a.stop()  # A leaves without reading its notice: its t+20 goes on the clock
+        assert await b.poll(t + 30) == [("B", 10)]
+        assert on_b.seconds == 10
+        assert mongo_db[LEARNER_CLOCKS].find_one({"_id": "u4"})["at"] == pytest.approx(t + 30)
+    finally:
+        await b.stop()

@@ -77,9 +77,12 @@ class _Learner:
     user_id: str
     registration: str  # this registration's id: a late statement of an earlier one matches nothing
     sessions: set[str] = field(default_factory=set)  # live here
-    until: float = -math.inf  # the latest instant this process has credited the learner
+    #: The latest instant this process credited the learner without checking it against the clock
+    #: (before the learner was shared); a join or a leave puts it in ``at``.
+    until: float = -math.inf
     shared: bool = False  # credits are checked against the clock
     joined: bool = False  # this process's instant is in ``at``: credits may be sent
+    rejoin: bool = False  # told to join (again): take this process off ``wait`` before the next check
     credits: list[tuple[Session, float, float]] = field(default_factory=list)  # not yet sent
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task | None = None
@@ -138,8 +141,7 @@ class LearnerClocks:
             if not members:
                 return
             await self._learn_expiry({m["pid"] for m in members})
-            now = self._clock()
-            others = [m for m in members if self._alive(m["pid"], now)]
+            others = [m for m in members if self._alive(m["pid"], session.started_at)]
             if not others:
                 return
             learner.shared = True  # credits from now on are held until the statement below is in
@@ -174,19 +176,25 @@ class LearnerClocks:
         learner = self._learners.get(session.user_id)
         if learner is None:
             return
-        learner.until = max(learner.until, until)
         if not learner.shared:
+            learner.until = max(learner.until, until)
             return
+        # Checked in turn. (Not in ``until``: a join's $max would put it in ``at`` before its own check.)
         learner.credits.append((session, start, until))
         self._unchecked[session.session_id] = self._unchecked.get(session.session_id, 0) + 1
         self._drain_soon(learner)
 
     def notified(self, user_id: str) -> None:
-        """Another process has this learner too (a notice): join the learner's clock."""
+        """Another process has this learner too (a notice): join the learner's clock.
+
+        Also when this process has the learner shared already: it registered
+        just before the notifier saw it joined, and must take itself off ``wait``.
+        """
         learner = self._learners.get(user_id)
-        if learner is None or learner.shared:
+        if learner is None:
             return
         learner.shared = True  # every credit from now on is checked
+        learner.rejoin = True  # after the join, sent before them
         self._drain_soon(learner)
 
     def _drain_soon(self, learner: _Learner) -> None:
@@ -196,8 +204,13 @@ class LearnerClocks:
     async def _drain(self, learner: _Learner) -> None:
         try:
             async with learner.lock, errors():
-                if not learner.joined:
-                    await self._join(learner)
+                if not learner.joined or learner.rejoin:
+                    learner.rejoin = False  # a notice read during the join asks for another
+                    try:
+                        await self._join(learner)
+                    except BaseException:
+                        learner.rejoin = True
+                        raise
                 while learner.credits and await self._check(learner):
                     pass
         except StoreUnavailable as exc:
@@ -258,7 +271,7 @@ class LearnerClocks:
         """Retry held credits, unregister learners who left; the overlaps found since the last poll."""
         leaving = []
         for learner in list(self._learners.values()):
-            if learner.credits:
+            if learner.credits or learner.rejoin or (learner.shared and not learner.joined):
                 self._drain_soon(learner)
             elif not learner.sessions and not learner.lock.locked():
                 del self._learners[learner.user_id]
