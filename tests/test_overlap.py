@@ -219,14 +219,15 @@ def test_policy_periods_are_the_changes_clipped_to_the_range():
     assert policy_periods(log, Window(13 * day, 14 * day), utc)[0]["policy"] == "each-course"
 
 
-def test_the_daily_report_says_which_policy_recorded_the_days(tmp_path):
+def test_the_daily_report_says_which_policy_recorded_the_days(store_url):
+    """On each store (SQLite's overlap_policy_log, MongoDB's study_policy_log)."""
     import json
     import subprocess
     import sys
 
     from tests.support.helpers import ROOT, ServerProcess
 
-    url = f"sqlite:///{tmp_path}/study_time.db"
+    url = store_url
     with ServerProcess(f"--store={url}") as server:  # the default: nothing logged
         assert server.terminate() == 0
     started = __import__("time").time()
