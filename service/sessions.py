@@ -305,11 +305,8 @@ class SessionCore:
         """Rule 7 across processes: take back credit another process gave the learner first."""
         for session, seconds in overlaps:
             stored = session.seconds
-            if not self.tracker.take_back(session, seconds):
-                continue
-            if session.is_open:
-                self.writer.changed(session)
-            else:
+            # An open session pays from its next credits (written with them); an ended one now.
+            if self.tracker.take_back(session, seconds):
                 self.writer.corrected(session, stored)  # its final snapshot is written again
 
     def _ended(self, session: Session) -> None:

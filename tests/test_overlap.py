@@ -116,16 +116,25 @@ def test_each_credit_is_reported_with_the_wall_time_it_covers_and_can_be_taken_b
     tracking.heartbeat(b, clock())
     tracking.end(a, clock(), EndReason.CLIENT_CLOSED)  # nothing left to credit: not reported
     assert heard == [("A", t0, t0 + 30), ("B", t0 + 30, t0 + 40)]
-    assert tracking.take_back(b, 4) == 4 and b.seconds == 6
-    assert b.credited_until == t0 + 40, "the deadline does not move: the time was studied, credited elsewhere"
-    assert tracking.take_back(b, 100) == 6 and b.seconds == 0, "never below nothing"
-    assert tracking.credited_seconds == 30
+    # Open: paid from its next credits, so what its client is answered never decreases.
+    assert tracking.take_back(b, 4) == 0 and b.seconds == 10
+    clock.advance(30)
+    tracking.heartbeat(b, clock())
+    assert b.seconds == 36 and b.credited_until == t0 + 70, "its deadline runs from its heartbeat"
+    assert tracking.take_back(b, 50) == 0
+    clock.advance(10)
+    tracking.end(b, clock(), EndReason.CLIENT_CLOSED)  # the tail pays 10, the end the rest it has
+    assert b.seconds == 0, "never below nothing"
+    assert tracking.take_back(b, 1) == 0, "nothing left"
+    b.seconds = 5
+    assert tracking.take_back(b, 2) == 2 and b.seconds == 3, "ended: at once"
+    assert len(heard) == 4  # B's heartbeat and tail too
     each = tracker(False)
     each.credit_listener = lambda *credit: heard.append(credit)
     c, _ = each.open("u1", "A", clock(), session_id="c")
     clock.advance(30)
     each.heartbeat(c, clock())
-    assert len(heard) == 2, "the default policy reports nothing"
+    assert len(heard) == 4, "the default policy reports nothing"
 
 
 def test_an_unknown_policy_is_refused_naming_the_setting():

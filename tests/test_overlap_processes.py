@@ -19,6 +19,7 @@ import pytest
 from storage.mongodb.schema import LEARNER_CLOCKS, LEASES, POLICY_LOG, SESSIONS
 from tests.support.commands import serve
 from tests.support.helpers import FAST, Client, ServerProcess, fast_settings, wait_for
+from tracking.session import EndReason
 
 
 def server_args(url: str, policy: str) -> list[str]:
@@ -38,7 +39,7 @@ def clock_at(db, user: str) -> float | None:
     return None if doc is None else doc["at"]
 
 
-async def checked(db, user: str, action) -> None:
+async def checked(db, user: str, action):
     """Run ``action`` (a credit of the learner) and, with the learner on a clock, wait until the
     credit is checked against it (its instant moved).
 
@@ -47,17 +48,21 @@ async def checked(db, user: str, action) -> None:
     learner be checked at once; on MongoDB ``$max`` is atomic and they may.
     """
     before = clock_at(db, user)
-    await action()
+    result = await action()
     if before is not None:
         await wait_for(lambda: clock_at(db, user) > before, timeout=10, message="the credit checked")
+    return result
 
 
 async def interleave(db, first: Client, second: Client, rounds: int, gap: float) -> None:
     """Heartbeats of the two courses in turn, ``gap`` apart (each course every ``2 * gap``)."""
+    answered: dict[Client, list[int]] = {first: [], second: []}
     for _ in range(rounds):
         for client in (first, second):
             await asyncio.sleep(gap)
-            await checked(db, "u1", client.heartbeat)
+            answered[client].append((await checked(db, "u1", client.heartbeat))["studyTime"])
+    for answers in answered.values():  # credit taken back comes off later credits (docs/protocol.md)
+        assert answers == sorted(answers), f"studyTime went back within a connection: {answers}"
 
 
 @pytest.mark.gen_test(timeout=120)
@@ -248,7 +253,8 @@ class Process:
         for _ in range(100):
             result = await self.coordinator.poll(now)
             for session, seconds in result.overlaps:
-                taken.append((session.course_id, round(self.tracker.take_back(session, seconds), 6)))
+                self.tracker.take_back(session, seconds)
+                taken.append((session.course_id, round(seconds, 6)))
             learners = clocks._learners.values()
             busy = any(x.credits or x.rejoin or (x.task and not x.task.done()) for x in learners)
             if not busy and not clocks.overlaps:
@@ -277,6 +283,11 @@ async def test_credits_a_process_gave_before_it_joined_go_first_and_the_rest_fol
         assert await b.poll(t + 40) == [("B", 5)]
         a.tracker.heartbeat(on_a, t + 50)  # [t+30, t+50], of which B had up to t+40
         assert await a.poll(t + 50) == [("A", 10)]
+        # Open sessions pay from their next credits (what their clients see never decreases).
+        assert (on_a.seconds, on_b.seconds) == (50, 15)
+        a.tracker.end(on_a, t + 50, EndReason.CLIENT_CLOSED)  # nothing left to credit: pays from its own
+        b.tracker.end(on_b, t + 50, EndReason.CLIENT_CLOSED)  # its tail [t+40, t+50] was A's
+        assert await b.poll(t + 50) == [("B", 10)]
         assert (on_a.seconds, on_b.seconds) == (40, 10), "the wall time [t, t+50] once, in turn"
     finally:
         await a.stop()
@@ -294,6 +305,7 @@ async def test_held_credits_go_on_once_the_other_process_has_left(mongo_url, mon
         b.tracker.heartbeat(on_b, t + 30)  # held: A has not joined
         await a.stop()  # A leaves without reading its notice: its t+20 goes on the clock
         assert await b.poll(t + 30) == [("B", 10)]
+        b.tracker.end(on_b, t + 30, EndReason.CLIENT_CLOSED)
         assert on_b.seconds == 10
         assert mongo_db[LEARNER_CLOCKS].find_one({"_id": "u4"})["at"] == pytest.approx(t + 30)
     finally:
