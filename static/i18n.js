@@ -218,6 +218,8 @@ const MORE = {
     network: "network error",
     endReason: {
       client_closed: "closed by the learner",
+      idle: "paused: no activity",
+      page_hidden: "paused: page hidden",
       connection_lost: "connection lost",
       timeout: "timed out (no heartbeat: counted until the last one)",
       replaced: "replaced by another tab or device",
@@ -313,6 +315,8 @@ const MORE = {
     network: "网络错误",
     endReason: {
       client_closed: "学员关闭",
+      idle: "暂停：无操作",
+      page_hidden: "暂停：页面隐藏",
       connection_lost: "连接中断",
       timeout: "心跳超时（计时止于最后一次心跳）",
       replaced: "被其他标签页或设备取代",
