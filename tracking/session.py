@@ -36,7 +36,7 @@ class EndReason(StrEnum):
         are never stored: they could be anything (personal data, markup), and
         the end reasons stay a short, known list. All of them earn the tail.
         """
-        return CLIENT_PAUSES.get(reason or "", cls.CLIENT_CLOSED)
+        return CLIENT_PAUSES.get(reason, cls.CLIENT_CLOSED) if reason else cls.CLIENT_CLOSED
 
 
 #: Close-frame reasons a client may send to say why it paused, and the end reason each records:
