@@ -194,18 +194,25 @@ class SessionCore:
     # A connection goes.
 
     def disconnected(
-        self, connection: Connection, address: str | None, session: Session | None, *, clean: bool
+        self,
+        connection: Connection,
+        address: str | None,
+        session: Session | None,
+        *,
+        clean: bool,
+        reason: str | None = None,
     ) -> None:
         """The client's connection is gone: end its session, if it still has one.
 
         ``address`` is what ``Connections.connected`` counted (None if it
         refused the connection); ``clean`` says whether the client sent a
         close frame (a clean end earns the time since the last heartbeat; a
-        drop does not).
+        drop does not), and ``reason`` is that frame's text: a pause the
+        client names (``EndReason.client_closed``) ends the session as such.
         """
         self.connections.gone(connection, address)
         if session is not None:
-            self.end(session, EndReason.CLIENT_CLOSED if clean else EndReason.CONNECTION_LOST)
+            self.end(session, EndReason.client_closed(reason) if clean else EndReason.CONNECTION_LOST)
 
     def slow_reader(self, session: Session | None, address: str | None) -> None:
         """A client stopped reading its replies: its session ends as a lost connection.
