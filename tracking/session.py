@@ -36,12 +36,13 @@ class EndReason(StrEnum):
         are never stored: they could be anything (personal data, markup), and
         the end reasons stay a short, known list. All of them earn the tail.
         """
-        return CLIENT_PAUSES.get(reason, cls.CLIENT_CLOSED) if reason else cls.CLIENT_CLOSED
+        return CLIENT_PAUSES.get(reason, cls.CLIENT_CLOSED)
 
 
 #: Close-frame reasons a client may send to say why it paused, and the end reason each records:
 #: the browser client's ``idle`` and ``page_hidden`` (docs/client.md, its ``lastClose.kind``).
-CLIENT_PAUSES: dict[str, EndReason] = {"idle": EndReason.IDLE, "page_hidden": EndReason.PAGE_HIDDEN}
+#: No reason (None) is no pause.
+CLIENT_PAUSES: dict[str | None, EndReason] = {"idle": EndReason.IDLE, "page_hidden": EndReason.PAGE_HIDDEN}
 
 _EARNS_TAIL = frozenset(
     {

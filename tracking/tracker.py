@@ -175,9 +175,8 @@ class Tracker:
             self._credit(session, now if credit_until is None else min(now, credit_until))
         if credit_until is not None:
             self.cap(session, credit_until)
-        owed = self._owed.pop(session.session_id, 0.0)
-        if owed:  # what its credits since had not paid: the end is the last credit
-            self._take(session, owed)
+        # What its credits since had not paid (rule 7 across processes): the end is the last credit.
+        self._take(session, self._owed.pop(session.session_id, 0.0))
         session.ended_at = now
         session.end_reason = reason
         session.rev += 1
