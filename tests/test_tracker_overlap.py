@@ -147,7 +147,8 @@ def test_an_ended_session_pays_what_its_credits_had_not_at_its_end_never_below_n
     clock.advance(5)
     tracking.end(a, clock(), EndReason.CLIENT_CLOSED)  # the tail pays 5, the end takes the other 5
     assert a.seconds == 25 and tracking.credited_seconds == 25
-    assert tracking._owed == {}, "nothing is kept for a session that has ended"
+    # Nothing is kept for a session that has ended, nor for a learner with none left.
+    assert (tracking._owed, tracking._user_until) == ({}, {})
 
     b, _ = tracking.open("u1", "B", clock(), session_id="b")
     clock.advance(30)
