@@ -209,14 +209,16 @@ class SessionWriter:
         # flight, so the store holds exactly what the writer thinks it holds.
         stored = self.store.total_seconds_now(user_id, course_id)
         if stored is not None:
-            return stored + self._waiting_credit(key)
+            return self._plus_waiting_credit(stored, key)
         async with self._lock:  # no write in flight while the store reads (it may take a while)
-            return await self.store.total_seconds(user_id, course_id) + self._waiting_credit(key)
+            return self._plus_waiting_credit(await self.store.total_seconds(user_id, course_id), key)
 
-    def _waiting_credit(self, key: tuple[str, str]) -> float:
-        """Credit of ``key``'s snapshots waiting here beyond what the store already holds of them."""
+    def _plus_waiting_credit(self, total: float, key: tuple[str, str]) -> float:
+        """``total`` plus the credit of ``key``'s snapshots waiting here beyond what the store holds of them."""
         pending, durable = self._pending, self._durable
-        return sum(pending[sid].seconds - durable.get(sid, 0.0) for sid in self._pending_by_key.get(key, ()))
+        for session_id in self._pending_by_key.get(key, ()):
+            total += pending[session_id].seconds - durable.get(session_id, 0.0)
+        return total
 
     async def _expire_old_records(self) -> int:
         """Delete records older than ``keep_seconds`` at most once an hour (``--keep-sessions-days``).
