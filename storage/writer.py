@@ -214,7 +214,7 @@ class SessionWriter:
             return self._plus_waiting_credit(await self.store.total_seconds(user_id, course_id), key)
 
     def _plus_waiting_credit(self, total: float, key: tuple[str, str]) -> float:
-        """``total`` plus the credit of ``key``'s snapshots waiting here beyond what the store holds of them."""
+        """``total`` plus the credit of ``key``'s snapshots waiting here beyond what the store holds."""
         pending, durable = self._pending, self._durable
         for session_id in self._pending_by_key.get(key, ()):
             total += pending[session_id].seconds - durable.get(session_id, 0.0)
