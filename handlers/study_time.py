@@ -188,12 +188,15 @@ class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
 
     def on_close(self) -> None:
         # A close frame from the client is a clean end, with or without a status
-        # code in it; none is a lost connection. A session the service has
-        # already ended (session_ended) is not reported again.
+        # code in it; none is a lost connection. Its reason text may name a pause
+        # (idle, page_hidden). A session the service has already ended
+        # (session_ended) is not reported again.
         session, self.session = self.session, None
         address, self._address = self._address, None
         self.bucket = None  # nothing more is counted against it
-        self.sessions.disconnected(self, address, session, clean=self.client_closed_cleanly())
+        clean = self.client_closed_cleanly()
+        reason = self.close_reason if clean else None
+        self.sessions.disconnected(self, address, session, clean=clean, reason=reason)
 
     # What the service needs of a connection (service.Connection).
 
