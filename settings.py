@@ -617,6 +617,13 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     """
     from redact import RedactingFilter
 
+    # What no line shows, not gathered for each record: the calling frame
+    # (file, line, function), the thread and the multiprocessing process
+    # name (the logging HOWTO's "Optimization"; the JSON lines' ``pid`` is
+    # kept). Two lines are logged per opening (docs/performance.md).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter())
     if log_format == "json":

@@ -27,6 +27,7 @@ from .frames import text_frame
 from .tornado_internals import (
     Opening,
     ReleasingSocket,
+    keep_reading,
     release_upgrade_request,
     socket_closing,
     socket_stream,
@@ -117,6 +118,8 @@ class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
                 settings.heartbeat_timeout,
             )
         )
+        # From now on frames are read as they come: the socket stays registered for reading.
+        keep_reading(socket_stream(self))
 
     def get_compression_options(self) -> None:
         """No permessage-deflate: replies are a few dozen bytes, and :meth:`send` writes plain frames."""

@@ -13,6 +13,7 @@ import logging
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
+from tornado.ioloop import IOLoop
 
 from tests.support.clock import FakeClock
 from tests.support.helpers import Client, heartbeat, scrape, wait_for
@@ -82,6 +83,34 @@ async def test_heartbeats_answer_the_cumulative_server_time(start_service):
     assert record.seconds == 90
     assert record.heartbeats == 3
     assert record.end_reason == "client_closed"
+
+
+@pytest.mark.gen_test
+async def test_a_session_s_socket_stays_registered_for_reading_between_heartbeats(start_service, monkeypatch):
+    # Tornado takes a socket off the IOLoop's readers after each frame and puts
+    # it back for the next (two poller changes per message); a session's
+    # socket stays (handlers/tornado_internals.py, keep_reading), and still
+    # answers every heartbeat.
+    loop = IOLoop.current()
+    unregistered = []
+    real_update_handler = loop.update_handler
+
+    def update_handler(fd, events):
+        # The server's side of a connection only (the test's client shares the IOLoop).
+        if not events & IOLoop.READ and fd.getsockname()[1] == port:
+            unregistered.append(fd)
+        real_update_handler(fd, events)
+
+    monkeypatch.setattr(loop, "update_handler", update_handler)
+    service = await start_service(min_heartbeat_interval=0.0)
+    port = int(service.url.rsplit(":", 1)[1])
+    client = await Client.connect(service.url)
+    await client.connected()
+    unregistered.clear()
+    for _ in range(5):
+        assert (await client.heartbeat())["status"] == "success"
+    assert unregistered == []
+    await client.close()
 
 
 @pytest.mark.gen_test

@@ -126,9 +126,15 @@ class Session:
         """The learner's cumulative whole seconds for the course, as sent to the client.
 
         Rounded to the microsecond before flooring, so a float sum such as
-        119.99999999997 of credits that add up to 120 shows 120.
+        119.99999999997 of credits that add up to 120 shows 120. Sent with
+        every reply, so the rounding (the slow part) is done only where it
+        can matter: within a microsecond below a whole second.
         """
-        return int(round(self.base_seconds + self.seconds, 6))
+        total = self.base_seconds + self.seconds
+        whole = int(total)
+        if 0.0 <= total - whole < 0.999999:  # exact: a float minus its whole part
+            return whole
+        return int(round(total, 6))
 
     def record(self) -> SessionRecord:
         return SessionRecord(
