@@ -321,7 +321,7 @@ class Settings:
         overlap_policy,
         "courses open at once: each-course (each earns its own time) or one-course (a learner's time"
         " goes to one course at a time: the slice between two heartbeats to the course whose heartbeat"
-        " closed it); one-course needs one process on a SQLite store",
+        " closed it); on MongoDB across processes too (every process must have the same policy)",
     )
     processes: int = setting(
         1,
@@ -470,16 +470,6 @@ class Settings:
 
     def validate(self) -> None:
         """Check the relations between settings."""
-        if self.overlap_policy == "one-course" and (
-            self.processes != 1 or not self.store.startswith("sqlite:")
-        ):
-            # The rule needs every live session of a learner in one tracker; across processes that is
-            # the MongoDB coordinator's business, and it does not do it yet.
-            raise SettingsError(
-                "invalid --overlap-policy: one-course is implemented for a single server process"
-                " (--processes=1) on a sqlite:/// store only; use each-course with --processes or a"
-                " mongodb:// store"
-            )
         if self.xapi_endpoint is not None and self.xapi_home_page is None:
             raise SettingsError(
                 "invalid --xapi-home-page: required with --xapi-endpoint (the statements' actor is an"
@@ -627,6 +617,13 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     """
     from redact import RedactingFilter
 
+    # What no line shows, not gathered for each record: the calling frame
+    # (file, line, function), the thread and the multiprocessing process
+    # name (the logging HOWTO's "Optimization"; the JSON lines' ``pid`` is
+    # kept). Two lines are logged per opening (docs/performance.md).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter())
     if log_format == "json":

@@ -31,6 +31,13 @@ Scenarios (each against one FerretDB started here, its data in a temp folder):
   two in-process survivors close the orphans: the update statements that
   close a session as ``server_lost`` per orphan, and every write statement
   of the recovery per orphan.
+* ``one_course`` (only with ``--only=one_course``, so the default run's
+  figures stay comparable): ``--overlap-policy=one-course``, N learners each
+  with two courses open for 30 minutes at a 30 s heartbeat (half an
+  interval apart), scaled as ``learner_hour``: first both courses in one
+  process (``solo``), then course A in one process and B in another
+  (``shared``): the commands on ``study_learner_clock`` and the clock
+  notices, per learner-hour and per credit.
 """
 
 from __future__ import annotations
@@ -404,6 +411,65 @@ async def recovery(url: str, db, orphans: int = 20) -> dict:
     }
 
 
+async def one_course(url: str, db, learners: int, scale: float) -> dict:
+    """The learner clock's commands under --overlap-policy=one-course: one process, then two."""
+    settings = settings_for(url, scale, overlap_policy="one-course")
+    beats = 60  # 30 minutes at a 30 s heartbeat
+    results = {}
+    for case in ("solo", "shared"):
+        x = await start(settings)
+        y = await start(settings) if case == "shared" else x
+        try:
+            mark = len(LISTENER.events)
+
+            async def course(service, user: str, name: str, offset: float) -> int:
+                await asyncio.sleep(offset)
+                client = await Client.connect(service.url, user, name)
+                await client.connected()
+                for _ in range(beats):
+                    await asyncio.sleep(settings.heartbeat_interval)
+                    await client.heartbeat(timeout=10)
+                await client.close()
+                return beats + 1  # the heartbeats and the close's tail
+
+            spread = settings.heartbeat_interval / learners
+            credits = await asyncio.gather(
+                *(course(x, f"{case}{i}", "A", i * spread) for i in range(learners)),
+                *(
+                    course(y, f"{case}{i}", "B", i * spread + settings.heartbeat_interval / 2)
+                    for i in range(learners)
+                ),
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and any(
+                s.coordinator.clocks._learners or s.coordinator._sessions for s in {x, y}
+            ):
+                await asyncio.sleep(0.1)
+            events = LISTENER.since(mark)
+        finally:
+            await x.shutdown()
+            if y is not x:
+                await y.shutdown()
+        clock = [e for e in events if e["collection"] == "study_learner_clock"]
+        hours = learners * beats * 30 / 3600
+        results[case] = {
+            "learner_clock_commands_per_learner_hour": round(len(clock) / hours, 1),
+            "learner_clock_statements_per_learner_hour": round(
+                sum(e["statements"] or 1 for e in clock) / hours, 1
+            ),
+            "learner_clock_commands_per_credit": round(len(clock) / sum(credits), 3),
+            "clock_notices": sum(
+                1
+                for e in events
+                if e["name"] == "insert"
+                and e["collection"] == "study_takeovers"
+                and str(e["command"].get("documents", [{}])[0].get("_id", "")).startswith("clock:")
+            ),
+            "by_command": dict(Counter(e["name"] for e in clock)),
+        }
+    return results
+
+
 def table(results: dict) -> str:
     lh = results["learner_hour"]["per_learner_hour"]
     op = results["opening"]
@@ -448,7 +514,10 @@ async def main(args: argparse.Namespace) -> dict:
             ("opening", lambda url, db: opening(url, db, (1, 100, 2000))),
             ("idle_and_takeover", lambda url, db: idle_and_takeover(url)),
             ("recovery", lambda url, db: recovery(url, db)),
+            ("one_course", lambda url, db: one_course(url, db, args.learners, args.scale)),
         ):
+            if name == "one_course" and not (args.only and name in args.only.split(",")):
+                continue  # only when asked for: the default run's figures stay comparable
             if args.only and name not in args.only.split(","):
                 continue
             database = f"bench_{name}_{uuid.uuid4().hex[:6]}"

@@ -27,6 +27,7 @@ from .frames import text_frame
 from .tornado_internals import (
     Opening,
     ReleasingSocket,
+    keep_reading,
     release_upgrade_request,
     socket_closing,
     socket_stream,
@@ -117,6 +118,8 @@ class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
                 settings.heartbeat_timeout,
             )
         )
+        # From now on frames are read as they come: the socket stays registered for reading.
+        keep_reading(socket_stream(self))
 
     def get_compression_options(self) -> None:
         """No permessage-deflate: replies are a few dozen bytes, and :meth:`send` writes plain frames."""
@@ -185,12 +188,15 @@ class StudyTimeSocket(ServiceHandlerMixin, ReleasingSocket):
 
     def on_close(self) -> None:
         # A close frame from the client is a clean end, with or without a status
-        # code in it; none is a lost connection. A session the service has
-        # already ended (session_ended) is not reported again.
+        # code in it; none is a lost connection. Its reason text may name a pause
+        # (idle, page_hidden). A session the service has already ended
+        # (session_ended) is not reported again.
         session, self.session = self.session, None
         address, self._address = self._address, None
         self.bucket = None  # nothing more is counted against it
-        self.sessions.disconnected(self, address, session, clean=self.client_closed_cleanly())
+        clean = self.client_closed_cleanly()
+        reason = self.close_reason if clean else None
+        self.sessions.disconnected(self, address, session, clean=clean, reason=reason)
 
     # What the service needs of a connection (service.Connection).
 

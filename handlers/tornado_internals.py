@@ -29,6 +29,13 @@ again here before it ships. Each use says why the public API is not enough.
   returned in a local for the connection's lifetime (:class:`Opening`).
 - An ``IOStream`` with an empty write queue has written everything it was
   given, so bytes sent on its socket then come in order (:func:`write_now`).
+- ``BaseIOStream._handle_events`` takes the socket off the IOLoop's readers
+  while bytes wait in its buffer and no read is pending, which after every
+  heartbeat frame is the case for a moment; the WebSocket's next read puts
+  it back: two changes of the poller per message. :func:`keep_reading`
+  gives the stream a view of the IOLoop that keeps it reading while its
+  buffer (``_read_buffer_size``) is small, and keeps the stream's note of
+  what is registered (``_state``) true.
 - ``RequestHandler._headers_written`` (:func:`headers_written`): whether an
   error can still change the status of a streamed CSV response.
 - ``RequestHandler._reason`` (:func:`reason`): the reason phrase of an error
@@ -48,6 +55,7 @@ from typing import Any, NoReturn
 import tornado
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
+from tornado.ioloop import IOLoop
 from tornado.iostream import BaseIOStream, IOStream
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
@@ -61,6 +69,8 @@ RELIED_ON: tuple[tuple[type, str], ...] = (
     (WebSocketHandler, "get_websocket_protocol"),
     (WebSocketHandler, "on_ws_connection_close"),
     (RequestHandler, "_request_summary"),
+    (BaseIOStream, "_handle_events"),
+    (BaseIOStream, "_add_io_state"),
 )
 
 
@@ -112,6 +122,71 @@ def write_now(stream: IOStream, data: bytes) -> None:
             return
         data = data[sent:]
     stream.write(data)
+
+
+#: A stream keeps reading its socket while fewer bytes than this wait in its
+#: buffer (Tornado reads 64 KB at most per readable event).
+KEEP_READING_BELOW = 64 * 1024
+
+
+class KeepReadingLoop:
+    """The IOLoop as the stream of an open WebSocket sees it: the socket stays among its readers.
+
+    Tornado's stream stops reading its socket whenever bytes wait in its
+    buffer and nothing is reading them, which after each frame is the case
+    until the WebSocket asks for the next one, an IOLoop iteration later: the
+    socket's reader is removed and added back for every message (two
+    ``epoll_ctl`` and a libuv handle each time, a sixth of a heartbeat's cost
+    in the profile: docs/performance.md). Through this view the stream keeps
+    reading while less than :data:`KEEP_READING_BELOW` waits in its buffer;
+    beyond that (a client sending faster than its frames are handled: Tornado
+    hands over a burst in parts, yielding to other connections in between)
+    the stream pauses reading as Tornado would, so what a client can make the
+    server hold stays bounded. Everything else is the IOLoop's own. It lasts
+    while the stream is registered with the IOLoop: when the stream closes
+    (``remove_handler``) the stream gets the IOLoop back, and the view lets
+    go of it.
+    """
+
+    __slots__ = ("loop", "stream")
+
+    READ = IOLoop.READ
+    WRITE = IOLoop.WRITE
+    ERROR = IOLoop.ERROR
+
+    def __init__(self, loop: IOLoop, stream: IOStream) -> None:
+        self.loop = loop
+        self.stream: IOStream | None = stream
+
+    def update_handler(self, fd: Any, events: int) -> None:
+        stream = self.stream
+        if not events & IOLoop.READ and stream is not None and stream._read_buffer_size < KEEP_READING_BELOW:
+            events |= IOLoop.READ
+            # The stream's note of what is registered, so that it asks again
+            # (and this decides again) when it next wants a change.
+            stream._state = events
+        self.loop.update_handler(fd, events)
+
+    def remove_handler(self, fd: Any) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.io_loop = self.loop
+        self.loop.remove_handler(fd)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loop, name)
+
+
+def keep_reading(stream: IOStream | None) -> None:
+    """Have ``stream`` keep its socket among the IOLoop's readers (:class:`KeepReadingLoop`).
+
+    For a WebSocket whose session is open, whose frames are read as they
+    come. A closed stream, or a TLS one (its reads go through the TLS
+    state), is left as it is.
+    """
+    if type(stream) is not IOStream or stream.closed() or isinstance(stream.io_loop, KeepReadingLoop):
+        return
+    stream.io_loop = KeepReadingLoop(stream.io_loop, stream)  # type: ignore[assignment]
 
 
 def socket_closing(handler: WebSocketHandler) -> bool:

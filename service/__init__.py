@@ -78,11 +78,12 @@ class Service:
         self.clock = clock or WallClock()
         backend = backend_for(settings.store)
         self.store = backend.store()
+        one_course = settings.overlap_policy == "one-course"
         self.tracker = Tracker(
             settings.heartbeat_timeout,
             settings.min_heartbeat_interval,
             settings.max_sessions_per_user,
-            one_course_at_a_time=settings.overlap_policy == "one-course",
+            one_course_at_a_time=one_course,
         )
         # Ended sessions are written within ENDED_WRITE_INTERVAL, not at the next
         # checkpoint, so reports show them closed at once (storage/writer.py).
@@ -98,13 +99,16 @@ class Service:
             self.writer,
             heartbeat_interval=settings.heartbeat_interval,
             process_timeout=settings.process_timeout,
+            one_course=one_course,
         )
+        if one_course:  # rule 7 across processes (storage/mongodb/learners.py); nothing for one process
+            self.tracker.credit_listener = self.coordinator.credited
         self.metrics = Metrics(
             end_reasons=[r.value for r in EndReason], refusal_codes=REFUSAL_CODES, worker=worker
         )
         self.worker = worker
         self.forwarder = self._forwarder(backend)
-        self._note_policy = lambda now: backend.record_policy(settings.overlap_policy, now)
+        self._note_policy = lambda now: backend.record_policy(self.store, settings.overlap_policy, now)
         self._assemble(backend.report_source())
 
     def _forwarder(self, backend: Backend) -> Forwarder | None:

@@ -123,6 +123,7 @@ class Runtime:
         for timer in self._timers:
             timer.stop()
         self.sessions.end_all(EndReason.SERVER_SHUTDOWN, self.clock())
+        await self.sessions.settle(self.settings.shutdown_timeout / 2)
         saved = await self.writer.drain(self.settings.shutdown_timeout)
         if not saved:
             log.error(

@@ -41,6 +41,31 @@ export function renderDaily(view, prefix, response, range, onPick) {
   );
   fillFoot(table, [{ text: text.total }, durationCell(fmt, totalExact)]);
   roundingNote(view, `${prefix}-rounding`, seconds, total);
+  policyNote(view, `${prefix}-policy`, response.body.overlapPolicy || []);
+}
+
+/**
+ * Which `--overlap-policy` recorded the range (the daily answer's
+ * `overlapPolicy` periods, docs/reports.md), in element `id`: said only when
+ * `one-course` recorded some of it ("Time counted one course at a time"),
+ * with when it began or ended inside the range. The default, each course
+ * counting its own time, needs no line.
+ */
+export function policyNote(view, id, periods) {
+  const note = $(id);
+  if (!note) return;
+  const { fmt, text } = view;
+  note.dataset.policy = JSON.stringify(periods);
+  const last = periods.length - 1;
+  const spans = periods.flatMap((p, i) => {
+    if (p.policy !== "one-course") return [];
+    // A period's bound is a change of policy only inside the range (the range's own ends are not).
+    const from = i > 0 ? fmt.when(p.from) : null;
+    const to = i < last ? fmt.when(p.to) : null;
+    return [from && to ? text.policySpan.between(from, to) : from ? text.policySpan.from(from) : text.policySpan.until(to)];
+  });
+  note.hidden = spans.length === 0;
+  note.textContent = spans.length === 0 ? "" : periods.length === 1 ? text.oneCourseAll : text.oneCourseSome(spans);
 }
 
 /** Show the note on rounding (element `id`) when the rounded `parts` do not add up to the rounded `total`. */

@@ -218,6 +218,8 @@ const MORE = {
     network: "network error",
     endReason: {
       client_closed: "closed by the learner",
+      idle: "paused: no activity",
+      page_hidden: "paused: page hidden",
       connection_lost: "connection lost",
       timeout: "timed out (no heartbeat: counted until the last one)",
       replaced: "replaced by another tab or device",
@@ -313,6 +315,8 @@ const MORE = {
     network: "网络错误",
     endReason: {
       client_closed: "学员关闭",
+      idle: "暂停：无操作",
+      page_hidden: "暂停：页面隐藏",
       connection_lost: "连接中断",
       timeout: "心跳超时（计时止于最后一次心跳）",
       replaced: "被其他标签页或设备取代",
@@ -386,6 +390,15 @@ const PAGES = {
     onlyCourses: (n) => (n === 1 ? "Your token covers this course only." : `Your token covers these ${n} courses only.`),
     acrossMidnight:
       "A session across midnight counts on each day only for the part studied that day; the durations here are whole sessions, so they add up to more than the day's time.",
+    // The daily report's overlapPolicy (--overlap-policy one-course), under each chart of days.
+    oneCourseAll: "Time counted one course at a time: courses open together share the time.",
+    oneCourseSome: (spans) =>
+      `Time counted one course at a time ${spans.join(" and ")}; otherwise each open course counted its own time.`,
+    policySpan: {
+      from: (at) => `from ${at}`,
+      until: (at) => `until ${at}`,
+      between: (from, to) => `from ${from} to ${to}`,
+    },
   },
   zh: {
     page: {
@@ -407,6 +420,13 @@ const PAGES = {
     end: "计时截止",
     onlyCourses: (n) => (n === 1 ? "你的令牌只包含这门课程。" : `你的令牌只包含这 ${n} 门课程。`),
     acrossMidnight: "跨越午夜的学习只按当天学习的部分计入当天；这里的时长是整次学习，所以相加会多于当天的时长。",
+    oneCourseAll: "每次只计一门课程：同时打开的课程分享时长。",
+    oneCourseSome: (spans) => `${spans.join("、")}每次只计一门课程，其余时间各门课程分别计时。`,
+    policySpan: {
+      from: (at) => `自 ${at} 起`,
+      until: (at) => `${at} 之前`,
+      between: (from, to) => `${from} 至 ${to}`,
+    },
   },
 };
 

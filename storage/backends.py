@@ -60,14 +60,23 @@ class Backend(ABC):
         """Read-only report queries on the same database, over a connection of their own."""
 
     def coordinator(
-        self, store: Store, writer: SessionWriter, *, heartbeat_interval: float, process_timeout: float
+        self,
+        store: Store,
+        writer: SessionWriter,
+        *,
+        heartbeat_interval: float,
+        process_timeout: float,
+        one_course: bool = False,
     ) -> Coordinator:
-        """What coordinates this process with the others on ``store``: nothing, for a single process."""
+        """What coordinates this process with the others on ``store``: nothing, for a single process.
+
+        ``one_course`` (``--overlap-policy=one-course``): share each learner's clock between processes.
+        """
         return Coordinator(writer)
 
-    async def record_policy(self, policy: str, now: float) -> None:
-        """Note that ``--overlap-policy`` is ``policy`` from ``now`` on, for reports (a store that can
-        only ever run the default, as MongoDB, notes nothing)."""
+    async def record_policy(self, store: Store, policy: str, now: float) -> None:
+        """Note in the opened ``store`` that ``--overlap-policy`` is ``policy`` from ``now`` on, for
+        reports (``ReportSource.policies``); a store that keeps no log notes nothing."""
         return None
 
     @abstractmethod

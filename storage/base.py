@@ -57,6 +57,16 @@ class Store(ABC):
     async def total_seconds(self, user_id: str, course_id: str) -> float:
         """The credit of every stored session of this user and course, fractions included."""
 
+    def total_seconds_now(self, user_id: str, course_id: str) -> float | None:
+        """:meth:`total_seconds` read at once on the calling (the IOLoop's) thread, or None.
+
+        For a store whose total is a lookup that takes microseconds and never
+        waits (SQLite: one row, docs/storage.md). None says it cannot be read
+        that way now, or not at all (the default; MongoDB): the caller awaits
+        :meth:`total_seconds` instead. It never raises and never blocks.
+        """
+        return None
+
     @abstractmethod
     async def expire(self, ended_before: float) -> int:
         """Delete the records of sessions that ended before this server time; return how many.

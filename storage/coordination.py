@@ -5,7 +5,9 @@ course) within a process. A :class:`Coordinator` extends that rule across
 processes and cleans up after processes that die. The Service calls it at
 four points: when a session opens (:meth:`~Coordinator.claim`), when one
 ends (:meth:`~Coordinator.ended`), periodically (:meth:`~Coordinator.poll`)
-and at shutdown (:meth:`~Coordinator.stop`). It never decides credit itself:
+and at shutdown (:meth:`~Coordinator.settle`, :meth:`~Coordinator.stop`);
+with ``--overlap-policy=one-course`` the tracker also tells it of each credit
+(:meth:`~Coordinator.credited`). It never decides credit itself:
 it reports takeovers, and the tracker caps the replaced session's credit at
 the takeover instant.
 
@@ -43,6 +45,9 @@ class PollResult:
     presumed_dead: bool = False
     #: Sessions of dead processes this poll closed as server_lost.
     recovered: list[SessionRecord] = field(default_factory=list)
+    #: ``--overlap-policy=one-course`` across processes: seconds of a session's credit that
+    #: another process had already credited to the same learner (rule 7), to take back.
+    overlaps: list[tuple[Session, float]] = field(default_factory=list)
 
 
 class Coordinator:
@@ -78,6 +83,19 @@ class Coordinator:
     def ended(self, session: Session) -> None:
         """A session of this process ended; release its lease once its final snapshot is saved."""
 
+    def credited(self, session: Session, start: float, until: float) -> None:
+        """``--overlap-policy=one-course``: ``session`` was credited ``[start, until]`` (rule 7).
+
+        A single process has the learner's every session in its tracker, so
+        there is nothing to share. A coordinator of several processes checks
+        the credit against the learner's other processes (``PollResult.overlaps``).
+        """
+
     async def poll(self, now: float) -> PollResult:
         """Refresh liveness, collect takeovers, release leases, reap dead processes."""
         return PollResult()
+
+    async def settle(self, timeout: float) -> list[tuple[Session, float]]:
+        """Shutting down, before the last save: the overlaps (``PollResult.overlaps``) of the
+        credits still being checked, waiting for them at most ``timeout``."""
+        return []

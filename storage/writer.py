@@ -21,6 +21,13 @@ When the store fails, snapshots stay here and are written by a later flush;
 nothing is dropped. Totals read through :meth:`SessionWriter.total_seconds`
 add the credit still waiting here to what the store holds, so a learner who
 reconnects sees the same total whether or not the last flush has landed.
+
+Openings read those totals, and never wait for a checkpoint: with a store
+that reads a total at once (``Store.total_seconds_now``, SQLite) the stored
+total and the credit waiting here are read in one step of the IOLoop, and
+they agree unless the learner's (user, course) is in the slice being
+written at that moment, whose commit the read may or may not see: only
+then does the opening wait, for that slice, not the whole checkpoint.
 """
 
 from __future__ import annotations
@@ -110,7 +117,12 @@ class SessionWriter:
         # its total, and must not scan every snapshot waiting here to do it.
         self._pending_by_key: dict[tuple[str, str], set[str]] = {}
         self._durable: dict[str, float] = {}  # credit known to be in the store, by session
-        self._lock = asyncio.Lock()  # one flush at a time; reads wait for it
+        self._lock = asyncio.Lock()  # one flush at a time; reads that cannot be quick wait for it
+        # The (user, course) of each record in the slice the store is writing
+        # now (the writes take turns under _lock), and whether none is.
+        self._saving: set[tuple[str, str]] = set()
+        self._saved = asyncio.Event()
+        self._saved.set()
         self._ended_tasks: set[asyncio.Task] = set()
         self._failing_since: float | None = None
         self._full_logged = False
@@ -185,11 +197,28 @@ class SessionWriter:
 
         Raises :class:`StoreUnavailable` when the store cannot be read.
         """
-        async with self._lock:
-            total = await self.store.total_seconds(user_id, course_id)
-            for session_id in self._pending_by_key.get((user_id, course_id), ()):
-                total += self._pending[session_id].seconds - self._durable.get(session_id, 0.0)
-            return total
+        key = (user_id, course_id)
+        # A slice with this learner's records is on its way to the store: its
+        # commit may land (on the store's thread) before the loop learns of it
+        # and forgets their waiting credit, so a quick read now could count
+        # that credit twice. Wait for that slice alone, then read.
+        while key in self._saving:
+            await self._saved.wait()
+        # The quick read and the waiting credit in one step: no write's
+        # bookkeeping can come between them, and no write of this key is in
+        # flight, so the store holds exactly what the writer thinks it holds.
+        stored = self.store.total_seconds_now(user_id, course_id)
+        if stored is not None:
+            return self._plus_waiting_credit(stored, key)
+        async with self._lock:  # no write in flight while the store reads (it may take a while)
+            return self._plus_waiting_credit(await self.store.total_seconds(user_id, course_id), key)
+
+    def _plus_waiting_credit(self, total: float, key: tuple[str, str]) -> float:
+        """``total`` plus the credit of ``key``'s snapshots waiting here beyond what the store holds."""
+        pending, durable = self._pending, self._durable
+        for session_id in self._pending_by_key.get(key, ()):
+            total += pending[session_id].seconds - durable.get(session_id, 0.0)
+        return total
 
     async def _expire_old_records(self) -> int:
         """Delete records older than ``keep_seconds`` at most once an hour (``--keep-sessions-days``).
@@ -284,6 +313,19 @@ class SessionWriter:
         return True
 
     async def _save(self, batch: list[SessionRecord]) -> bool:
+        """Write one slice; totals of its learners wait (:meth:`total_seconds`) for its bookkeeping."""
+        self._saving = {(r.user_id, r.course_id) for r in batch}
+        self._saved.clear()
+        try:
+            return await self._save_slice(batch)
+        finally:
+            # (A flush cancelled here, which the service never does, may leave
+            # a commit the bookkeeping below did not see: the next flush
+            # rewrites those snapshots, and totals may count them twice meanwhile.)
+            self._saving = set()
+            self._saved.set()
+
+    async def _save_slice(self, batch: list[SessionRecord]) -> bool:
         started = time.perf_counter()
         try:
             await self.store.save(batch)

@@ -20,6 +20,7 @@ if ROOT not in sys.path:
 import server  # noqa: E402
 from service import Service  # noqa: E402
 from tests.support import ferretdb  # noqa: E402
+from tests.support.commands import server_commands  # noqa: E402,F401 (what a server sends, a fixture)
 from tests.support.dashboard_page import school  # noqa: E402,F401 (the dashboards' seeded server, a fixture)
 from tests.support.helpers import descendants, fast_settings, kill_and_wait, wait_until  # noqa: E402
 

@@ -303,7 +303,7 @@ def test_hiding_the_page_pauses_and_showing_it_resumes(context, serve, db_path):
     assert page.get_attribute("#reason-text", "data-kind") == "page_hidden"
     # Closed cleanly, so the server credited the time up to the pause.
     (paused,) = wait_records(db_path, "hider", lambda rows: rows and rows[-1][0] is not None)
-    assert paused[0] == "client_closed"
+    assert paused[0] == "page_hidden"  # the record says why (docs/protocol.md, "Closing")
     frozen = shown(page)
     page.wait_for_timeout(2000)  # hidden for two seconds: none of them may count
     assert shown(page) == frozen
@@ -369,7 +369,7 @@ def test_an_idle_learner_is_paused_after_five_minutes_and_resumes_on_input(conte
     assert page.get_attribute("#reason-text", "data-kind") == "idle"
     # Closed cleanly: the server credited up to the pause and ended the session.
     (ended,) = wait_records(db_path, "idler", lambda rows: rows and rows[-1][0] is not None)
-    assert ended[0] == "client_closed"
+    assert ended[0] == "idle"  # the record says why: the dashboards word it "paused: no activity"
     # Half an hour idle: no heartbeat, no session, the display stands still.
     sent, frozen = page.evaluate("window.__heartbeats"), shown(page)
     fake_minutes_pass(page, 1800)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -41,7 +44,7 @@ from tests.support.dashboard_page import (
     settle,
 )
 from tests.support.helpers import ServerProcess
-from tests.support.seed import COURSE, LEARNERS, OTHER, THIRD
+from tests.support.seed import COURSE, LEARNERS, OTHER, THIRD, one_course_since
 
 
 def test_a_learner_sees_their_days_courses_and_sessions_and_nothing_of_the_course_view(browser, school):
@@ -226,6 +229,144 @@ def test_a_session_that_ends_is_in_the_dashboard_within_two_seconds(browser, sch
     finally:
         board.context.close()
         live.context.close()
+
+
+# A learner's pause, as the browser client makes it: idle after ?idle= seconds without input, or the
+# page hidden (what the browser does when a tab goes to the background; see tests/test_browser.py).
+PAUSES = {
+    "idle": ("&idle=1", None),
+    "page_hidden": (
+        "",
+        """() => {
+          Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+          document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+    ),
+}
+PAUSE_WORDS = {
+    ("idle", "en-US"): "paused: no activity",
+    ("idle", "zh-CN"): "暂停：无操作",  # noqa: RUF001 (Chinese punctuation)
+    ("page_hidden", "en-US"): "paused: page hidden",
+    ("page_hidden", "zh-CN"): "暂停：页面隐藏",  # noqa: RUF001 (Chinese punctuation)
+}
+
+
+@pytest.mark.parametrize("pause", ["idle", "page_hidden"])
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+def test_a_session_the_client_paused_says_why_in_the_sessions_of_the_day(browser, school, locale, pause):
+    """Issue 23, item 3: the client's pause (idle, a hidden page) is the session's end reason, in words."""
+    server, tokens = school
+    query, hide = PAUSES[pause]
+    board = open_reports(browser, server, tokens["learner"], locale=locale)
+    live = open_reports(
+        browser, server, tokens["learner"], locale=locale, query=f"&userId={LEARNERS[0]}{query}"
+    )
+    try:
+        pick_today(board)
+        rows = board.locator("#learner-sessions tbody tr")
+        before = rows.count()
+        live.click("#tab-live")
+        live.click("#connect")
+        wait_attached(live, '#status[data-status="connected"]')
+        if hide:
+            live.evaluate(hide)
+        wait_attached(live, f'#paused[data-reason="{pause.removeprefix("page_")}"]')
+        assert live.get_attribute("#reason-text", "data-kind") == pause
+        wait_attached(board, f"#learner-sessions tbody tr:nth-child({before + 1}) td[data-value]")
+        settle(board)
+        ended = rows.last.locator("td").last
+        assert (ended.get_attribute("data-value"), ended.text_content()) == (
+            pause,
+            PAUSE_WORDS[pause, locale],
+        )
+        sessions = api(server, board.get_attribute("#learner-sessions", "data-url"), tokens["learner"])
+        assert sessions["sessions"][-1]["endReason"] == pause
+        assert board.errors == [] and live.errors == []
+    finally:
+        board.context.close()
+        live.context.close()
+
+
+ONE_COURSE_ALL = {
+    "en-US": "Time counted one course at a time: courses open together share the time.",
+    "zh-CN": "每次只计一门课程：同时打开的课程分享时长。",  # noqa: RUF001 (Chinese punctuation)
+}
+ONE_COURSE_SINCE = {
+    "en-US": re.compile(
+        r"Time counted one course at a time from (.+, 09:30);"
+        r" otherwise each open course counted its own time\."
+    ),
+    "zh-CN": re.compile(r"自 (.+ 09:30) 起每次只计一门课程，其余时间各门课程分别计时。"),  # noqa: RUF001
+}
+
+
+def assert_policy_line(page, server, token, chart: str, locale: str, *, whole: bool) -> str:
+    """The line under ``chart`` says what the daily answer's overlapPolicy says; return its text."""
+    prefix = chart.removesuffix("-chart")
+    url, _ = series(page, chart)
+    periods = api(server, url, token)["overlapPolicy"]
+    note = page.locator(f"#{prefix}-policy")
+    assert json.loads(note.get_attribute("data-policy")) == periods
+    assert note.is_visible()
+    text = note.text_content()
+    if whole:
+        assert [p["policy"] for p in periods] == ["one-course"]
+        assert text == ONE_COURSE_ALL[locale]
+    else:
+        assert [p["policy"] for p in periods] == ["each-course", "one-course"]
+        found = ONE_COURSE_SINCE[locale].fullmatch(text)
+        assert found, text
+        # The change's date, as the page words dates: the day one_course_since() names.
+        day = page.evaluate(
+            "([iso, lang]) => new Intl.DateTimeFormat(lang, {timeZone: 'Asia/Shanghai', month: 'short',"
+            " day: 'numeric'}).format(new Date(iso))",
+            [periods[1]["from"], locale],
+        )
+        assert day in found.group(1), (day, text)
+        assert (
+            periods[1]["from"]
+            == datetime.fromtimestamp(one_course_since(time.time()), ZoneInfo(ZONE)).isoformat()
+        )
+    return text
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+def test_the_dashboards_say_when_time_was_counted_one_course_at_a_time(browser, school, locale):
+    """Issue 23, item 3: the daily answer's overlapPolicy under each chart of days, in the page's language."""
+    server, tokens = school
+    board = open_reports(browser, server, tokens["learner"], locale=locale)
+    try:
+        settle(board)
+        # The last 7 days were all recorded under one-course; the last 30 began under each-course.
+        assert_policy_line(board, server, tokens["learner"], "learner-chart", locale, whole=True)
+        board.select_option("#dash-range", "30")
+        settle(board)
+        assert_policy_line(board, server, tokens["learner"], "learner-chart", locale, whole=False)
+        # A range before the change: the default needs no line.
+        board.select_option("#dash-range", "custom")
+        board.fill("#dash-from", "2020-01-01")
+        board.fill("#dash-to", "2020-01-31")
+        board.dispatch_event("#dash-to", "change")
+        settle(board)
+        assert board.is_hidden("#learner-policy")
+        assert json.loads(board.get_attribute("#learner-policy", "data-policy"))[0]["policy"] == "each-course"
+        assert board.errors == []
+    finally:
+        board.context.close()
+    teacher = open_reports(browser, server, tokens["teacher"], locale=locale)
+    try:
+        settle(teacher)
+        assert_policy_line(teacher, server, tokens["teacher"], "course-chart", locale, whole=True)
+        teacher.select_option("#dash-range", "30")
+        settle(teacher)
+        assert_policy_line(teacher, server, tokens["teacher"], "course-chart", locale, whole=False)
+        teacher.click(f'#course-learners button[data-focus="learner:{LEARNERS[1]}"]')
+        wait_attached(teacher, "#course-drill:not([hidden]) #drill-chart[data-series]")
+        settle(teacher)
+        assert_policy_line(teacher, server, tokens["teacher"], "drill-chart", locale, whole=False)
+        assert teacher.errors == []
+    finally:
+        teacher.context.close()
 
 
 def test_an_open_session_is_shown_open_with_the_time_of_the_figure(browser, tmp_path):

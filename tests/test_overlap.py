@@ -101,19 +101,63 @@ def test_the_learner_is_forgotten_when_their_last_session_ends():
     assert tracking._user_until == {}
 
 
-@pytest.mark.parametrize(
-    ("args", "named"),
-    [
-        (["--overlap-policy=one-course", "--processes=2"], "--overlap-policy"),
-        (["--overlap-policy=one-course", "--store=mongodb://127.0.0.1:1/st"], "--overlap-policy"),
-        (["--overlap-policy=newest"], "--overlap-policy"),
-    ],
-)
-def test_one_course_is_refused_where_it_is_not_implemented(args, named):
+def test_each_credit_is_reported_with_the_wall_time_it_covers_and_can_be_taken_back():
+    """Rule 7 across processes: the coordinator hears of each credit and may take part of it back."""
+    clock = FakeClock()
+    tracking = tracker(True)
+    heard = []
+    tracking.credit_listener = lambda session, start, until: heard.append((session.course_id, start, until))
+    t0 = clock()
+    a, _ = tracking.open("u1", "A", clock(), session_id="a")
+    b, _ = tracking.open("u1", "B", clock(), session_id="b")
+    clock.advance(30)
+    tracking.heartbeat(a, clock())
+    clock.advance(10)
+    tracking.heartbeat(b, clock())
+    tracking.end(a, clock(), EndReason.CLIENT_CLOSED)  # nothing left to credit: not reported
+    assert heard == [("A", t0, t0 + 30), ("B", t0 + 30, t0 + 40)]
+    # Open: paid from its next credits, so what its client is answered never decreases.
+    assert tracking.take_back(b, 4) == 0 and b.seconds == 10
+    clock.advance(30)
+    tracking.heartbeat(b, clock())
+    assert b.seconds == 36 and b.credited_until == t0 + 70, "its deadline runs from its heartbeat"
+    assert tracking.take_back(b, 50) == 0
+    clock.advance(10)
+    tracking.end(b, clock(), EndReason.CLIENT_CLOSED)  # the tail pays 10, the end the rest it has
+    assert b.seconds == 0, "never below nothing"
+    assert tracking.take_back(b, 1) == 0, "nothing left"
+    b.seconds = 5
+    assert tracking.take_back(b, 2) == 2 and b.seconds == 3, "ended: at once"
+    assert len(heard) == 4  # B's heartbeat and tail too
+    each = tracker(False)
+    each.credit_listener = lambda *credit: heard.append(credit)
+    c, _ = each.open("u1", "A", clock(), session_id="c")
+    clock.advance(30)
+    each.heartbeat(c, clock())
+    assert len(heard) == 4, "the default policy reports nothing"
+
+
+def test_an_unknown_policy_is_refused_naming_the_setting():
     import settings
 
-    with pytest.raises(settings.SettingsError, match=named):
-        settings.load(args)
+    with pytest.raises(settings.SettingsError, match="--overlap-policy"):
+        settings.load(["--overlap-policy=newest"])
+
+
+def test_one_course_runs_on_mongodb_with_several_processes_but_sqlite_still_serves_one(tmp_path):
+    import settings
+    from tests.support.helpers import run_server
+
+    for args in (["--store=mongodb://127.0.0.1:1/st", "--processes=4"], ["--store=mongodb://127.0.0.1:1/st"]):
+        assert settings.load(["--overlap-policy=one-course", *args]).overlap_policy == "one-course"
+    # SQLite serves one process whatever the policy: refused before binding, naming --processes.
+    result = run_server(
+        "--port=0", "--processes=2", "--overlap-policy=one-course", f"--store=sqlite:///{tmp_path}/x.db"
+    )
+    assert result.returncode == 2
+    assert (
+        "error: invalid --processes" in result.stderr and "SQLite store serves one process" in result.stderr
+    )
 
 
 # Through a real server process (single process, SQLite).
@@ -184,14 +228,15 @@ def test_policy_periods_are_the_changes_clipped_to_the_range():
     assert policy_periods(log, Window(13 * day, 14 * day), utc)[0]["policy"] == "each-course"
 
 
-def test_the_daily_report_says_which_policy_recorded_the_days(tmp_path):
+def test_the_daily_report_says_which_policy_recorded_the_days(store_url):
+    """On each store (SQLite's overlap_policy_log, MongoDB's study_policy_log)."""
     import json
     import subprocess
     import sys
 
     from tests.support.helpers import ROOT, ServerProcess
 
-    url = f"sqlite:///{tmp_path}/study_time.db"
+    url = store_url
     with ServerProcess(f"--store={url}") as server:  # the default: nothing logged
         assert server.terminate() == 0
     started = __import__("time").time()

@@ -13,9 +13,10 @@ import logging
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
+from tornado.ioloop import IOLoop
 
 from tests.support.clock import FakeClock
-from tests.support.helpers import Client, heartbeat, wait_for
+from tests.support.helpers import Client, heartbeat, scrape, wait_for
 from tests.support.stored import study_records
 
 #: The documented intervals, for tests that move a fake server clock by hand.
@@ -85,6 +86,34 @@ async def test_heartbeats_answer_the_cumulative_server_time(start_service):
 
 
 @pytest.mark.gen_test
+async def test_a_session_s_socket_stays_registered_for_reading_between_heartbeats(start_service, monkeypatch):
+    # Tornado takes a socket off the IOLoop's readers after each frame and puts
+    # it back for the next (two poller changes per message); a session's
+    # socket stays (handlers/tornado_internals.py, keep_reading), and still
+    # answers every heartbeat.
+    loop = IOLoop.current()
+    unregistered = []
+    real_update_handler = loop.update_handler
+
+    def update_handler(fd, events):
+        # The server's side of a connection only (the test's client shares the IOLoop).
+        if not events & IOLoop.READ and fd.getsockname()[1] == port:
+            unregistered.append(fd)
+        real_update_handler(fd, events)
+
+    monkeypatch.setattr(loop, "update_handler", update_handler)
+    service = await start_service(min_heartbeat_interval=0.0)
+    port = int(service.url.rsplit(":", 1)[1])
+    client = await Client.connect(service.url)
+    await client.connected()
+    unregistered.clear()
+    for _ in range(5):
+        assert (await client.heartbeat())["status"] == "success"
+    assert unregistered == []
+    await client.close()
+
+
+@pytest.mark.gen_test
 async def test_a_client_gone_while_its_session_opens_ends_it_as_a_lost_connection(start_service):
     # The session exists from the moment it is opened, while its total is still
     # being read from the store: a client that drops then must end it as soon
@@ -121,6 +150,42 @@ async def test_a_close_frame_without_a_status_code_is_a_clean_end_that_earns_the
     await client.close(code=None)
     (record,) = await stored(service)
     assert (record.end_reason, record.seconds) == ("client_closed", 34)
+
+
+@pytest.mark.parametrize(
+    ("reason", "recorded"),
+    [
+        ("idle", "idle"),  # the browser client's idle pause
+        ("page_hidden", "page_hidden"),  # its pause while the page is hidden
+        ("stopped", "client_closed"),  # the client's other clean closes are plain closes
+        ("page_unloaded", "client_closed"),
+        (None, "client_closed"),
+        ("IDLE", "client_closed"),  # exactly the documented words, nothing like them
+        ("idle ", "client_closed"),
+        ('<img src=x onerror="alert(1)">', "client_closed"),  # a client's own text is never stored
+        ("mail me: ann@example.edu", "client_closed"),
+        ("\u7a7a\u95f2", "client_closed"),
+    ],
+)
+@pytest.mark.gen_test
+async def test_a_pause_the_client_names_in_its_close_is_recorded_and_earns_the_tail_as_any_clean_close(
+    start_service, reason, recorded
+):
+    service, clock = await fake_clock_service(start_service)
+    client = await Client.connect(service.url)
+    await client.connected()
+    clock.advance(30)
+    await client.heartbeat()
+    clock.advance(4)
+    await client.close(reason=reason)
+    (record,) = await stored(service)
+    assert (record.end_reason, record.seconds, record.credited_until - record.started_at) == (
+        recorded,
+        34,
+        34,
+    )
+    metrics = await scrape(service)
+    assert metrics[f'study_time_sessions_closed_total{{reason="{recorded}"}}'] == 1
 
 
 @pytest.mark.gen_test

@@ -80,3 +80,25 @@ async def test_keep_sessions_days_deletes_old_records_hourly_and_keeps_the_total
         assert count == 2
     finally:
         await store.close()
+
+
+@pytest.mark.gen_test
+async def test_an_opening_reads_the_last_committed_total_at_once_while_a_write_holds_the_database(tmp_path):
+    # SQLiteStore.total_seconds_now runs on the IOLoop's thread: a write
+    # transaction (a checkpoint on the store's thread, here another
+    # connection's) must neither block it nor show it uncommitted credit.
+    store = SQLiteStore(str(tmp_path / "db"))
+    await store.open()
+    writing = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        await store.save([record("u1", seconds=30, started=T0)])
+        writing.execute("BEGIN IMMEDIATE")
+        writing.execute("UPDATE study_sessions SET seconds = 45 WHERE user_id = 'u1'")
+        assert store.total_seconds_now("u1", "c1") == pytest.approx(30)
+        assert store.total_seconds_now("u2", "c1") == 0
+        writing.execute("COMMIT")
+        assert store.total_seconds_now("u1", "c1") == pytest.approx(45)
+    finally:
+        writing.close()
+        await store.close()
+    assert store.total_seconds_now("u1", "c1") is None  # closed: the caller's slower path says why

@@ -40,6 +40,14 @@ async def test_totals_sum_the_sessions_of_one_user_and_course_with_fractions(sto
 
 
 @pytest.mark.gen_test
+async def test_a_total_read_at_once_is_the_same_total_or_not_offered(store):
+    # Store.total_seconds_now: what an opening reads without waiting, where the store can.
+    await store.save([record(seconds=0.25), record(seconds=1.5, started=T0 + 100), record(user="u2")])
+    for user in ("u1", "u2", "nobody"):
+        assert store.total_seconds_now(user, "c1") in (None, await store.total_seconds(user, "c1"))
+
+
+@pytest.mark.gen_test
 async def test_a_retried_write_never_counts_twice(store):
     first = record(seconds=30)
     await store.save([first])

@@ -12,6 +12,7 @@ import inspect
 import re
 
 import pytest
+import tornado.iostream
 import tornado.web
 import tornado.websocket
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -37,6 +38,10 @@ def test_every_name_the_module_relies_on_is_in_the_installed_tornado():
         (tornado.web.RequestHandler, "self._transforms ="),
         (tornado.web.RequestHandler, "self._write_buffer ="),
         (tornado.websocket.WebSocketProtocol13, "open_result = handler.open("),
+        (tornado.iostream.BaseIOStream, "self._state = state"),
+        (tornado.iostream.BaseIOStream, "self.io_loop.update_handler(self.fileno(), self._state)"),
+        (tornado.iostream.BaseIOStream, "self._read_buffer_size += bytes_read"),
+        (tornado.iostream.BaseIOStream, "self.io_loop.remove_handler(self.fileno())"),
     ],
 )
 def test_the_instance_attributes_it_reads_are_still_set_by_tornado(owner, attribute):

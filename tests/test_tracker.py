@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.support.clock import FakeClock
 from tests.support.stored import live_session, live_sessions
@@ -413,3 +415,17 @@ def test_a_tracker_built_without_a_cap_lets_a_learner_study_any_number_of_course
         assert tracker.admits("u1", f"c{n}")
         open_session(tracker, clock, course=f"c{n}")
     assert live_sessions(tracker, "u1") == 5
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=-10.0, max_value=1e9, allow_nan=False),
+        # Within a few microseconds of a whole second, where rounding carries.
+        st.builds(lambda n, d: n + d, st.integers(0, 10**8), st.floats(-5e-6, 5e-6)),
+    ),
+    st.floats(min_value=0.0, max_value=1e6, allow_nan=False),
+)
+def test_study_time_is_the_total_rounded_to_the_microsecond_then_floored(base, seconds):
+    session, _ = Tracker(heartbeat_timeout=60, min_heartbeat_interval=0).open("u", "c", 0.0, session_id="s")
+    session.base_seconds, session.seconds = base, seconds
+    assert session.study_time == int(round(base + seconds, 6))

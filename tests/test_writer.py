@@ -770,3 +770,68 @@ async def test_drain_at_shutdown_writes_live_sessions_whatever_the_checkpoint_in
     assert await writer.drain(5) and writer.unsaved == 0
     (stored,) = await study_records(faulty)
     assert stored.seconds == 50
+
+
+# Openings read totals without waiting for a checkpoint (Store.total_seconds_now):
+# only SQLite reads one that way; MongoDB's openings take the coordinator's path.
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+@pytest.mark.gen_test
+async def test_a_total_is_read_at_once_while_a_checkpoint_of_other_learners_is_being_written(
+    faulty, tracker, clock
+):
+    writer = SessionWriter(faulty)
+    (first,) = open_sessions(tracker, clock, writer, 1, credit=30)
+    tracker.end(first, clock(), EndReason.CLIENT_CLOSED)
+    writer.ended(first)
+    assert await writer.flush()  # u0: 30 s stored
+    open_sessions(tracker, clock, writer, 3, course="c2")
+    read_during_the_write = []
+
+    async def read_while_the_store_has_not_returned(save_number: int, records) -> None:
+        # Bounded: reading behind the checkpoint (its lock) would wait for this very write.
+        read_during_the_write.append(await asyncio.wait_for(writer.total_seconds("u0", "c1"), 5))
+
+    faulty.after_save = read_while_the_store_has_not_returned
+    assert await writer.flush()
+    assert read_during_the_write == [30]
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+@pytest.mark.gen_test
+async def test_a_total_read_while_its_learner_s_slice_commits_counts_that_credit_once(faulty, tracker, clock):
+    # A slice of a checkpoint is committed on the store's thread before the
+    # IOLoop hears of it and forgets the credit waiting for it: a total read
+    # in between sees the store with the slice and must not add that credit
+    # again (40 s for 30); read before the slice's commit, it must not leave
+    # it out. Such a read waits for its slice only, not for the checkpoint.
+    writer = SessionWriter(faulty)
+    sessions = open_sessions(tracker, clock, writer, 2_500)
+    assert await writer.flush()  # 20 s each stored
+    first_save = faulty.save_calls + 1
+    clock.advance(10)
+    for session in sessions:  # each learner's session ends, as when their next one opens
+        tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
+        writer.ended(session)
+    readers: dict[str, asyncio.Task] = {}
+    totals: dict[str, float] = {}
+
+    def read(user_id: str) -> None:
+        readers[user_id] = asyncio.ensure_future(writer.total_seconds(user_id, "c1"))
+
+    async def after_save(save_number: int, records) -> None:
+        if save_number == first_save:  # committed; the IOLoop has not heard of it yet
+            read(records[0].user_id)
+            in_the_slice = {r.user_id for r in records}
+            read(next(s.user_id for s in sessions if s.user_id not in in_the_slice))  # not yet written
+            for _ in range(5):
+                await asyncio.sleep(0)  # the readers run
+        else:  # the next slice: the first one's readers need not wait for it
+            for user_id, reader in readers.items():
+                totals[user_id] = await asyncio.wait_for(reader, 5)
+            faulty.after_save = None
+
+    faulty.after_save = after_save
+    assert await writer.flush()
+    assert faulty.save_calls == first_save + 2 and len(totals) == 2
+    assert list(totals.values()) == [30, 30]
+    assert all([await writer.total_seconds(user_id, "c1") == 30 for user_id in totals])

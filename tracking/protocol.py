@@ -114,9 +114,13 @@ class ProtocolError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
-    """A parsed client heartbeat; ``timestamp`` is the client's clock, for diagnostics only."""
+    """A parsed client heartbeat; ``timestamp`` is the client's clock, for diagnostics only.
+
+    Not frozen: a frozen dataclass sets its field through ``object.__setattr__``,
+    twice the cost, and one is made per heartbeat (docs/performance.md).
+    """
 
     timestamp: datetime
 

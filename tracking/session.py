@@ -11,6 +11,8 @@ class EndReason(StrEnum):
     """Why a session ended. Stored in the study record as ``end_reason``."""
 
     CLIENT_CLOSED = "client_closed"  # close frame from the client: earns the tail
+    IDLE = "idle"  # the client closed because nobody was active (its idle pause): earns the tail
+    PAGE_HIDDEN = "page_hidden"  # the client closed because its page was hidden: earns the tail
     CONNECTION_LOST = "connection_lost"  # no close frame: nothing after the last heartbeat
     TIMEOUT = "timeout"  # no accepted heartbeat for the timeout: nothing after it
     REPLACED = "replaced"  # a newer connection for the same user and course: earns the tail
@@ -24,9 +26,33 @@ class EndReason(StrEnum):
         """Whether the time since the last accepted heartbeat is credited (rule 2)."""
         return self in _EARNS_TAIL
 
+    @classmethod
+    def client_closed(cls, reason: str | None) -> EndReason:
+        """The end of a session whose client sent a close frame with ``reason`` (its text, if any).
+
+        A client may say that it paused (docs/protocol.md, "Closing"): the
+        reasons :data:`CLIENT_PAUSES` name, exactly, are recorded as such;
+        any other text, or none, is ``client_closed``. The client's own words
+        are never stored: they could be anything (personal data, markup), and
+        the end reasons stay a short, known list. All of them earn the tail.
+        """
+        return CLIENT_PAUSES.get(reason, cls.CLIENT_CLOSED)
+
+
+#: Close-frame reasons a client may send to say why it paused, and the end reason each records:
+#: the browser client's ``idle`` and ``page_hidden`` (docs/client.md, its ``lastClose.kind``).
+#: No reason (None) is no pause.
+CLIENT_PAUSES: dict[str | None, EndReason] = {"idle": EndReason.IDLE, "page_hidden": EndReason.PAGE_HIDDEN}
 
 _EARNS_TAIL = frozenset(
-    {EndReason.CLIENT_CLOSED, EndReason.REPLACED, EndReason.SERVER_SHUTDOWN, EndReason.REVOKED}
+    {
+        EndReason.CLIENT_CLOSED,
+        EndReason.IDLE,
+        EndReason.PAGE_HIDDEN,
+        EndReason.REPLACED,
+        EndReason.SERVER_SHUTDOWN,
+        EndReason.REVOKED,
+    }
 )
 
 
@@ -100,9 +126,15 @@ class Session:
         """The learner's cumulative whole seconds for the course, as sent to the client.
 
         Rounded to the microsecond before flooring, so a float sum such as
-        119.99999999997 of credits that add up to 120 shows 120.
+        119.99999999997 of credits that add up to 120 shows 120. Sent with
+        every reply, so the rounding (the slow part) is done only where it
+        can matter: within a microsecond below a whole second.
         """
-        return int(round(self.base_seconds + self.seconds, 6))
+        total = self.base_seconds + self.seconds
+        whole = int(total)
+        if 0.0 <= total - whole < 0.999999:  # exact: a float minus its whole part
+            return whole
+        return int(round(total, 6))
 
     def record(self) -> SessionRecord:
         return SessionRecord(

@@ -19,6 +19,12 @@ implements the counting rules of ``docs/protocol.md``:
    heartbeat closed it (the one that arrived last), and two courses open
    side by side share the wall time instead of each earning all of it. Off by
    default: each course earns its own time (rule 3 per course only).
+   Across processes (a learner's courses live in several server processes
+   sharing a store) the learner's instant is shared through the store: each
+   credit is reported to :attr:`Tracker.credit_listener`, and the part of it
+   another process had already credited is taken back (:meth:`Tracker.take_back`):
+   from the session's next credits while it is open, so the ``studyTime``
+   its client sees never decreases, and at once once it has ended.
 
 Timeouts are kept in an insertion-ordered dict. Every deadline is "last
 accepted heartbeat + timeout" with a constant timeout and a clock that does
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from enum import Enum
 
@@ -64,6 +70,11 @@ class Tracker:
         #: Rule 7: user_id -> the server time up to which the learner has been credited, any course
         #: (only while the policy is on and the learner has a live session).
         self._user_until: dict[str, float] = {}
+        #: Rule 7 across processes: told of every credit ``(session, from, until)`` while the policy is
+        #: on (the credit covered exactly ``[from, until]``). None: nobody asks (one process).
+        self.credit_listener: Callable[[Session, float, float], None] | None = None
+        #: session_id -> seconds taken back from an open session, paid by its next credits or its end.
+        self._owed: dict[str, float] = {}
         self.heartbeat_timeout = heartbeat_timeout
         self.min_heartbeat_interval = min_heartbeat_interval
         self._by_key: dict[tuple[str, str], Session] = {}
@@ -164,6 +175,8 @@ class Tracker:
             self._credit(session, now if credit_until is None else min(now, credit_until))
         if credit_until is not None:
             self.cap(session, credit_until)
+        # What its credits since had not paid (rule 7 across processes): the end is the last credit.
+        self._take(session, self._owed.pop(session.session_id, 0.0))
         session.ended_at = now
         session.end_reason = reason
         session.rev += 1
@@ -190,8 +203,36 @@ class Tracker:
         session.rev += 1
         return True
 
+    def take_back(self, session: Session, seconds: float) -> float:
+        """Take back ``seconds`` of a session's credit; return how much its ``seconds`` lost now.
+
+        Rule 7 across processes: another process had already credited that
+        part of the learner's wall time to another course. An open session
+        pays it from its next credits (or at its end), so the ``studyTime``
+        its client is answered never decreases (docs/protocol.md); an ended
+        one at once, at most all it has. Unlike :meth:`cap` the session's
+        ``credited_until`` (its deadline) does not move: the time was
+        studied, only credited elsewhere.
+        """
+        if seconds <= 0:
+            return 0.0
+        if session.is_open:
+            self._owed[session.session_id] = self._owed.get(session.session_id, 0.0) + seconds
+            return 0.0
+        return self._take(session, seconds)
+
+    def _take(self, session: Session, seconds: float) -> float:
+        taken = min(seconds, session.seconds)
+        if taken <= 0:
+            return 0.0
+        session.seconds = round(session.seconds - taken, 6)
+        self.credited_seconds -= taken
+        session.rev += 1
+        return taken
+
     def discard(self, session: Session) -> None:
         """Forget a session that never started (its opening failed); it earned nothing."""
+        self._owed.pop(session.session_id, None)
         self._forget(session)
         if session.is_open:
             session.end_reason = EndReason.CONNECTION_LOST
@@ -221,6 +262,16 @@ class Tracker:
             credited = self._user_until.get(session.user_id, -math.inf)
             credit = max(0.0, min(credit, until - credited))
             self._user_until[session.user_id] = max(credited, until)
+            if credit > 0 and self.credit_listener is not None:
+                self.credit_listener(session, until - credit, until)
+            owed = self._owed.get(session.session_id)
+            if owed is not None:  # taken back while open (across processes): paid from this credit
+                paid = min(owed, credit)
+                credit -= paid
+                if owed > paid:
+                    self._owed[session.session_id] = owed - paid
+                else:
+                    del self._owed[session.session_id]
         # Credit is kept to the microsecond (the clock's own resolution at
         # today's epoch): rounding the running sum stops float error from
         # accumulating over thousands of heartbeats, while no real fraction

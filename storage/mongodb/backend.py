@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..backends import Backend
 from ..base import Store
 from ..writer import SessionWriter
+from . import policylog
 from .coordination import MongoCoordinator
 from .outbox import MongoOutbox
 from .reports import MongoReports
@@ -27,13 +28,28 @@ class MongoBackend(Backend):
         return MongoReports(self._url)
 
     def coordinator(
-        self, store: Store, writer: SessionWriter, *, heartbeat_interval: float, process_timeout: float
+        self,
+        store: Store,
+        writer: SessionWriter,
+        *,
+        heartbeat_interval: float,
+        process_timeout: float,
+        one_course: bool = False,
     ) -> MongoCoordinator:
         if not isinstance(store, MongoStore):
             raise TypeError(f"a MongoDB coordinator needs a MongoStore, not {type(store).__name__}")
         return MongoCoordinator(
-            store, writer, heartbeat_interval=heartbeat_interval, process_timeout=process_timeout
+            store,
+            writer,
+            heartbeat_interval=heartbeat_interval,
+            process_timeout=process_timeout,
+            one_course=one_course,
         )
+
+    async def record_policy(self, store: Store, policy: str, now: float) -> None:
+        if not isinstance(store, MongoStore):
+            raise TypeError(f"a MongoDB policy log needs a MongoStore, not {type(store).__name__}")
+        await policylog.record(store.db, policy, now)
 
     def outbox(self) -> MongoOutbox:
         return MongoOutbox(self._url)

@@ -22,6 +22,10 @@ collections documented in ``docs/storage.md``:
   an expired one (it lists them as often) claims it and, in a task of its own
   that never holds up its refresh, closes its open sessions at their last
   checkpoint (``server_lost``) and frees its leases.
+
+With ``--overlap-policy=one-course`` a fourth, ``study_learner_clock``
+(:mod:`.learners`), shares each learner's clock between the processes the
+learner is live in (rule 7); with the default policy it is never touched.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from tracking.session import Session, SessionRecord
 from ..base import StoreUnavailable
 from ..coordination import Coordinator, PollResult
 from ..writer import SessionWriter
+from .learners import LearnerClocks
 from .schema import LEASE_FIELDS, LEASES, PROCESSES, SESSIONS, TAKEOVERS, fold, from_date, lease_key, to_date
 from .store import MongoStore, errors
 
@@ -60,7 +65,13 @@ class MongoCoordinator(Coordinator):
     """Leases, running totals, takeover notices and process liveness in the MongoDB store."""
 
     def __init__(
-        self, store: MongoStore, writer: SessionWriter, *, heartbeat_interval: float, process_timeout: float
+        self,
+        store: MongoStore,
+        writer: SessionWriter,
+        *,
+        heartbeat_interval: float,
+        process_timeout: float,
+        one_course: bool = False,
     ) -> None:
         super().__init__(writer)
         self.store = store
@@ -95,6 +106,13 @@ class MongoCoordinator(Coordinator):
         self._watching = False
         self._noticed = False
         self._recovered: list[SessionRecord] = []
+        self._now = time.time()  # server time at the last poll
+        #: ``--overlap-policy=one-course``: the learners' clocks; None with the default policy.
+        self.clocks = (
+            LearnerClocks(store, alive=self._alive, learn_expiry=self._learn_expiry, clock=lambda: self._now)
+            if one_course
+            else None
+        )
 
     @property
     def _db(self):
@@ -156,6 +174,11 @@ class MongoCoordinator(Coordinator):
             self._watching = False
             self._noticed = True  # whatever came meanwhile is read at the next poll
 
+    async def settle(self, timeout: float) -> list[tuple[Session, float]]:
+        if self.clocks is None:
+            return []
+        return await self.clocks.settle(timeout)
+
     async def stop(self, *, saved: bool) -> None:
         for task in (self._recovery, self._watch):
             if task is not None:
@@ -166,6 +189,8 @@ class MongoCoordinator(Coordinator):
             async with errors():
                 # Whatever is saved is added to its total now, waiting or not.
                 await self._release(set(), final=True)
+                if self.clocks is not None:
+                    await self.clocks.stop()
                 await self._db[LEASES].update_many(
                     {"processId": self.process_id}, {"$unset": dict.fromkeys(LEASE_FIELDS, "")}
                 )
@@ -197,6 +222,8 @@ class MongoCoordinator(Coordinator):
         # if added before the read, no longer in ``open``; never counted twice.
         local = {sid: self._sessions[sid].seconds for sid in self._by_key.get(session.key, ())}
         self._track(session)
+        if self.clocks is not None:
+            await self.clocks.opened(session)
         async with errors():
             prior = await self._take_lease(session)
             total = await self._total(session, prior, local)
@@ -309,9 +336,16 @@ class MongoCoordinator(Coordinator):
     def ended(self, session: Session) -> None:
         if session.session_id in self._sessions:
             self._ended.add(session.session_id)
+        if self.clocks is not None:
+            self.clocks.ended(session)
+
+    def credited(self, session: Session, start: float, until: float) -> None:
+        if self.clocks is not None:
+            self.clocks.credited(session, start, until)
 
     async def poll(self, now: float) -> PollResult:
         result = PollResult()
+        self._now = now
         if self._recovered:
             result.recovered, self._recovered = self._recovered, []
         try:
@@ -327,7 +361,11 @@ class MongoCoordinator(Coordinator):
                 if self._last_refresh == float("-inf") and not await self._refresh(now):
                     result.presumed_dead = True
                     return result
-                await self._release(noticed)
+                if self.clocks is not None:
+                    result.overlaps = await self.clocks.poll()
+                # A session whose credit is still being checked against its learner's clock, or
+                # is about to be cut back (overlaps), is added to its total afterwards.
+                await self._release(noticed | {s.session_id for s, _ in result.overlaps})
                 if time.monotonic() - self._last_look >= self.refresh_interval:
                     await self._look(now)
         except StoreUnavailable as exc:
@@ -394,6 +432,9 @@ class MongoCoordinator(Coordinator):
             self._last_refresh = float("-inf")
             return set()
         for notice in notices:
+            if notice.get("clock") and self.clocks is not None:
+                self.clocks.notified(notice["clock"])
+                continue
             session = self._sessions.get(notice["_id"])
             if session is not None:
                 result.takeovers.append((session, from_date(notice["at"])))
@@ -417,6 +458,7 @@ class MongoCoordinator(Coordinator):
             for sid in self._ended
             if sid not in exclude
             and self.writer.is_saved(sid)
+            and (self.clocks is None or final or not self.clocks.unsettled(sid))
             and (final or sid not in self._waiting or self._waiting[sid] <= clock)
         ]
         if not done:

@@ -31,6 +31,7 @@ from reports.split import micros
 from tracking.session import SessionRecord
 
 from ..base import StoreError
+from . import policylog
 from .schema import SESSIONS, from_date, record_from_document, to_date
 from .store import DEFAULT_OPTIONS, _query_options, database_name, errors
 
@@ -258,6 +259,9 @@ class MongoReports(ReportSource):
                     "cursor": {},
                 },
             )
+
+    async def policies(self) -> list[tuple[float, str]]:
+        return await policylog.read(self._connect())
 
     async def close(self) -> None:
         if self._client is not None:

@@ -21,6 +21,10 @@ SESSIONS = "study_sessions"
 LEASES = "study_leases"
 TAKEOVERS = "study_takeovers"
 PROCESSES = "study_processes"
+#: ``--overlap-policy=one-course`` across processes: one document per learner (storage/mongodb/learners.py).
+LEARNER_CLOCKS = "study_learner_clock"
+#: Which ``--overlap-policy`` recorded which time: ``{_id: <from, seconds>, at, policy}`` (reports).
+POLICY_LOG = "study_policy_log"
 #: ``{_id: "schema", version}``: which schema the database holds (upgrades, store.py).
 META = "study_meta"
 SCHEMA_VERSION = 2
@@ -33,6 +37,7 @@ LEASE_FIELDS = ("sessionId", "processId", "since")
 SHARD_KEYS: dict[str, dict] = {
     SESSIONS: {"userId": "hashed"},
     LEASES: {"_id": "hashed"},
+    LEARNER_CLOCKS: {"_id": "hashed"},
 }
 
 INDEXES: dict[str, list[IndexModel]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backends import Backend
+from ..base import Store
 from . import policylog
 from .outbox import SQLiteOutbox
 from .reports import SQLiteReports
@@ -22,7 +23,7 @@ class SQLiteBackend(Backend):
     def report_source(self) -> SQLiteReports:
         return SQLiteReports(self.path)
 
-    async def record_policy(self, policy: str, now: float) -> None:
+    async def record_policy(self, store: Store, policy: str, now: float) -> None:
         await policylog.record(self.path, policy, now)
 
     def outbox(self) -> SQLiteOutbox:

@@ -3,8 +3,8 @@
 A server appends ``(at, policy)`` at start when its policy differs from the
 last one logged (a database with no entry was recorded under the default,
 ``each-course``). Reports read it (``SQLiteReports.policies``) to say which
-policy recorded a day. Only SQLite needs it: ``one-course`` is refused on
-MongoDB (settings.py), so every MongoDB day is ``each-course``.
+policy recorded a day. MongoDB keeps the same log in ``study_policy_log``
+(``storage/mongodb/policylog.py``).
 """
 
 from __future__ import annotations

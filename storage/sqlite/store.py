@@ -3,7 +3,14 @@
 SQLite calls block, so they run on one dedicated thread that owns the
 connection; the IOLoop only awaits their results. The database is in WAL
 mode, so readers (a reporting query in the ``sqlite3`` shell) do not block
-the server's writes.
+the server's writes, and writes do not block readers.
+
+One read is the exception: a learner's running total, read at every
+opening (:meth:`SQLiteStore.total_seconds_now`). It is a primary-key lookup
+of one row that takes microseconds, far less than handing it to the store's
+thread and back, so it runs on the IOLoop's thread, on a read-only
+connection of its own that never waits for a lock (docs/storage.md,
+"Reading a total at an opening").
 
 Only one server process may use a database file: a second one would close
 the first one's open sessions as "left by a crash". An exclusive ``flock``
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import operator
 import os
 import sqlite3
 import stat
@@ -30,6 +38,10 @@ from ..base import Store, StoreError, StoreUnavailable
 from .schema import BUILD_TOTALS, COLUMNS, SCHEMA, SCHEMA_VERSION, record_from_row
 
 log = logging.getLogger("study_time.store")
+
+_TOTAL = "SELECT seconds FROM study_totals WHERE user_id = ? AND course_id = ?"
+#: A record's row, its fields in the order of COLUMNS.
+_ROW = operator.attrgetter(*COLUMNS)
 
 #: The database and the files SQLite and this store keep next to it. They
 #: hold learners' addresses and user agents: owner-only, whatever the umask.
@@ -83,6 +95,9 @@ class SQLiteStore(Store):
         self.exclusive = exclusive
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # The IOLoop's own read-only connection for totals (None: not in WAL mode, or closed).
+        self._reader: sqlite3.Connection | None = None
+        self._wal = False
         self._lock_fd: int | None = None
         #: Running totals built by the upgrade at the last :meth:`open` (docs/storage.md, "SQLite").
         self.upgraded = 0
@@ -94,11 +109,16 @@ class SQLiteStore(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         try:
             await self._run(self._connect)
-        except StoreUnavailable as exc:
+            # After _connect: the schema exists and any upgrade is committed.
+            self._reader = self._open_reader() if self._wal else None
+        except (StoreUnavailable, sqlite3.Error) as exc:
             await self.close()
             raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._executor is not None:
             if self._conn is not None:
                 await self._run(self._conn.close)
@@ -117,7 +137,9 @@ class SQLiteStore(Store):
             # Built on the store's thread, not the IOLoop: building a large
             # checkpoint's rows there stalled heartbeats every flush.
             nonlocal records
-            rows = [tuple(getattr(r, c) for c in COLUMNS) for r in records]
+            # (attrgetter: in C, a fifth of the time a generator per row took, and
+            # this thread holds the GIL while it runs, delaying heartbeats.)
+            rows = list(map(_ROW, records))
             # Let go of the records before the IOLoop is told the write is done.
             # The executor's work item keeps this closure until the store's thread
             # next gets the GIL, which on a busy machine is after the writer has
@@ -130,12 +152,29 @@ class SQLiteStore(Store):
 
     async def total_seconds(self, user_id: str, course_id: str) -> float:
         def read() -> float:
-            row = self._db.execute(
-                "SELECT seconds FROM study_totals WHERE user_id = ? AND course_id = ?", (user_id, course_id)
-            ).fetchone()
+            row = self._db.execute(_TOTAL, (user_id, course_id)).fetchone()
             return float(row[0]) if row else 0.0
 
         return await self._run(read)
+
+    def total_seconds_now(self, user_id: str, course_id: str) -> float | None:
+        """The running total, read on the calling thread (the IOLoop's) without waiting, or None.
+
+        The reader connection never waits for a lock (``busy_timeout`` 0): in
+        WAL mode a write transaction on the store's thread does not block it
+        (it reads the last committed total), and anything that would (a
+        database that is not in WAL mode, WAL recovery after a crash, a
+        closed store) returns None at once, and the caller awaits
+        :meth:`total_seconds` on the store's thread instead.
+        """
+        reader = self._reader
+        if reader is None:
+            return None
+        try:
+            row = reader.execute(_TOTAL, (user_id, course_id)).fetchone()
+        except sqlite3.Error:
+            return None
+        return float(row[0]) if row else 0.0
 
     async def expire(self, ended_before: float) -> int:
         def delete() -> int:
@@ -167,7 +206,7 @@ class SQLiteStore(Store):
 
         return await self._run(close_orphans)
 
-    # Internals: everything below runs on the store's thread, except _run.
+    # Internals: everything below runs on the store's thread, except _open_reader and _run.
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -177,7 +216,10 @@ class SQLiteStore(Store):
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL unless the file system cannot (then SQLite keeps the rollback
+        # journal, and totals are read on this thread only: a reader there
+        # would be locked out of every commit).
+        self._wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
         # NORMAL in WAL mode survives a process crash (only an OS crash or
         # power loss can lose the last commits), which matches the durability
         # promise: a crash loses at most one checkpoint interval.
@@ -190,6 +232,19 @@ class SQLiteStore(Store):
             conn.executescript(f"BEGIN; {BUILD_TOTALS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
             self.upgraded = conn.execute("SELECT COUNT(*) FROM study_totals").fetchone()[0]
         self._conn = conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """The read-only connection of :meth:`total_seconds_now` (opened and used on the IOLoop's thread)."""
+        # check_same_thread=False only so that close() may run on any thread;
+        # it is used on the IOLoop's alone.
+        reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            reader.execute("PRAGMA busy_timeout=0")  # never wait: the caller has a slower path
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error:
+            reader.close()
+            raise
+        return reader
 
     def _select(self, where: str, params: tuple) -> list[SessionRecord]:
         # ``where`` is one of this module's constant clauses; values are bound parameters.

@@ -28,11 +28,17 @@ class FaultyStore:
         self.snapshots_alive_during_save: list[int] = []
         #: Called with the number of each save call (1, 2, ...) before it runs.
         self.before_save = None
+        #: Awaited with the number of each save call and its records once the store
+        #: has them (committed), before the caller hears of it: the window in which
+        #: a total read on the IOLoop sees the commit the writer has not yet seen.
+        self.after_save = None
 
     def __getattr__(self, name):
         attr = getattr(self.store, name)
         if not callable(attr):
             return attr
+        if name == "total_seconds_now":  # synchronous: an outage makes it unavailable
+            return lambda *args: None if self.down else attr(*args)
 
         async def call(*args, **kwargs):
             if name == "save" and self.before_save is not None:
@@ -52,6 +58,9 @@ class FaultyStore:
                         if type(o) is SessionRecord and o.course_id == self.count_snapshots
                     )
                     self.snapshots_alive_during_save.append(alive)
-            return await attr(*args, **kwargs)
+            result = await attr(*args, **kwargs)
+            if name == "save" and self.after_save is not None:
+                await self.after_save(self.save_calls, args[0])
+            return result
 
         return call

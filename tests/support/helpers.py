@@ -124,9 +124,9 @@ class Client:
                 return self.conn.close_code, self.conn.close_reason, messages
             messages.append(message)
 
-    async def close(self, code: int | None = 1000, timeout: float = 5.0) -> None:
+    async def close(self, code: int | None = 1000, timeout: float = 5.0, reason: str | None = None) -> None:
         """Close cleanly (a close frame, with no status code if ``code`` is None); wait for the answer."""
-        self.conn.close(code)
+        self.conn.close(code, reason)
         await asyncio.wait_for(self._drain(), timeout)
 
     def drop(self) -> None:

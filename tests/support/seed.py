@@ -4,6 +4,10 @@
 learners studying over the last 60 days (some sessions crossing midnight in
 Asia/Shanghai, one still open), a second course some of them also take and a
 third with a few learners, the same records every time for a given ``now``.
+Some sessions ended in the browser client's pauses (``idle``, ``page_hidden``),
+and the store says ``--overlap-policy=one-course`` has recorded since 09:30
+twelve days ago (:func:`one_course_since`): start the server on it with that
+policy, or the server logs its own from its start.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from storage.backends import backend_for
+from storage.sqlite import policylog
 from tests.support.records import record
 from tracking.session import SessionRecord
 
@@ -25,7 +30,9 @@ OTHER = "physics-201"
 THIRD = "chem-110"
 LEARNERS = [f"learner{n:02d}" for n in range(1, 31)]
 DAYS = 60
-END_REASONS = ["client_closed"] * 6 + ["connection_lost", "timeout", "replaced"]
+END_REASONS = ["client_closed"] * 4 + ["idle", "page_hidden", "connection_lost", "timeout", "replaced"]
+#: Days before today that --overlap-policy=one-course began (at 09:30 in Asia/Shanghai).
+ONE_COURSE_DAYS = 12
 
 
 def session(
@@ -46,6 +53,12 @@ def session(
         user_agent="seed",
         last_client_time=None,
     )
+
+
+def one_course_since(now: float) -> float:
+    """When the seeded store's ``one-course`` policy began: 09:30 :data:`ONE_COURSE_DAYS` days ago."""
+    today = datetime.fromtimestamp(now, SHANGHAI).replace(hour=9, minute=30, second=0, microsecond=0)
+    return (today - timedelta(days=ONE_COURSE_DAYS)).timestamp()
 
 
 def records(now: float | None = None) -> list[SessionRecord]:
@@ -80,11 +93,28 @@ def records(now: float | None = None) -> list[SessionRecord]:
     if morning + 1800 < now - 600:
         found.append(session(LEARNERS[0], COURSE, morning, 1500.5))
     found.append(session(LEARNERS[0], COURSE, now - 1200, 1080.0, ended=False))
-    return [r for r in found if r.credited_until <= now]
+    return [r for r in one_at_a_time(found, one_course_since(now)) if r.credited_until <= now]
+
+
+def one_at_a_time(found: list[SessionRecord], since: float) -> list[SessionRecord]:
+    """``found`` without the sessions after ``since`` that overlap an earlier one of the same learner.
+
+    Under ``one-course`` a learner's courses share the wall time, so a
+    learner's credited sessions from then on do not overlap.
+    """
+    busy: dict[str, float] = {}  # credited until, per learner
+    kept = []
+    for r in sorted(found, key=lambda r: (r.started_at, r.session_id)):
+        if r.started_at >= since and r.started_at < busy.get(r.user_id, 0.0):
+            continue
+        busy[r.user_id] = max(busy.get(r.user_id, 0.0), r.credited_until)
+        kept.append(r)
+    return kept
 
 
 def seed(db_path: str, now: float | None = None) -> list[SessionRecord]:
-    """Write :func:`records` into the SQLite store at ``db_path``; return them."""
+    """Write :func:`records` and the change of policy into the SQLite store at ``db_path``; return them."""
+    now = time.time() if now is None else now
     made = records(now)
 
     async def write() -> None:
@@ -94,6 +124,7 @@ def seed(db_path: str, now: float | None = None) -> list[SessionRecord]:
             await store.save(made)
         finally:
             await store.close()
+        await policylog.record(db_path, "one-course", one_course_since(now))
 
     # In a thread of its own: the caller may be running an event loop (pytest's, Playwright's).
     with ThreadPoolExecutor(1) as pool:
