@@ -220,22 +220,22 @@ class SessionWriter:
             total += pending[session_id].seconds - durable.get(session_id, 0.0)
         return total
 
-    async def _expire_old_records(self) -> int:
+    async def _expire_old_records(self) -> None:
         """Delete records older than ``keep_seconds`` at most once an hour (``--keep-sessions-days``).
 
         Not where the store deletes them by itself (``store_expires``: a TTL index on MongoDB).
+        A failure is logged and retried an hour later; it never fails the flush.
         """
         if not self.keep_seconds or self.store_expires or time.monotonic() - self._expired_at < EXPIRE_EVERY:
-            return 0
+            return
         self._expired_at = time.monotonic()
         try:
             deleted = await self.store.expire(time.time() - self.keep_seconds)
         except StoreUnavailable as exc:
             log.warning("could not delete old study records (retried in an hour): %s", exc)
-            return 0
+            return
         if deleted:
             log.info("deleted %d study records older than --keep-sessions-days", deleted)
-        return deleted
 
     async def flush(self, *, force: bool = False) -> bool:
         """Write every changed session that is due; return False if the store failed (kept for later).
