@@ -1,11 +1,13 @@
 """Write-behind of session snapshots: batched checkpoints, and credit kept through outages.
 
 Heartbeats only mark their session dirty (a dict assignment); every
-``--flush-interval`` :meth:`SessionWriter.flush` writes one snapshot per
-changed session: a checkpoint, in one batch or in the store's slices
-(``Store.save_slice``). So store writes per second are at most
-live sessions / flush interval, however fast heartbeats arrive, and a crash
-loses at most one interval of credit per session (counting rule 5).
+``--flush-interval`` :meth:`SessionWriter.flush` writes one snapshot of each
+changed session that is due (a new one at once, a live one every
+``--checkpoint-interval``, spread evenly over the flushes): a checkpoint, in
+one batch or in the store's slices (``Store.save_slice``). So store writes
+per second are about live sessions / checkpoint interval, however fast
+heartbeats arrive, and a crash loses at most one checkpoint interval plus one
+flush interval of credit per session (counting rule 5).
 
 A session that has ended is written promptly rather than at the next
 checkpoint, so reports show it closed within about a second: the first end
@@ -46,9 +48,17 @@ from .base import Store, StoreUnavailable
 
 log = logging.getLogger("study_time.store")
 
-#: Session snapshots taken per IOLoop iteration during a flush (and, for a
-#: store that writes in slices, written before the next are taken).
-SNAPSHOT_SLICE = 1000
+#: How much of a flush runs between two yields to the IOLoop, counted in
+#: sessions passed over as not yet due (a dict lookup each); a snapshot costs
+#: about ten times that. So heartbeats wait about a millisecond at most for a
+#: flush (figures in docs/performance.md, "checkpoint pauses").
+SLICE_WORK = 2500
+SNAPSHOT_WORK = 10
+#: Session snapshots taken between two yields when every session is due.
+SNAPSHOT_SLICE = SLICE_WORK // SNAPSHOT_WORK
+#: Spreads live sessions' checkpoints over the interval (see ``flush``): the
+#: golden ratio's fractional part, whose multiples fill [0, 1) evenly in any order.
+_SPREAD_STEP = (5**0.5 - 1) / 2
 #: Seconds between deletions of old records (``--keep-sessions-days``).
 EXPIRE_EVERY = 3600.0
 
@@ -96,8 +106,10 @@ class SessionWriter:
         self.max_unsaved = max_unsaved
         #: Seconds between two checkpoints of one live session (0: at every flush).
         self.checkpoint_interval = checkpoint_interval
-        # Monotonic time each live session's last checkpoint was taken.
+        # Monotonic time each live session's last checkpoint was taken (its
+        # first one dated back by its place in the spread, see ``flush``).
         self._checkpointed_at: dict[str, float] = {}
+        self._spread = 0.0  # the next new session's place in the spread, in [0, 1)
         #: Records of sessions ended longer ago than this are deleted (0: kept), hourly.
         self.keep_seconds = keep_seconds
         self._expired_at = -math.inf  # monotonic time of the last expiry
@@ -242,32 +254,51 @@ class SessionWriter:
 
         A live session is due once ``checkpoint_interval`` has passed since its
         last checkpoint (a new one at once); ``force`` writes every changed one.
+
+        Sessions that open together (a school at 8:00) would otherwise be due
+        together every interval, one flush writing all of them while the
+        others write none. So a session's first checkpoint is dated back by a
+        fraction of the interval, the next new session's by a different one
+        (multiples of the golden ratio, so any run of openings is spread
+        evenly): its second checkpoint comes sooner, and from then on each
+        flush writes about the same share of the live sessions. No session
+        waits longer than the interval for a checkpoint.
         """
         async with self._lock, cyclic_gc_paused():
-            # Snapshots are taken in slices, letting the IOLoop answer heartbeats
-            # in between rather than holding it for the whole checkpoint. Sessions
-            # changing meanwhile are marked in the new dict, for the next flush.
-            self._taking = self._due(force)
-            sliced = self.store.save_slice is not None
+            # Every changed session is looked at in slices, letting the IOLoop
+            # answer heartbeats in between rather than holding it for the whole
+            # checkpoint: a due one is snapshotted, one not yet due is marked
+            # changed again, for a later flush. Sessions changing meanwhile are
+            # marked in the new dict, for the next flush.
+            self._taking, self._dirty = self._dirty, {}
+            save_slice = self.store.save_slice
+            checkpointed_at = self._checkpointed_at
+            now = time.monotonic()
+            due_by = math.inf if force or not self.checkpoint_interval else now - self.checkpoint_interval
             try:
-                taken = 0
-                now = time.monotonic()
+                work = 0
                 while self._taking:
-                    _, session = self._taking.popitem()
-                    self._set_pending(session.record())
-                    self._checkpointed_at[session.session_id] = now
-                    taken += 1
-                    if taken % SNAPSHOT_SLICE:
+                    session_id, session = self._taking.popitem()
+                    last = checkpointed_at.get(session_id)
+                    if last is not None and last > due_by:
+                        self._dirty[session_id] = session  # not due yet
+                        work += 1
+                    else:
+                        checkpointed_at[session_id] = now if last is not None else self._first_checkpoint(now)
+                        self._set_pending(session.record())
+                        work += SNAPSHOT_WORK
+                    if work < SLICE_WORK:
                         continue
-                    if not sliced:
+                    work = 0
+                    if save_slice is None or len(self._pending) < save_slice:
                         await asyncio.sleep(0)
                     # A store that writes in slices gets each one as soon as it is
                     # taken, so a checkpoint holds one slice of snapshots at a time,
                     # not one per session (the memory this saves per connection is
                     # in docs/performance.md).
                     elif not await self._write_pending():
-                        # Nothing is lost: what was not yet taken waits as snapshots,
-                        # as if the store had failed before the flush began.
+                        # Nothing is lost: what was not yet looked at waits as
+                        # snapshots (those not yet due too: written early, once).
                         while self._taking:
                             self._set_pending(self._taking.popitem()[1].record())
                         return False
@@ -282,19 +313,11 @@ class SessionWriter:
                     self._dirty.setdefault(session_id, session)
                 self._taking = {}
 
-    def _due(self, force: bool) -> dict[str, Session]:
-        """Take the changed sessions to checkpoint now off ``_dirty``; the others stay there."""
-        if force or not self.checkpoint_interval:
-            due, self._dirty = self._dirty, {}
-            return due
-        due, later = {}, {}
-        threshold = time.monotonic() - self.checkpoint_interval
-        checkpointed_at = self._checkpointed_at
-        for session_id, session in self._dirty.items():
-            last = checkpointed_at.get(session_id)
-            (due if last is None or last <= threshold else later)[session_id] = session
-        self._dirty = later
-        return due
+    def _first_checkpoint(self, now: float) -> float:
+        """When a new session's first checkpoint, taken ``now``, counts as taken: its place in the spread."""
+        dated = now - self._spread * self.checkpoint_interval
+        self._spread = (self._spread + _SPREAD_STEP) % 1.0
+        return dated
 
     async def _write_pending(self) -> bool:
         """Write every waiting snapshot, in the store's slices; False if the store failed."""

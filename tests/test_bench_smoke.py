@@ -49,12 +49,27 @@ def test_percentiles_and_ratios():
 
 def test_the_goals_table_shows_the_four_figures_against_bare_tornado():
     bench = load_bench()
-    point = {"connections": 5000, "rss_per_conn_kb": 15.0, "conn_per_s": 1200.0, "p99_ms": 4.0}
+    # Memory and openings are judged at 5,000 connections, the tail at the last stage (19,000).
+    bare = [
+        {"stage": 5000, "connections": 5000, "rss_per_conn_kb": 15.0, "conn_per_s": 1200.0, "p99_ms": 2.0},
+        {"stage": 19000, "connections": 19000, "rss_per_conn_kb": 15.5, "conn_per_s": 700.0, "p99_ms": 40.0},
+    ]
+    ours = [
+        dict(bare[0], rss_per_conn_kb=14.0, conn_per_s=600.0, p99_ms=3.0),
+        dict(
+            bare[1],
+            rss_per_conn_kb=16.0,
+            conn_per_s=900.0,
+            p99_ms=12.0,
+            store_writes_per_s=316.7,
+            store_max_batch=1650,
+        ),
+    ]
     capacity = {
         "scenario": "capacity",
-        "ours": dict(point, rss_per_conn_kb=14.0, conn_per_s=600.0, p99_ms=12.0),
-        "points": {"tornado": [point]},
-        "ratio": {"tornado": {"rss_per_conn_kb": 0.933, "conn_per_s": 0.5, "p99_ms": 3.0}},
+        "ours": ours[-1],
+        "points": {"ours": ours, "tornado": bare},
+        "ratio": {"tornado": {"rss_per_conn_kb": 1.03, "conn_per_s": 1.29, "p99_ms": 0.3}},
     }
     throughput = {
         "scenario": "throughput",
@@ -70,6 +85,11 @@ def test_the_goals_table_shows_the_four_figures_against_bare_tornado():
     assert [met for *_, met in rows] == [True, True, False, False]
     assert "1.6x (1.4, 1.6, 1.7; 16000 vs 10000 /s at 1000; per CPU second x2.0)" in rows[0][1]
     assert "0.933x (14.0 vs 15.0 KiB at 5000)" in rows[1][1]
+    assert "0.5x (600.0 vs 1200.0 /s, ramp to 5000)" in rows[2][1]
+    assert (
+        "12.0 ms at 19000 (bare Tornado 40.0 ms; checkpoints in the window: 316.7 records/s, up to 1650"
+        in rows[3][1]
+    )
     assert bench.goals([])[0][3] is None  # a scenario not run is not a goal missed
     table = bench.goals_table([capacity, throughput])
     assert table.count("MISSED") == 2 and table.count(" met") == 2

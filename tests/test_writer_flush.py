@@ -7,11 +7,13 @@ keep their latest state: nothing is lost or overwritten by an older snapshot.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
-from storage.writer import SNAPSHOT_SLICE, SessionWriter
+from storage.writer import SLICE_WORK, SNAPSHOT_SLICE, SessionWriter
 from tests.support.stored import study_records
+from tests.support.writer_clock import WriterClock
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -45,3 +47,79 @@ async def test_changes_during_a_sliced_flush_are_kept(store):
     assert saved[ended.session_id].end_reason == "client_closed"
     assert saved[ended.session_id].seconds == 12.0
     assert writer.unsaved == 0
+
+
+@pytest.fixture
+def writer_clock(monkeypatch) -> WriterClock:
+    return WriterClock(monkeypatch)
+
+
+def checkpoints_by_flush(writer: SessionWriter) -> list[set[str]]:
+    """The ids each successful write held, one set per write (a flush here is one write)."""
+    writes: list[set[str]] = []
+    writer.saved_listeners.append(lambda batch: writes.append({r.session_id for r in batch}))
+    return writes
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_sessions_opened_together_are_checkpointed_in_even_shares_of_each_interval(store, writer_clock):
+    # A class opening its course page at 8:00: without the spread, every one
+    # of them would be due in the same flush each minute, and none between.
+    tracker = Tracker(heartbeat_timeout=600.0, min_heartbeat_interval=0.0)
+    writer = SessionWriter(store, checkpoint_interval=60)
+    writes = checkpoints_by_flush(writer)
+    n, flushes_per_interval = 120, 12  # a flush every 5 s
+    sessions = [tracker.open(f"u{i}", "c", 0.0, session_id=f"s{i}")[0] for i in range(n)]
+    for session in sessions:
+        writer.changed(session)
+    assert await writer.flush()
+    assert writes.pop() == {s.session_id for s in sessions}  # new sessions at once
+    checkpoints = {s.session_id: [0.0] for s in sessions}  # the credit each checkpoint wrote
+    for flush in range(1, 3 * flushes_per_interval + 1):
+        writer_clock.advance(5)
+        for session in sessions:
+            tracker.heartbeat(session, 5.0 * flush)
+            writer.changed(session)
+        assert await writer.flush()
+        written = writes.pop() if writes else set()
+        # Each flush writes about its share of the class: 10 of 120, not 0 or 120.
+        assert 8 <= len(written) <= 12, (flush, len(written))
+        for session_id in written:
+            checkpoints[session_id].append(5.0 * flush)
+    for session in sessions:
+        credits = checkpoints[session.session_id]
+        # The spread only brings the second checkpoint forward; from then on,
+        # one an interval, and never more than an interval apart.
+        assert [b - a for a, b in itertools.pairwise(credits[1:])] == [60.0, 60.0]
+        assert 0 < credits[1] <= 60
+        assert 180 - credits[-1] < 60
+    stored = {r.session_id: r.seconds for r in await study_records(store, course_id="c")}
+    assert stored == {sid: credits[-1] for sid, credits in checkpoints.items()}
+
+
+# How the writer slices a flush does not depend on the store; FerretDB takes
+# a batch of 5,000 upserts slower than the driver's timeout on a busy machine.
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+@pytest.mark.gen_test(timeout=30)
+async def test_a_flush_yields_to_the_ioloop_while_it_passes_over_sessions_not_yet_due(store, writer_clock):
+    tracker = Tracker(heartbeat_timeout=600.0, min_heartbeat_interval=0.0)
+    writer = SessionWriter(store, checkpoint_interval=60)
+    n = 2 * SLICE_WORK + 100
+    sessions = [tracker.open(f"u{i}", "c", 0.0, session_id=f"s{i}")[0] for i in range(n)]
+    for session in sessions:
+        writer.changed(session)
+    assert await writer.flush()
+    # The same instant on the writer's clock: none of them is due again yet.
+    for session in sessions:
+        tracker.heartbeat(session, 1.0)
+        writer.changed(session)
+
+    flushing = asyncio.ensure_future(writer.flush())
+    await asyncio.sleep(0)  # the flush has looked at its first slice and yielded
+    assert not flushing.done()
+    assert await flushing
+    # What was not due is still waiting, not lost; a forced flush writes it.
+    assert writer.unsaved == n and not any(writer.is_saved(s.session_id) for s in sessions)
+    assert await writer.flush(force=True) and writer.unsaved == 0
+    stored = await study_records(store, course_id="c")
+    assert len(stored) == n and {r.seconds for r in stored} == {1.0}

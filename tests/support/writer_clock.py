@@ -1,0 +1,22 @@
+"""The writer's monotonic clock, moved by hand (wall time and the event loop's clock stay real)."""
+
+from __future__ import annotations
+
+import time
+
+
+class WriterClock:
+    """Replaces ``storage.writer``'s ``time`` so that checkpoint intervals pass at once."""
+
+    def __init__(self, monkeypatch) -> None:
+        import storage.writer
+
+        self.now = 1000.0
+        fake = type("FakeTime", (), {})()
+        fake.monotonic = lambda: self.now
+        fake.time = time.time
+        fake.perf_counter = time.perf_counter
+        monkeypatch.setattr(storage.writer, "time", fake)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
