@@ -18,6 +18,7 @@ from tests.support.faulty import FaultyStore
 from tests.support.helpers import wait_for
 from tests.support.records import record
 from tests.support.stored import study_records
+from tests.support.writer_clock import WriterClock
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -631,23 +632,6 @@ def capture_loop_errors() -> list[dict]:
     problems: list[dict] = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: problems.append(context))
     return problems
-
-
-class WriterClock:
-    """The writer's monotonic clock, moved by hand (wall time and the event loop's clock stay real)."""
-
-    def __init__(self, monkeypatch) -> None:
-        import storage.writer
-
-        self.now = 1000.0
-        fake = type("FakeTime", (), {})()
-        fake.monotonic = lambda: self.now
-        fake.time = time.time
-        fake.perf_counter = time.perf_counter
-        monkeypatch.setattr(storage.writer, "time", fake)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
