@@ -40,6 +40,7 @@ import gc
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 
 from tracking.session import Session, SessionRecord
@@ -48,14 +49,11 @@ from .base import Store, StoreUnavailable
 
 log = logging.getLogger("study_time.store")
 
-#: How much of a flush runs between two yields to the IOLoop, counted in
-#: sessions passed over as not yet due (a dict lookup each); a snapshot costs
-#: about ten times that. So heartbeats wait about a millisecond at most for a
-#: flush (figures in docs/performance.md, "checkpoint pauses").
-SLICE_WORK = 2500
-SNAPSHOT_WORK = 10
-#: Session snapshots taken between two yields when every session is due.
-SNAPSHOT_SLICE = SLICE_WORK // SNAPSHOT_WORK
+#: Session snapshots taken per IOLoop iteration during a flush: taking one
+#: costs a few microseconds of the IOLoop, so heartbeats wait about a
+#: millisecond at most for a flush (figures in docs/performance.md,
+#: "checkpoint pauses").
+SNAPSHOT_SLICE = 250
 #: Spreads live sessions' checkpoints over the interval (see ``flush``): the
 #: golden ratio's fractional part, whose multiples fill [0, 1) evenly in any order.
 _SPREAD_STEP = (5**0.5 - 1) / 2
@@ -106,9 +104,13 @@ class SessionWriter:
         self.max_unsaved = max_unsaved
         #: Seconds between two checkpoints of one live session (0: at every flush).
         self.checkpoint_interval = checkpoint_interval
-        # Monotonic time each live session's last checkpoint was taken (its
-        # first one dated back by its place in the spread, see ``flush``).
-        self._checkpointed_at: dict[str, float] = {}
+        # When each checkpointed live session is next due, as the whole second
+        # of the monotonic clock (rounded up) it is filed under in _due_at: a
+        # flush looks only at the seconds that have passed, never at every
+        # changed session (at 19,000 sessions that scan alone held the IOLoop
+        # for 7 ms). A session not filed yet has never been checkpointed.
+        self._due_second: dict[str, int] = {}
+        self._due_at: defaultdict[int, set[str]] = defaultdict(set)
         self._spread = 0.0  # the next new session's place in the spread, in [0, 1)
         #: Records of sessions ended longer ago than this are deleted (0: kept), hourly.
         self.keep_seconds = keep_seconds
@@ -157,7 +159,9 @@ class SessionWriter:
         none set, or while the store is failing, the next flush writes it.
         """
         self._dirty.pop(session.session_id, None)
-        self._checkpointed_at.pop(session.session_id, None)
+        second = self._due_second.pop(session.session_id, None)
+        if second is not None:
+            self._due_at[second].discard(session.session_id)
         # A running flush must not snapshot it again: once this final snapshot
         # is written, a second one would be counted as credit still waiting.
         self._taking.pop(session.session_id, None)
@@ -265,31 +269,22 @@ class SessionWriter:
         waits longer than the interval for a checkpoint.
         """
         async with self._lock, cyclic_gc_paused():
-            # Every changed session is looked at in slices, letting the IOLoop
-            # answer heartbeats in between rather than holding it for the whole
-            # checkpoint: a due one is snapshotted, one not yet due is marked
-            # changed again, for a later flush. Sessions changing meanwhile are
-            # marked in the new dict, for the next flush.
-            self._taking, self._dirty = self._dirty, {}
-            save_slice = self.store.save_slice
-            checkpointed_at = self._checkpointed_at
+            # Snapshots are taken in slices, letting the IOLoop answer heartbeats
+            # in between rather than holding it for the whole checkpoint. Sessions
+            # changing meanwhile are marked in _dirty, for a later flush.
             now = time.monotonic()
-            due_by = math.inf if force or not self.checkpoint_interval else now - self.checkpoint_interval
+            self._taking = self._take_due(now, force)
+            save_slice = self.store.save_slice
             try:
-                work = 0
+                taken = 0
                 while self._taking:
                     session_id, session = self._taking.popitem()
-                    last = checkpointed_at.get(session_id)
-                    if last is not None and last > due_by:
-                        self._dirty[session_id] = session  # not due yet
-                        work += 1
-                    else:
-                        checkpointed_at[session_id] = now if last is not None else self._first_checkpoint(now)
-                        self._set_pending(session.record())
-                        work += SNAPSHOT_WORK
-                    if work < SLICE_WORK:
+                    self._set_pending(session.record())
+                    if self.checkpoint_interval:
+                        self._file_next_checkpoint(session_id, now)
+                    taken += 1
+                    if taken % SNAPSHOT_SLICE:
                         continue
-                    work = 0
                     if save_slice is None or len(self._pending) < save_slice:
                         await asyncio.sleep(0)
                     # A store that writes in slices gets each one as soon as it is
@@ -297,8 +292,8 @@ class SessionWriter:
                     # not one per session (the memory this saves per connection is
                     # in docs/performance.md).
                     elif not await self._write_pending():
-                        # Nothing is lost: what was not yet looked at waits as
-                        # snapshots (those not yet due too: written early, once).
+                        # Nothing is lost: what was not yet taken waits as snapshots,
+                        # as if the store had failed before the flush began.
                         while self._taking:
                             self._set_pending(self._taking.popitem()[1].record())
                         return False
@@ -313,11 +308,38 @@ class SessionWriter:
                     self._dirty.setdefault(session_id, session)
                 self._taking = {}
 
-    def _first_checkpoint(self, now: float) -> float:
-        """When a new session's first checkpoint, taken ``now``, counts as taken: its place in the spread."""
-        dated = now - self._spread * self.checkpoint_interval
-        self._spread = (self._spread + _SPREAD_STEP) % 1.0
-        return dated
+    def _take_due(self, now: float, force: bool) -> dict[str, Session]:
+        """Take the changed sessions to checkpoint now off ``_dirty``; the others stay there.
+
+        The set operations run in C: the flush's Python work grows with the
+        sessions due, not with every session changed since the last one.
+        """
+        dirty = self._dirty
+        if force or not self.checkpoint_interval:
+            self._dirty = {}
+            return dirty
+        due = dirty.keys() - self._due_second.keys()  # new: at once
+        for second in [second for second in self._due_at if second <= now]:
+            # A session due but unchanged stays filed here, and is taken by
+            # the first flush after it changes.
+            if ids := self._due_at[second]:
+                due |= ids & dirty.keys()
+            else:
+                del self._due_at[second]
+        return {session_id: dirty.pop(session_id) for session_id in due}
+
+    def _file_next_checkpoint(self, session_id: str, now: float) -> None:
+        """File a session just checkpointed ``now`` under the second its next checkpoint is due."""
+        second = self._due_second.get(session_id)
+        if second is None:  # its first: dated back by its place in the spread
+            due = now + (1.0 - self._spread) * self.checkpoint_interval
+            self._spread = (self._spread + _SPREAD_STEP) % 1.0
+        else:
+            self._due_at[second].discard(session_id)
+            due = now + self.checkpoint_interval
+        second = math.ceil(due)
+        self._due_second[session_id] = second
+        self._due_at[second].add(session_id)
 
     async def _write_pending(self) -> bool:
         """Write every waiting snapshot, in the store's slices; False if the store failed."""

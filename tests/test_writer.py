@@ -504,15 +504,16 @@ async def test_a_session_is_saved_only_once_nothing_of_it_waits_to_be_written(fa
 async def test_the_writer_forgets_ended_sessions_once_they_are_written(faulty, tracker, clock):
     # Memory stays as small as the live set: nothing is kept of a session
     # whose final snapshot is in the store.
-    writer = SessionWriter(faulty)
+    writer = SessionWriter(faulty, checkpoint_interval=60)
     sessions = open_sessions(tracker, clock, writer, 10)
     assert await writer.flush()
     for session in sessions[:7]:
         tracker.end(session, clock(), EndReason.CLIENT_CLOSED)
         writer.ended(session)
     assert await writer.flush()
-    assert set(writer._durable) == {s.session_id for s in sessions[7:]}
-    assert set(writer._checkpointed_at) == {s.session_id for s in sessions[7:]}
+    live = {s.session_id for s in sessions[7:]}
+    assert set(writer._durable) == live
+    assert set(writer._due_second) == live and set().union(*writer._due_at.values()) == live
     assert (writer._pending, writer._pending_by_key, writer._dirty) == ({}, {}, {})
 
 
