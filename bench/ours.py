@@ -64,10 +64,10 @@ def counting(store: Store, stats_path: str | None) -> Store:
 
     inner_flush = SessionWriter.flush
 
-    async def flush(writer: SessionWriter) -> bool:
+    async def flush(writer: SessionWriter, *, force: bool = False) -> bool:
         began, started, before = time.time(), time.monotonic(), saved[0]
         try:
-            return await inner_flush(writer)
+            return await inner_flush(writer, force=force)
         finally:
             if saved[0] > before:
                 checkpoints.append((began, saved[0] - before, time.monotonic() - started))

@@ -446,6 +446,7 @@ def hold_run(run: Run, kind: str, stages: Sequence[int], *, interval: float, mea
             points.append(
                 {
                     "stage": target,
+                    "window": [round(since, 3), round(since + m["seconds"], 3)],
                     "connections": m["open"],
                     "failed": opened["failed"],
                     "not_opened": max(0, target - m["open"]),
