@@ -513,7 +513,7 @@ async def test_the_writer_forgets_ended_sessions_once_they_are_written(faulty, t
     assert await writer.flush()
     live = {s.session_id for s in sessions[7:]}
     assert set(writer._durable) == live
-    assert set(writer._due_second) == live and set().union(*writer._due_at.values()) == live
+    assert set(writer._due_time) == live and set().union(*writer._due_at.values()) == live
     assert (writer._pending, writer._pending_by_key, writer._dirty) == ({}, {}, {})
 
 

@@ -61,40 +61,46 @@ def checkpoints_by_flush(writer: SessionWriter) -> list[set[str]]:
     return writes
 
 
+# A production interval, and one short enough that a coarse schedule (whole
+# seconds) would stretch it: each must be kept exactly.
+@pytest.mark.parametrize("interval", [60.0, 0.75])  # steps of 5 s and 1/16 s: exact in binary
 @pytest.mark.gen_test(timeout=30)
-async def test_sessions_opened_together_are_checkpointed_in_even_shares_of_each_interval(store, writer_clock):
+async def test_sessions_opened_together_are_checkpointed_in_even_shares_of_each_interval(
+    store, writer_clock, interval
+):
     # A class opening its course page at 8:00: without the spread, every one
-    # of them would be due in the same flush each minute, and none between.
+    # of them would be due in the same flush each interval, and none between.
     tracker = Tracker(heartbeat_timeout=600.0, min_heartbeat_interval=0.0)
-    writer = SessionWriter(store, checkpoint_interval=60)
+    writer = SessionWriter(store, checkpoint_interval=interval)
     writes = checkpoints_by_flush(writer)
-    n, flushes_per_interval = 120, 12  # a flush every 5 s
+    n, flushes_per_interval = 120, 12
+    step = interval / flushes_per_interval  # as from a flush every 5 s at a 60 s interval
     sessions = [tracker.open(f"u{i}", "c", 0.0, session_id=f"s{i}")[0] for i in range(n)]
     for session in sessions:
         writer.changed(session)
     assert await writer.flush()
     assert writes.pop() == {s.session_id for s in sessions}  # new sessions at once
-    checkpoints = {s.session_id: [0.0] for s in sessions}  # the credit each checkpoint wrote
+    checkpoints = {s.session_id: [0] for s in sessions}  # the flush each checkpoint was written by
     for flush in range(1, 3 * flushes_per_interval + 1):
-        writer_clock.advance(5)
+        writer_clock.advance(step)
         for session in sessions:
-            tracker.heartbeat(session, 5.0 * flush)
+            tracker.heartbeat(session, step * flush)
             writer.changed(session)
         assert await writer.flush()
         written = writes.pop() if writes else set()
         # Each flush writes about its share of the class: 10 of 120, not 0 or 120.
         assert 8 <= len(written) <= 12, (flush, len(written))
         for session_id in written:
-            checkpoints[session_id].append(5.0 * flush)
+            checkpoints[session_id].append(flush)
     for session in sessions:
-        credits = checkpoints[session.session_id]
+        flushes = checkpoints[session.session_id]
         # The spread only brings the second checkpoint forward; from then on,
         # one an interval, and never more than an interval apart.
-        assert [b - a for a, b in itertools.pairwise(credits[1:])] == [60.0, 60.0]
-        assert 0 < credits[1] <= 60
-        assert 180 - credits[-1] < 60
+        assert [b - a for a, b in itertools.pairwise(flushes[1:])] == [12, 12]
+        assert 0 < flushes[1] <= 12
+        assert 36 - flushes[-1] < 12
     stored = {r.session_id: r.seconds for r in await study_records(store, course_id="c")}
-    assert stored == {sid: credits[-1] for sid, credits in checkpoints.items()}
+    assert stored == pytest.approx({sid: step * flushes[-1] for sid, flushes in checkpoints.items()})
 
 
 # How the writer finds due sessions does not depend on the store; FerretDB
