@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from storage.writer import SNAPSHOT_SLICE, SessionWriter
+from storage.writer import DUE_SLOTS, SNAPSHOT_SLICE, SessionWriter
 from tests.support.stored import study_records
 from tests.support.writer_clock import WriterClock
 from tracking.session import EndReason
@@ -117,6 +117,11 @@ async def test_a_flush_spends_nothing_on_sessions_not_yet_due(store, writer_cloc
     for session in sessions:
         writer.changed(session)
     assert await writer.flush()
+    # Filed over the slots of the interval, so a flush looks at a slot's share
+    # of them (about n / 64) to find the due ones, not at all of them.
+    filed = [ids for ids in writer._due_at.values() if ids]
+    assert DUE_SLOTS // 2 <= len(filed) <= DUE_SLOTS + 1
+    assert max(map(len, filed)) <= 2 * n // DUE_SLOTS
     # The same instant on the writer's clock: none of them is due again yet.
     for session in sessions:
         tracker.heartbeat(session, 1.0)
