@@ -208,3 +208,11 @@ def mongo_db(mongodb_server, mongodb_database):
     client = MongoClient(mongodb_server, tz_aware=True)
     yield client[mongodb_database]
     client.close()
+
+
+@pytest.fixture
+def writer_clock(monkeypatch):
+    """The writer's monotonic clock, moved by hand (``tests/support/writer_clock.py``)."""
+    from tests.support.writer_clock import WriterClock
+
+    return WriterClock(monkeypatch)

@@ -114,6 +114,8 @@ async def test_the_store_s_thread_gives_the_core_to_the_ioloop(tmp_path):
     # shared core: the store's thread runs at a lower priority, the IOLoop's
     # (this thread) keeps its own.
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    if ours >= 19:
+        pytest.skip("the tests run at the lowest priority already: nothing lower to give")
     store = SQLiteStore(str(tmp_path / "db"))
     await store.open()
     try:

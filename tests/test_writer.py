@@ -18,7 +18,6 @@ from tests.support.faulty import FaultyStore
 from tests.support.helpers import wait_for
 from tests.support.records import record
 from tests.support.stored import study_records
-from tests.support.writer_clock import WriterClock
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -633,11 +632,6 @@ def capture_loop_errors() -> list[dict]:
     problems: list[dict] = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: problems.append(context))
     return problems
-
-
-@pytest.fixture
-def writer_clock(monkeypatch) -> WriterClock:
-    return WriterClock(monkeypatch)
 
 
 @pytest.mark.gen_test

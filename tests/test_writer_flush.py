@@ -13,7 +13,6 @@ import pytest
 
 from storage.writer import DUE_SLOTS, SNAPSHOT_SLICE, SessionWriter
 from tests.support.stored import study_records
-from tests.support.writer_clock import WriterClock
 from tracking.session import EndReason
 from tracking.tracker import Tracker
 
@@ -47,11 +46,6 @@ async def test_changes_during_a_sliced_flush_are_kept(store):
     assert saved[ended.session_id].end_reason == "client_closed"
     assert saved[ended.session_id].seconds == 12.0
     assert writer.unsaved == 0
-
-
-@pytest.fixture
-def writer_clock(monkeypatch) -> WriterClock:
-    return WriterClock(monkeypatch)
 
 
 def checkpoints_by_flush(writer: SessionWriter) -> list[set[str]]:

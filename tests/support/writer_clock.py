@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 
 class WriterClock:
@@ -12,10 +13,7 @@ class WriterClock:
         import storage.writer
 
         self.now = 1000.0
-        fake = type("FakeTime", (), {})()
-        fake.monotonic = lambda: self.now
-        fake.time = time.time
-        fake.perf_counter = time.perf_counter
+        fake = SimpleNamespace(monotonic=lambda: self.now, time=time.time, perf_counter=time.perf_counter)
         monkeypatch.setattr(storage.writer, "time", fake)
 
     def advance(self, seconds: float) -> None:
